@@ -1,0 +1,5 @@
+import sys
+
+from mmrpt.cli import main
+
+sys.exit(main())

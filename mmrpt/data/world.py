@@ -1,0 +1,177 @@
+"""The synthetic scene world: procedurally drawn scenes whose captions carry ground-truth labels.
+
+Each scene is 1..N objects (shape, colour, size) in distinct cells of a 3x3 grid, drawn with
+PIL. Its caption mixes vision-dependent sentences (count, one per object, a relation) with
+exactly three vision-independent ones (an opening and a closing boilerplate sentence and one
+generic statement), whose number and content never depend on the scene, so they leak no image
+information. Every sentence carries its label.
+
+Language priors: in the ``prior`` distribution (train, dev, test_iid) each shape takes its
+prior colour (circle->red, square->blue, triangle->green) with probability ``prior_strength``;
+in the ``counter`` distribution (test_counter) it never does, so a model that guesses colours
+from the caption instead of the image fails there.
+
+Deterministic from the seed: the same (seed, split) gives the same scenes, pixels and captions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mmrpt.data.records import Record, Sentence
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = ("red", "green", "blue", "yellow")
+SIZES = ("small", "large")
+ROWS = ("top", "middle", "bottom")
+COLS = ("left", "center", "right")
+PRIOR_COLOUR = {"circle": "red", "square": "blue", "triangle": "green"}
+RGB = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
+BACKGROUND = (200, 200, 200)
+NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+OPENINGS = (
+    "This is a picture from the shape collection.",
+    "Here is a rendered image.",
+    "The image shows a simple drawing.",
+    "This picture is part of a synthetic dataset.",
+)
+CLOSINGS = (
+    "It was made by a computer program.",
+    "The drawing was generated automatically.",
+    "Such pictures are used to train models.",
+    "No people appear in these pictures.",
+)
+GENERIC = (
+    "Circles have no corners.",
+    "Squares have four equal sides.",
+    "Triangles have three corners.",
+    "Red is a warm colour.",
+    "Blue is a cool colour.",
+    "Shapes are drawn on a grey background.",
+    "Every object sits in one cell of a grid.",
+    "Large objects are easier to see.",
+)
+SPLITS = {"train": "prior", "dev": "prior", "test_iid": "prior", "test_counter": "counter"}
+
+
+@dataclass(frozen=True)
+class Obj:
+    shape: str
+    colour: str
+    size: str
+    row: int
+    col: int
+
+    @property
+    def position(self) -> str:
+        return f"{ROWS[self.row]} {COLS[self.col]}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.shape}"
+
+
+def sample_scene(rng: np.random.Generator, max_objects: int, prior_strength: float,
+                 counter_prior: bool) -> list[Obj]:
+    n = int(rng.integers(1, max_objects + 1))
+    cells = rng.choice(9, size=n, replace=False)
+    objs = []
+    for cell in cells:
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        prior = PRIOR_COLOUR[shape]
+        others = [c for c in COLOURS if c != prior]
+        if counter_prior or rng.random() >= prior_strength:
+            colour = others[rng.integers(len(others))]
+        else:
+            colour = prior
+        objs.append(Obj(shape, colour, SIZES[rng.integers(2)], int(cell) // 3, int(cell) % 3))
+    return objs
+
+
+def render(objs: list[Obj], size: int, rng: np.random.Generator) -> Image.Image:
+    """Draw the scene; object centres are jittered a little inside their grid cell."""
+    img = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    cell = size / 3
+    for o in objs:
+        r = cell * (0.42 if o.size == "large" else 0.22)
+        jitter = cell / 2 - r
+        cx = (o.col + 0.5) * cell + rng.uniform(-jitter, jitter) * 0.5
+        cy = (o.row + 0.5) * cell + rng.uniform(-jitter, jitter) * 0.5
+        box = (cx - r, cy - r, cx + r, cy + r)
+        if o.shape == "circle":
+            draw.ellipse(box, fill=RGB[o.colour])
+        elif o.shape == "square":
+            draw.rectangle(box, fill=RGB[o.colour])
+        else:
+            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=RGB[o.colour])
+    return img
+
+
+def relation(a: Obj, b: Obj) -> str:
+    """A true spatial relation of ``a`` to ``b`` (columns first, then rows)."""
+    if a.col != b.col:
+        return "left of" if a.col < b.col else "right of"
+    return "above" if a.row < b.row else "below"
+
+
+def describe(objs: list[Obj], rng: np.random.Generator) -> list[tuple[str, int]]:
+    """Caption sentences with their vision-dependency labels (1 = needs the image)."""
+    n = len(objs)
+    dep = [(f"There {'is' if n == 1 else 'are'} {NUMBERS[n]} object{'s' if n > 1 else ''}.", 1)]
+    ordered = sorted(objs, key=lambda o: (o.row, o.col))  # reading order, as people describe
+    for o in ordered:
+        dep.append((f"A {o.size} {o.colour} {o.shape} is at the {o.position}.", 1))
+    if n >= 2:
+        a, b = ordered[0], ordered[1]
+        dep.append((f"The {a.name} is {relation(a, b)} the {b.name}.", 1))
+    generic = (GENERIC[rng.integers(len(GENERIC))], 0)
+    dep.insert(int(rng.integers(1, len(dep) + 1)), generic)
+    opening = (OPENINGS[rng.integers(len(OPENINGS))], 0)
+    closing = (CLOSINGS[rng.integers(len(CLOSINGS))], 0)
+    return [opening, *dep, closing]
+
+
+def join_sentences(sentences: list[tuple[str, int]]) -> tuple[str, tuple[Sentence, ...]]:
+    caption, spans = "", []
+    for text, label in sentences:
+        if caption:
+            caption += " "
+        spans.append(Sentence(len(caption), len(caption) + len(text), label))
+        caption += text
+    return caption, tuple(spans)
+
+
+def generate_split(split: str, n: int, out_dir: Path, *, seed: int, image_size: int,
+                   max_objects: int, prior_strength: float) -> Iterator[Record]:
+    """Yield ``n`` records of ``split`` and write their PNGs under ``out_dir/images``."""
+    distribution = SPLITS[split]
+    rng = np.random.default_rng([seed, list(SPLITS).index(split)])
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        objs = sample_scene(rng, max_objects, prior_strength, distribution == "counter")
+        img = render(objs, image_size, rng)
+        caption, sentences = join_sentences(describe(objs, rng))
+        rid = f"{split}-{k:06d}"
+        rel = f"images/{rid}.png"
+        img.save(out_dir / rel)
+        meta = {"split": split, "distribution": distribution,
+                "scene": [asdict(o) for o in objs]}
+        yield Record(rid, rel, caption, sentences, meta)
+
+
+def scene_of(record: Record) -> list[Obj]:
+    return [Obj(**o) for o in record.meta["scene"]]
+
+
+def vocabulary_text() -> list[str]:
+    """Every word and template of the world, for tokenizer training."""
+    words = [*SHAPES, *COLOURS, *SIZES, *ROWS, *COLS, *NUMBERS, "object", "objects",
+             "left of", "right of", "above", "below"]
+    return [*OPENINGS, *CLOSINGS, *GENERIC, " ".join(words)]

@@ -1,0 +1,98 @@
+"""Turning (image, prompt, target text) into model inputs, batching them, and per-token losses.
+
+The prompt goes through the processor (chat template + image placeholder expansion); the target
+is tokenised on its own with character offsets, so every target token maps back to a character
+span of the caption. That map is what lets later stages score, mask and evaluate sentences.
+Works for any Qwen2-VL-style processor (the tiny one or a real Qwen2/2.5-VL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    mm_token_type_ids: list[int]
+    pixel_values: torch.Tensor  # (patches, patch_dim)
+    image_grid_thw: torch.Tensor  # (1, 3)
+    target_start: int  # position of the first target token
+    offsets: list[tuple[int, int]]  # char span in the target text of each target token
+
+
+def chat_prompt(processor, prompt: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode(processor, image: Image.Image, prompt: str, target: str,
+           end_of_turn: bool = True) -> Encoded:
+    """Encode one example; ``labels`` cover the target (and the end-of-turn token) only."""
+    enc = processor(text=[chat_prompt(processor, prompt)], images=[image], return_tensors="pt")
+    tok = processor.tokenizer
+    tgt = tok(target, add_special_tokens=False, return_offsets_mapping=True)
+    tgt_ids = list(tgt["input_ids"])
+    end_ids = tok("<|im_end|>", add_special_tokens=False)["input_ids"] if end_of_turn else []
+    prompt_ids = enc["input_ids"][0].tolist()
+    mm = enc.get("mm_token_type_ids")
+    mm = mm[0].tolist() if mm is not None else [0] * len(prompt_ids)
+    n_new = len(tgt_ids) + len(end_ids)
+    return Encoded(
+        input_ids=prompt_ids + tgt_ids + end_ids,
+        labels=[IGNORE] * len(prompt_ids) + tgt_ids + end_ids,
+        mm_token_type_ids=mm + [0] * n_new,
+        pixel_values=enc["pixel_values"],
+        image_grid_thw=enc["image_grid_thw"],
+        target_start=len(prompt_ids),
+        offsets=[tuple(o) for o in tgt["offset_mapping"]],
+    )
+
+
+def collate(items: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> dict:
+    """Pad a batch. Returns the model's keyword arguments plus ``labels``."""
+    width = max(len(e.input_ids) for e in items)
+
+    def pad(seq: list[int], value: int) -> list[int]:
+        fill = [value] * (width - len(seq))
+        return fill + seq if padding_side == "left" else seq + fill
+
+    return {
+        "input_ids": torch.tensor([pad(e.input_ids, pad_id) for e in items]),
+        "attention_mask": torch.tensor([pad([1] * len(e.input_ids), 0) for e in items]),
+        "mm_token_type_ids": torch.tensor([pad(e.mm_token_type_ids, 0) for e in items]),
+        "labels": torch.tensor([pad(e.labels, IGNORE) for e in items]),
+        "pixel_values": torch.cat([e.pixel_values for e in items]),
+        "image_grid_thw": torch.cat([e.image_grid_thw for e in items]),
+    }
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-position next-token loss.
+
+    logits (B, T, V), labels (B, T) -> (B, T) where out[b, t] is the loss of predicting
+    labels[b, t] from positions < t; 0 where labels[b, t] is IGNORE (and at t = 0).
+    """
+    shifted = labels[:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), shifted.flatten(),
+                           ignore_index=IGNORE, reduction="none").view_as(shifted)
+    return F.pad(loss, (1, 0))
+
+
+def sentence_of_tokens(offsets: Sequence[tuple[int, int]],
+                       spans: Sequence[tuple[int, int]]) -> list[int]:
+    """For each target token, the index of the sentence span holding its last character
+    (-1 for tokens between sentences, e.g. a lone space)."""
+    out = []
+    for a, b in offsets:
+        last = max(a, b - 1)
+        out.append(next((i for i, (s, e) in enumerate(spans) if s <= last < e), -1))
+    return out

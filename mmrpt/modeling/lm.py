@@ -1,0 +1,45 @@
+"""Teacher-forced caption losses per sentence, with the true image or any other image.
+
+The same pass serves the warmup check (does the model use the image?) and the counterfactual
+dependency score (how much does a sentence's loss rise when the image is swapped?).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from mmrpt.modeling.encode import collate, encode, sentence_of_tokens, token_losses
+
+
+@torch.no_grad()
+def sentence_losses(model, processor, images: Sequence[Image.Image], captions: Sequence[str],
+                    spans: Sequence[Sequence[tuple[int, int]]], prompt: str,
+                    batch_size: int = 32, progress: bool = False) -> list[np.ndarray]:
+    """For each example, an array (n_sentences, 2) of [summed token loss, token count]."""
+    model.eval()
+    device = next(model.parameters()).device
+    pad_id = processor.tokenizer.pad_token_id
+    out: list[np.ndarray] = []
+    starts = range(0, len(captions), batch_size)
+    for i in tqdm(starts, desc="caption loss", disable=not progress, leave=False):
+        encs = [encode(processor, images[j], prompt, captions[j])
+                for j in range(i, min(i + batch_size, len(captions)))]
+        batch = collate(encs, pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits
+        losses = token_losses(logits, labels).cpu().numpy()
+        for b, e in enumerate(encs):
+            sent = sentence_of_tokens(e.offsets, spans[i + b])
+            acc = np.zeros((len(spans[i + b]), 2))
+            for k, s in enumerate(sent):
+                if s >= 0:
+                    acc[s, 0] += losses[b, e.target_start + k]
+                    acc[s, 1] += 1
+            out.append(acc)
+    return out

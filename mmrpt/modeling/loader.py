@@ -1,0 +1,58 @@
+"""The one way models are loaded: any Hugging Face VLM folder or hub id, tiny or real.
+
+The embedded tiny model and e.g. Qwen/Qwen2.5-VL-3B-Instruct take the same path. Loading is
+safe by default: safetensors only, no remote code unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, ProcessorMixin
+
+
+class CheckpointError(RuntimeError):
+    """A model folder that cannot be loaded, with the reason."""
+
+
+def load_processor(path: str | os.PathLike, trust_remote_code: bool = False) -> ProcessorMixin:
+    processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    # AutoProcessor silently falls back to a bare tokenizer when it cannot build the full one.
+    if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
+        raise CheckpointError(f"{path}: AutoProcessor gave {type(processor).__name__}, not a "
+                              "multimodal processor (missing preprocessor_config.json?)")
+    return processor
+
+
+def load_vlm(path: str | os.PathLike, *, trust_remote_code: bool = False,
+             attn_implementation: str = "sdpa", dtype: torch.dtype | str = "auto",
+             device: str | torch.device = "cpu"):
+    """Load (model, processor) from a local HF folder or a hub id."""
+    p = Path(path)
+    if p.exists() and p.is_dir() and not any(p.glob("*.safetensors")):
+        raise CheckpointError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(path), trust_remote_code=trust_remote_code, use_safetensors=True,
+            attn_implementation=attn_implementation, dtype=dtype,
+        )
+    except Exception as e:  # safetensors, json and config errors all mean: unreadable
+        raise CheckpointError(f"cannot load model from {path}: {e}") from e
+    try:
+        processor = load_processor(path, trust_remote_code)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"cannot load processor from {path}: {e}") from e
+    return model.to(device), processor
+
+
+def image_token_id(model) -> int:
+    tid = getattr(model.config, "image_token_id", None)
+    if tid is None:
+        tid = getattr(model.config, "image_token_index", None)
+    if tid is None:
+        raise CheckpointError(f"{type(model).__name__}: config names no image_token_id")
+    return int(tid)

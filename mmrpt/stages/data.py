@@ -1,0 +1,61 @@
+"""Stage `data`: write the dataset manifests (synthetic world, or ingest real files)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from mmrpt import tracking
+from mmrpt.config import Params
+from mmrpt.data import world
+from mmrpt.data.records import read_manifest, write_manifest
+from mmrpt.stages.common import write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params) -> dict:
+    p = params.data
+    out = Path(p.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {}
+    with tracking.stage_run("data", params):
+        if p.source == "synthetic":
+            sizes = {"train": p.n_train, "dev": p.n_dev, "test_iid": p.n_test,
+                     "test_counter": p.n_test}
+            for split, n in sizes.items():
+                gen = world.generate_split(split, n, out, seed=params.seed,
+                                           image_size=p.image_size, max_objects=p.max_objects,
+                                           prior_strength=p.prior_strength)
+                write_manifest(out / f"{split}.jsonl", tqdm(gen, total=n, desc=split))
+            (out / "rejects.jsonl").write_text("")
+        else:
+            from mmrpt.data.readers import ingest
+
+            rejects = out / "rejects.jsonl"
+            rejects.write_text("")  # one ingest = one rejects file
+            for split, inputs in p.inputs.items():
+                report = ingest(p.source, inputs, out, split, min_sentences=p.min_sentences,
+                                max_pixels=p.max_image_pixels)
+                report.check()
+                metrics[f"{split}/n_input"] = report.n_input
+                metrics[f"{split}/n_rejected"] = report.n_rejected
+                for reason, n in report.reasons.items():
+                    metrics[f"{split}/rejected/{reason}"] = n
+        for manifest in sorted(out.glob("*.jsonl")):
+            if manifest.name == "rejects.jsonl":
+                continue
+            records = read_manifest(manifest)
+            labels = Counter(s.label for r in records for s in r.sentences)
+            split = manifest.stem
+            metrics[f"{split}/n_records"] = len(records)
+            metrics[f"{split}/n_sentences"] = sum(labels.values())
+            metrics[f"{split}/n_vision_dependent"] = labels.get(1, 0)
+            metrics[f"{split}/n_vision_independent"] = labels.get(0, 0)
+        tracking.log_metrics({k: v for k, v in metrics.items()})
+    write_metrics("data", metrics)
+    log.info("data: %s", metrics)
+    return metrics

@@ -1,0 +1,57 @@
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mmrpt.modeling.encode import IGNORE, collate, encode, sentence_of_tokens, token_losses
+from mmrpt.modeling.tiny import build_processor, train_tokenizer
+
+
+def processor():
+    tok = train_tokenizer(["There are two objects. A red circle is at the top left."] * 3, 300)
+    return build_processor(tok, 56)
+
+
+def test_encode_maps_target_tokens_to_sentences():
+    p = processor()
+    caption = "A red circle. It is small!  Two objects."
+    spans = [(0, 13), (14, 26), (28, 40)]
+    e = encode(p, Image.new("RGB", (56, 56)), "Describe.", caption)
+    n_target = len(e.offsets)
+    assert e.labels[: e.target_start] == [IGNORE] * e.target_start
+    assert e.labels[e.target_start : e.target_start + n_target] == \
+        e.input_ids[e.target_start : e.target_start + n_target]
+    assert p.tokenizer.decode(e.input_ids[e.target_start:]) == caption + "<|im_end|>"
+    sent = sentence_of_tokens(e.offsets, spans)
+    for k, (a, b) in enumerate(e.offsets):
+        piece = caption[a:b].strip()
+        if piece:
+            assert piece in caption[spans[sent[k]][0] : spans[sent[k]][1]]
+    assert sorted(set(sent) - {-1}) == [0, 1, 2]
+
+
+def test_collate_pads_right_and_left():
+    p = processor()
+    img = Image.new("RGB", (56, 56))
+    items = [encode(p, img, "Hi.", "A red circle."), encode(p, img, "Hi.", "Two.")]
+    for side in ("right", "left"):
+        b = collate(items, pad_id=0, padding_side=side)
+        assert b["input_ids"].shape == b["labels"].shape == b["mm_token_type_ids"].shape
+        short = b["attention_mask"][1]
+        assert short.sum() == len(items[1].input_ids)
+        assert (short[-1] == 0) if side == "right" else (short[0] == 0)
+        assert b["pixel_values"].shape[0] == 2 * items[0].pixel_values.shape[0]
+
+
+def test_token_losses_match_hand_computation():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[IGNORE, 3, 1, IGNORE, 2], [IGNORE, IGNORE, 6, 0, 5]])
+    out = token_losses(logits, labels)
+    assert out.shape == (2, 5)
+    for b in range(2):
+        for t in range(5):
+            if labels[b, t] == IGNORE:
+                assert out[b, t] == 0
+            else:
+                ref = F.cross_entropy(logits[b, t - 1][None], labels[b, t][None])
+                torch.testing.assert_close(out[b, t], ref)
