@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-STAGES = ("data", "warmup")
+STAGES = ("data", "warmup", "score", "mask")
 
 
 class Section(BaseModel):
@@ -26,7 +26,7 @@ class DataParams(Section):
     # Real sources: {split name: path, glob or list of paths}; must include "train".
     inputs: dict[str, str | list[str]] = Field(default_factory=dict)
     out_dir: str = "data/world"
-    image_size: int = Field(112, ge=28, le=4096)
+    image_size: int = Field(168, ge=28, le=4096)
     max_objects: int = Field(3, ge=1, le=9)
     prior_strength: float = Field(0.7, ge=0.0, le=1.0)
     n_train: int = Field(3000, ge=1)
@@ -93,6 +93,54 @@ class WarmupParams(Section):
     num_threads: int = Field(0, ge=0)  # 0 = torch default
 
 
+class ScoreParams(Section):
+    out_dir: str = "data/scores"
+    splits: list[str] = ["train", "dev", "test_iid", "test_counter"]
+    # dev: the top_heads (layer, head) pairs by AUROC on diagnostic_split (our choice);
+    # band: the paper's upper-middle layers (layers, or the layer_band of the depth), heads.
+    select: Literal["dev", "band"] = "dev"
+    top_heads: int = Field(2, ge=1)
+    layers: list[int] | None = None
+    layer_band: tuple[float, float] = (0.5, 0.75)
+    heads: list[int] | None = None  # null = all heads, averaged
+    # Which non-image keys count as "text" in D_vis's denominator: sink (position 0),
+    # prompt (system prompt, chat template, instruction), caption.
+    text_keys: list[Literal["sink", "prompt", "caption"]] = ["caption"]
+    counterfactual: bool = True
+    replacements: int = Field(3, ge=1, le=16)
+    batch_size: int = Field(32, ge=1)
+    shard_size: int = Field(512, ge=1)
+    diagnostic_split: str = "dev"  # all-layer AUROC here (choose layers on it)
+    report_split: str = "test_iid"  # AUROC reported in metrics/score.json
+    diagnostic_samples: int = Field(300, ge=1)
+
+    @model_validator(mode="after")
+    def _band(self) -> ScoreParams:
+        lo, hi = self.layer_band
+        if not 0 <= lo < hi <= 1:
+            raise ValueError("score.layer_band must be [lo, hi] with 0 <= lo < hi <= 1")
+        if not self.text_keys:
+            raise ValueError("score.text_keys must name at least one key role")
+        if self.diagnostic_split == self.report_split:
+            raise ValueError("score.diagnostic_split must differ from score.report_split "
+                             "(layers are chosen on the diagnostic split)")
+        return self
+
+
+class MaskParams(Section):
+    out_dir: str = "data/masked"
+    selector: Literal["attention", "counterfactual", "random", "label"] = "attention"
+    threshold: Literal["mean_std", "quantile"] = "mean_std"
+    k: float = 0.5  # tau = per-caption mean + k * std
+    quantile: float = Field(0.6, gt=0, lt=1)  # tau = corpus quantile of the scores
+    granularity: Literal["sentence", "span"] = "sentence"
+    max_masks: int = Field(2, ge=1)
+    splits: list[str] = ["train", "dev", "test_iid", "test_counter"]
+    instruction: str = ("Fill in each numbered blank of the caption using the image. "
+                        "Think in <think></think>, then write <answer>[1] ... [2] ...</answer>.")
+    gallery_samples: int = Field(24, ge=0)
+
+
 class TrackingParams(Section):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_root: str = "mlruns/artifacts"
@@ -104,6 +152,8 @@ class Params(Section):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     warmup: WarmupParams = WarmupParams()
+    score: ScoreParams = ScoreParams()
+    mask: MaskParams = MaskParams()
     tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")

@@ -128,8 +128,11 @@ def describe(objs: list[Obj], rng: np.random.Generator) -> list[tuple[str, int]]
     ordered = sorted(objs, key=lambda o: (o.row, o.col))  # reading order, as people describe
     for o in ordered:
         dep.append((f"A {o.size} {o.colour} {o.shape} is at the {o.position}.", 1))
-    if n >= 2:
-        a, b = ordered[0], ordered[1]
+    # A relation between the first two objects (reading order) that have different names, so
+    # the sentence is unambiguous; none if all objects look alike.
+    pairs = [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :] if a.name != b.name]
+    if pairs:
+        a, b = pairs[0]
         dep.append((f"The {a.name} is {relation(a, b)} the {b.name}.", 1))
     generic = (GENERIC[rng.integers(len(GENERIC))], 0)
     dep.insert(int(rng.integers(1, len(dep) + 1)), generic)

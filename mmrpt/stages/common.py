@@ -34,3 +34,28 @@ def seed_everything(seed: int) -> None:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def trained_model_path(params) -> str:
+    """The model later stages start from: the warmup output, or model.path if warmup is off."""
+    return params.warmup.out_dir if params.warmup.enabled else params.model.path
+
+
+def fingerprint_dir(path: Path, fingerprint: str) -> Path:
+    """Keep a resumable work folder only if it was made with the same fingerprint."""
+    import shutil
+
+    stamp = path / "fingerprint.txt"
+    if path.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return path
+
+
+def params_hash(*sections) -> str:
+    import hashlib
+
+    blob = json.dumps([s.model_dump() if hasattr(s, "model_dump") else s for s in sections],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,201 @@
+"""Stage `score`: per-sentence visual dependency of every caption.
+
+Streams each split in shards of score.shard_size records; a finished shard is a parquet file
+(written to a temp name, then renamed), so a killed run resumes at the first missing shard.
+Columns: split, sample_id, sentence, start, end, label, n_tokens, d_vis (the chosen layers),
+peak_start/peak_end (the most visually attended word), d_cf (counterfactual, if enabled).
+Diagnostics: per-layer AUROC on the diagnostic split (where layers are chosen) and on the
+report split, written to metrics/score.json with a histogram of D_vis by label.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from mmrpt import tracking
+from mmrpt.config import Params
+from mmrpt.data.records import Record, read_manifest
+from mmrpt.modeling.loader import image_token_id, load_vlm
+from mmrpt.pretrain.warmup import open_rgb
+from mmrpt.report.plots import head_heatmap, score_histogram
+from mmrpt.scoring.attention import capture, text_decoder_layers
+from mmrpt.scoring.layers import auroc, band_layers
+from mmrpt.scoring.sentences import attention_scores, counterfactual_scores, token_counts
+from mmrpt.stages.common import (
+    device,
+    fingerprint_dir,
+    params_hash,
+    seed_everything,
+    trained_model_path,
+    write_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _inputs(records: list[Record], root: Path):
+    images = [open_rgb(root / r.image) for r in records]
+    spans = [[(s.start, s.end) for s in r.sentences] for r in records]
+    return images, [r.caption for r in records], spans
+
+
+def score_records(model, processor, records: list[Record], root: Path, params: Params,
+                  heads: dict[int, list[int]], split: str) -> pd.DataFrame:
+    """The score table rows of ``records``: D_vis over the chosen (layer, head) pairs."""
+    sp = params.score
+    images, captions, spans = _inputs(records, root)
+    tid = image_token_id(model)
+    att = []
+    for i in range(0, len(records), sp.batch_size):
+        j = slice(i, i + sp.batch_size)
+        with capture(model, sorted(heads), heads) as cap:
+            att += attention_scores(model, processor, cap, images[j], captions[j], spans[j],
+                                    params.warmup.prompt, tid, sp.text_keys)
+    cf = None
+    if sp.counterfactual:
+        n = len(images)
+        others = [[images[(i + k) % n] for i in range(n)] for k in range(1, sp.replacements + 1)]
+        cf = counterfactual_scores(model, processor, images, others, captions, spans,
+                                   params.warmup.prompt, sp.batch_size)
+    counts = token_counts(processor, captions, spans)
+    weights = np.array([len(heads[layer]) for layer in sorted(heads)], dtype=float)
+    rows = []
+    for i, r in enumerate(records):
+        scores, peaks = att[i]  # scores: (layers, sentences), each a mean over its heads
+        for s, sent in enumerate(r.sentences):
+            d_vis = float(weights @ scores[:, s] / weights.sum()) if counts[i][s] else np.nan
+            rows.append({
+                "split": split, "sample_id": r.id, "sentence": s, "start": sent.start,
+                "end": sent.end, "label": sent.label, "n_tokens": int(counts[i][s]),
+                "d_vis": d_vis, "peak_start": peaks[s][0], "peak_end": peaks[s][1],
+                "d_cf": float(cf[i][s]) if cf is not None else np.nan,
+            })
+    df = pd.DataFrame(rows)
+    df["label"] = df["label"].astype("Int8")
+    return df
+
+
+def head_scores(model, processor, records, root, params: Params) -> tuple[np.ndarray, list]:
+    """Diagnostic pass over every (layer, head): sentence D_vis (layers, heads, sentences)
+    and the sentences' labels."""
+    sp = params.score
+    cfg = model.config.get_text_config()
+    n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+    images, captions, spans = _inputs(records, root)
+    out = []
+    for i in range(0, len(records), sp.batch_size):
+        j = slice(i, i + sp.batch_size)
+        with capture(model, list(range(n_layers)), per_head=True) as cap:
+            out += [a for a, _ in attention_scores(
+                model, processor, cap, images[j], captions[j], spans[j],
+                params.warmup.prompt, image_token_id(model), sp.text_keys)]
+    labels = [s.label for r in records for s in r.sentences]
+    return np.concatenate(out, axis=1).reshape(n_layers, n_heads, -1), labels
+
+
+def choose_heads(params: Params, n_layers: int, n_heads: int,
+                 dev_auroc: np.ndarray | None) -> dict[int, list[int]]:
+    sp = params.score
+    if sp.select == "band":
+        layers = sp.layers if sp.layers is not None else band_layers(n_layers, sp.layer_band)
+        heads = sp.heads if sp.heads is not None else list(range(n_heads))
+        if max(layers) >= n_layers or max(heads) >= n_heads:
+            raise ValueError(f"score.layers {layers} / score.heads {heads} out of range: the "
+                             f"model has {n_layers} layers of {n_heads} heads")
+        return {layer: list(heads) for layer in layers}
+    order = np.argsort(-np.nan_to_num(dev_auroc, nan=-1).ravel())[: sp.top_heads]
+    chosen: dict[int, list[int]] = {}
+    for flat in sorted(order):
+        chosen.setdefault(int(flat // n_heads), []).append(int(flat % n_heads))
+    return chosen
+
+
+def run(params: Params) -> dict:
+    sp = params.score
+    seed_everything(params.seed)
+    root = Path(params.data.out_dir)
+    out = Path(sp.out_dir)
+    model, processor = load_vlm(trained_model_path(params), dtype=torch.float32,
+                                trust_remote_code=params.model.trust_remote_code)
+    model.to(device()).eval()
+    cfg = model.config.get_text_config()
+    n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+    if len(text_decoder_layers(model)) != n_layers:
+        raise ValueError("model config and decoder modules disagree on the layer count")
+    metrics: dict = {"n_layers": n_layers, "n_heads": n_heads}
+    with tracking.stage_run("score", params):
+        diag = {}
+        for split in dict.fromkeys((sp.diagnostic_split, sp.report_split)):
+            path = root / f"{split}.jsonl"
+            if path.exists():
+                diag[split] = head_scores(model, processor,
+                                          read_manifest(path)[: sp.diagnostic_samples], root,
+                                          params)
+        dev_auroc = None
+        if sp.diagnostic_split in diag:
+            scores, labels = diag[sp.diagnostic_split]
+            dev_auroc = np.array([[auroc(scores[la, h], labels) for h in range(n_heads)]
+                                  for la in range(n_layers)])
+        elif sp.select == "dev":
+            raise ValueError(f"score.select=dev needs the {sp.diagnostic_split} split")
+        heads = choose_heads(params, n_layers, n_heads, dev_auroc)
+        metrics["heads"] = {str(k): v for k, v in heads.items()}
+        for split, (scores, labels) in diag.items():
+            prefix = "" if split == sp.report_split else f"{split}/"
+            for layer in range(n_layers):
+                metrics[f"{prefix}auroc_layer_{layer}"] = auroc(scores[layer].mean(0), labels)
+            band = band_layers(n_layers, sp.layer_band)
+            metrics[f"{prefix}auroc_paper_band"] = auroc(scores[band].mean((0, 1)), labels)
+            if split == sp.diagnostic_split:
+                heatmap = head_heatmap(
+                    np.array([[auroc(scores[la, h], labels) for h in range(n_heads)]
+                              for la in range(n_layers)]), out / f"auroc_heads_{split}.png")
+                tracking.log_artifact(heatmap, "plots")
+
+        shards = fingerprint_dir(out / "shards", params_hash(
+            params.seed, params.data, params.model, params.warmup, metrics["heads"],
+            sp.model_dump(include={"text_keys", "counterfactual", "replacements",
+                                   "batch_size", "splits"})))
+        frames = []
+        for split in sp.splits:
+            records = read_manifest(root / f"{split}.jsonl")
+            starts = range(0, len(records), sp.shard_size)
+            for k in tqdm(starts, desc=f"score {split}", unit="shard"):
+                path = shards / f"{split}-{k // sp.shard_size:05d}.parquet"
+                if not path.exists():
+                    df = score_records(model, processor, records[k : k + sp.shard_size], root,
+                                       params, heads, split)
+                    tmp = path.with_suffix(".tmp")
+                    df.to_parquet(tmp, index=False)
+                    os.replace(tmp, path)
+                frames.append(pd.read_parquet(path))
+        table = pd.concat(frames, ignore_index=True)
+        tmp = out / "scores.parquet.tmp"
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, out / "scores.parquet")
+
+        for split in (sp.diagnostic_split, sp.report_split):
+            part = table[table.split == split]
+            if part.empty:
+                continue
+            prefix = "" if split == sp.report_split else f"{split}/"
+            labels = part.label.astype("float")
+            metrics[f"{prefix}auroc"] = auroc(part.d_vis, labels)
+            if sp.counterfactual:
+                metrics[f"{prefix}auroc_counterfactual"] = auroc(part.d_cf, labels)
+        metrics["n_sentences"] = len(table)
+        metrics["n_samples"] = int(table.sample_id.nunique())
+        tracking.log_metrics(metrics)
+        tracking.log_dict(metrics, "score_metrics.json")
+        hist = score_histogram(table[table.split == sp.report_split], out / "d_vis_hist.png")
+        tracking.log_artifact(hist, "plots")
+    write_metrics("score", metrics)
+    log.info("score: %s", {k: v for k, v in metrics.items() if "layer_" not in k})
+    return metrics
