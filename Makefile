@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 
 main: setup
 	dvc repro
-	dvc metrics show
+	python -m mmrpt.report.summary
 
 lint: setup
 	ruff check mmrpt flows tests

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,8 +75,14 @@ def stage_run(stage: str, params: Params, run_id_file: Path | None = None) -> It
         yield run.info.run_id
 
 
+def metric_name(key: str) -> str:
+    """MLflow allows only alphanumerics and _ - . space : / in metric names."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    numeric = {metric_name(k): float(v) for k, v in metrics.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}
     mlflow.log_metrics(numeric, step=step)
 
 

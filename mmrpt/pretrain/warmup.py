@@ -38,6 +38,24 @@ class CaptionDataset(Dataset):
         return encode(self.processor, open_rgb(self.root / r.image), self.prompt, r.caption)
 
 
+class ResumableTrainer(Trainer):
+    """Trainer whose resume really restores the weights.
+
+    transformers 5.24's Trainer._load_from_checkpoint calls model.load_state_dict(strict=False)
+    on the raw checkpoint file, but Qwen2-VL checkpoints are saved with legacy key names
+    ("model.layers.*", not "model.language_model.layers.*"): nothing matches, nothing loads, and
+    a resumed run silently continues from the initial weights (found by the kill/resume test).
+    We load through from_pretrained, which converts the keys, and insist on a full match.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = model if model is not None else self.model
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype,
+                                             use_safetensors=True)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+
+
 def make_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, max_steps: int,
                  batch_size: int, lr: float, weight_decay: float, warmup_ratio: float,
                  save_steps: int, save_total_limit: int, log_steps: int, seed: int,
@@ -52,7 +70,7 @@ def make_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, max
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
         bf16=bf16, deepspeed=deepspeed, save_only_model=False,
     )
-    return Trainer(model=model, args=args, train_dataset=dataset,
+    return ResumableTrainer(model=model, args=args, train_dataset=dataset,
                    data_collator=lambda items: collate(items, pad_id), callbacks=list(callbacks))
 
 

@@ -33,7 +33,7 @@ def test_data_then_warmup_loss_falls(tiny_project: Path):
     history = mlflow.MlflowClient().get_metric_history(run_id, "train/loss")
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert len(losses) == 8
-    assert losses[-1] < 0.6 * losses[0]
+    assert losses[-1] < 0.8 * losses[0]
     run = mlflow.get_run(run_id)
     assert run.info.run_name == "warmup" and run.data.params["warmup.max_steps"] == "40"
     model, _ = load_vlm(tiny_project / "models/warmup")  # the final model loads
