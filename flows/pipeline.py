@@ -1,48 +1,64 @@
 """Prefect flow over the pipeline stages: orchestration only, no ML logic.
 
 Each stage is a Prefect task named after the stage that runs `mmrpt.stages.<stage>.run` with
-the validated params, retries transient failures, and publishes its metrics as a table
-artifact. Params overrides arrive as deployment parameters and go through the same schema as
-params.yaml before any stage starts.
+the validated params, retries transient failures, and publishes its metrics table and MLflow run
+link as an artifact. One flow run = one MLflow parent run with the stage runs nested under it.
+Deployment parameters (overrides, seed, model path, working directory) go through the same
+schema as params.yaml before any stage starts.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
+from mmrpt import tracking
 from mmrpt.config import STAGES, load_params
 
 
 @task(retries=2, retry_delay_seconds=10)
-def run_stage(stage: str, params_path: str, overrides: dict[str, Any]) -> dict:
+def run_stage(stage: str, params_path: str, overrides: dict[str, Any], parent: str) -> dict:
     params = load_params(params_path, overrides)
     metrics = importlib.import_module(f"mmrpt.stages.{stage}").run(params)
-    rows = [{"metric": k, "value": v} for k, v in sorted(metrics.items())]
-    create_table_artifact(key=f"{stage}-metrics", table=rows,
-                          description=f"metrics of stage {stage}")
+    run_id = tracking.child_run_id(parent, stage)
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in sorted(metrics.items()))
+    link = f"[MLflow run]({tracking.run_url(run_id)})" if run_id else "(no MLflow run found)"
+    create_markdown_artifact(key=f"{stage}-metrics", description=f"stage {stage}",
+                             markdown=f"## {stage}\n{link}\n\n| metric | value |\n|---|---|\n{rows}")
     return metrics
 
 
 @flow(name="mmrpt-pipeline")
 def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
-             overrides: dict[str, Any] | None = None) -> dict[str, dict]:
-    """Run ``stages`` (default: all, in order) with params.yaml plus ``overrides``
-    (a mapping of dotted keys to values, e.g. {"warmup.max_steps": 200})."""
-    overrides = overrides or {}
-    load_params(params_path, overrides)  # fail before any work
+             overrides: dict[str, Any] | None = None, seed: int | None = None,
+             model_path: str | None = None, workdir: str | None = None) -> dict[str, dict]:
+    """Run ``stages`` (default: all, in order) with params.yaml plus ``overrides`` (dotted
+    keys, e.g. {"warmup.max_steps": 200}); ``seed`` and ``model_path`` are shortcuts for the
+    seed and model.path overrides; ``workdir`` is where params.yaml and the outputs live."""
+    if workdir:
+        os.chdir(workdir)
+    overrides = dict(overrides or {})
+    if seed is not None:
+        overrides["seed"] = seed
+    if model_path is not None:
+        overrides["model.path"] = model_path
+    params = load_params(params_path, overrides)  # fail before any work
     stages = list(stages or STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
     results = {}
-    for stage in STAGES:
-        if stage in stages:
-            get_run_logger().info("stage %s", stage)
-            results[stage] = run_stage.with_options(name=stage)(stage, params_path, overrides)
+    with tracking.pipeline_run(params) as parent:
+        for stage in STAGES:
+            if stage in stages:
+                get_run_logger().info("stage %s", stage)
+                results[stage] = run_stage.with_options(name=stage)(stage, params_path,
+                                                                    overrides, parent)
     return results
 
 

@@ -12,8 +12,14 @@ from mmrpt.config import STAGES, ParamsError, load_params
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        from mmrpt.report.compare import main as compare
+
+        return compare(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="mmrpt", description="MMRPT pipeline stages: " + ", ".join(STAGES))
+        prog="mmrpt", description="MMRPT pipeline stages: " + ", ".join(STAGES),
+        epilog="Also: `python -m mmrpt compare --help` compares MLflow runs.")
     parser.add_argument("stage", choices=STAGES, help="the stage to run")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],

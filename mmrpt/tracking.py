@@ -8,15 +8,19 @@ checkpoint folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import yaml
 from transformers import TrainerCallback
 
 from mmrpt.config import Params
@@ -38,9 +42,13 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def configure(params: Params) -> str:
     """Point MLflow at the project's store; return the experiment id."""
     t = params.tracking
-    if t.tracking_uri.startswith("sqlite:///"):
-        Path(t.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(t.tracking_uri)
+    uri = t.tracking_uri
+    if uri.startswith("sqlite:///"):
+        # absolute, so MLflow's per-URI store cache cannot mix up two working directories
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{db}"
+    mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(t.experiment)
     if exp is not None:
         return exp.experiment_id
@@ -49,30 +57,92 @@ def configure(params: Params) -> str:
     return mlflow.create_experiment(t.experiment, artifact_location=location.as_uri())
 
 
+PARENT_ENV = "MMRPT_PARENT_RUN_ID"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=False)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def dvc_out_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """{output path: md5} of every stage output recorded in dvc.lock (empty if none)."""
+    if not lock.exists():
+        return {}
+    data = yaml.safe_load(lock.read_text()) or {}
+    hashes = {}
+    for stage in (data.get("stages") or {}).values():
+        for out in stage.get("outs", []):
+            if "md5" in out:
+                hashes[out["path"]] = out["md5"]
+    return hashes
+
+
+def run_tags(params: Params) -> dict[str, str]:
+    blob = json.dumps(params.model_dump(), sort_keys=True, default=str)
+    tags = {"git_commit": git_commit(),
+            "params_hash": hashlib.sha256(blob.encode()).hexdigest()[:16]}
+    data_hash = dvc_out_hashes().get(params.data.out_dir)
+    if data_hash:
+        tags["dvc_data_hash"] = data_hash
+    return tags
+
+
+@contextmanager
+def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
+    """A parent run for one pipeline run; stage runs started while it is open (in this
+    process or in child processes, via $MMRPT_PARENT_RUN_ID) nest under it."""
+    experiment_id = configure(params)
+    with mlflow.start_run(run_name=name, experiment_id=experiment_id) as run:
+        mlflow.set_tags(run_tags(params) | {"kind": "pipeline"})
+        previous = os.environ.get(PARENT_ENV)
+        os.environ[PARENT_ENV] = run.info.run_id
+        try:
+            yield run.info.run_id
+        finally:
+            if previous is None:
+                os.environ.pop(PARENT_ENV, None)
+            else:
+                os.environ[PARENT_ENV] = previous
+
+
 @contextmanager
 def stage_run(stage: str, params: Params, run_id_file: Path | None = None) -> Iterator[str]:
     """An MLflow run for one stage, logging its params section; yields the run id.
 
     With ``run_id_file``, a run id found there is resumed and a new one is written there.
+    Nested under $MMRPT_PARENT_RUN_ID when set (a pipeline run), else top level.
     """
     experiment_id = configure(params)
     run_id = None
     if run_id_file is not None and run_id_file.exists():
         run_id = run_id_file.read_text().strip() or None
-    nested = mlflow.active_run() is not None
+    parent = os.environ.get(PARENT_ENV)
+    kwargs = {"parent_run_id": parent, "nested": True} if parent and run_id is None else {}
     with mlflow.start_run(run_id=run_id, run_name=stage, experiment_id=experiment_id,
-                          nested=nested) as run:
+                          **kwargs) as run:
         if run_id is None:
             section = getattr(params, stage, None)
             logged = {"seed": params.seed, "model.path": params.model.path or "tiny"}
             if section is not None:
                 logged |= _flatten(section.model_dump(), f"{stage}.")
             mlflow.log_params(logged)
-            mlflow.set_tag("stage", stage)
+            mlflow.set_tags(run_tags(params) | {"stage": stage})
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(run.info.run_id)
         yield run.info.run_id
+
+
+def run_url(run_id: str) -> str:
+    """Where the run is in the MLflow UI (default local address; $MLFLOW_UI_URL overrides)."""
+    base = os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    exp = mlflow.get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{exp}/runs/{run_id}"
 
 
 def metric_name(key: str) -> str:
@@ -107,3 +177,21 @@ class StepLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:
             log_metrics({self.prefix + k: v for k, v in logs.items()}, step=state.global_step)
+
+
+def child_run_id(parent_run_id: str, stage: str) -> str | None:
+    """The latest stage run named ``stage`` nested under ``parent_run_id``."""
+    runs = mlflow.search_runs(
+        search_all_experiments=True, output_format="list", max_results=1,
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                      f"tags.mlflow.runName = '{stage}'",
+        order_by=["attributes.start_time DESC"])
+    return runs[0].info.run_id if runs else None
+
+
+def search_stage_runs(params: Params, stage: str | None = None, max_results: int = 50):
+    """Runs of the project's experiment as a pandas DataFrame (newest first)."""
+    experiment_id = configure(params)
+    filt = f"tags.mlflow.runName = '{stage}'" if stage else ""
+    return mlflow.search_runs(experiment_ids=[experiment_id], filter_string=filt,
+                              max_results=max_results, order_by=["attributes.start_time DESC"])

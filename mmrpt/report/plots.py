@@ -53,3 +53,16 @@ def head_heatmap(auroc: np.ndarray, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def bar_plot(labels, values, ylabel: str, path: str | Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(labels)), 3.5))
+    ax.bar([str(x) for x in labels], values, color="tab:blue")
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

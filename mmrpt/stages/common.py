@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
 
 
 def write_json_atomic(path: str | Path, obj: dict) -> Path:
@@ -18,6 +19,17 @@ def write_json_atomic(path: str | Path, obj: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
+    import pandas as pd
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pd.DataFrame(rows).to_csv(tmp, index=False)
     os.replace(tmp, path)
     return path
 

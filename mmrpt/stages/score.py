@@ -29,11 +29,13 @@ from mmrpt.scoring.attention import capture, text_decoder_layers
 from mmrpt.scoring.layers import auroc, band_layers
 from mmrpt.scoring.sentences import attention_scores, counterfactual_scores, token_counts
 from mmrpt.stages.common import (
+    PLOTS_DIR,
     device,
     fingerprint_dir,
     params_hash,
     seed_everything,
     trained_model_path,
+    write_csv_atomic,
     write_metrics,
 )
 
@@ -197,5 +199,9 @@ def run(params: Params) -> dict:
         hist = score_histogram(table[table.split == sp.report_split], out / "d_vis_hist.png")
         tracking.log_artifact(hist, "plots")
     write_metrics("score", metrics)
+    write_csv_atomic(PLOTS_DIR / "score_layers.csv", [
+        {"layer": layer, "auroc_report": metrics.get(f"auroc_layer_{layer}"),
+         "auroc_dev": metrics.get(f"{sp.diagnostic_split}/auroc_layer_{layer}")}
+        for layer in range(n_layers)])
     log.info("score: %s", {k: v for k, v in metrics.items() if "layer_" not in k})
     return metrics

@@ -23,7 +23,13 @@ from mmrpt.data.records import read_manifest
 from mmrpt.modeling.loader import load_vlm
 from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 from mmrpt.pretrain.warmup import CaptionDataset, make_trainer, vision_reliance
-from mmrpt.stages.common import device, seed_everything, write_metrics
+from mmrpt.stages.common import (
+    PLOTS_DIR,
+    device,
+    seed_everything,
+    write_csv_atomic,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +115,9 @@ def run(params: Params) -> dict:
         tracking.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
         tracking.log_artifact(out, "model")
     write_metrics("warmup", metrics)
+    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
+               if "loss" in h]
+    write_csv_atomic(PLOTS_DIR / "warmup_loss.csv", history)
     log.info("warmup: %s", metrics)
     return metrics
 
