@@ -16,6 +16,7 @@ Deterministic from the seed: the same (seed, split) gives the same scenes, pixel
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -178,3 +179,26 @@ def vocabulary_text() -> list[str]:
     words = [*SHAPES, *COLOURS, *SIZES, *ROWS, *COLS, *NUMBERS, "object", "objects",
              "left of", "right of", "above", "below"]
     return [*OPENINGS, *CLOSINGS, *GENERIC, " ".join(words)]
+
+
+_COUNT = re.compile(r"There (?:is|are) (\w+) objects?\.?")
+_OBJECT = re.compile(r"A (\w+) (\w+) (\w+) is at the (\w+) (\w+)\.?")
+_RELATION = re.compile(r"The (\w+) (\w+) is (left of|right of|above|below) the (\w+) (\w+)\.?")
+
+
+def verify_sentence(text: str, scene: list[Obj]) -> bool | None:
+    """Is a caption sentence true of the scene? None if it makes no claim we can check
+    (boilerplate, generic statements, or text outside the world's grammar)."""
+    text = text.strip()
+    if m := _COUNT.fullmatch(text):
+        return m[1] in NUMBERS and NUMBERS.index(m[1]) == len(scene)
+    if m := _OBJECT.fullmatch(text):
+        size, colour, shape, row, col = m.groups()
+        if row not in ROWS or col not in COLS:
+            return False
+        return Obj(shape, colour, size, ROWS.index(row), COLS.index(col)) in scene
+    if m := _RELATION.fullmatch(text):
+        c1, s1, rel, c2, s2 = m.groups()
+        return any(a is not b and (a.colour, a.shape, b.colour, b.shape) == (c1, s1, c2, s2)
+                   and relation(a, b) == rel for a in scene for b in scene)
+    return None

