@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,10 +40,25 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+FALLBACK_URI = "sqlite:///mlruns/mlflow.db"
+
+
+def _reachable(uri: str, timeout: float = 3.0) -> bool:
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout)
+        return True
+    except OSError:
+        return False
+
+
 def configure(params: Params) -> str:
     """Point MLflow at the project's store; return the experiment id."""
     t = params.tracking
     uri = t.tracking_uri
+    if uri.startswith(("http://", "https://")) and not _reachable(uri):
+        log.warning("MLflow server %s unreachable: logging to the local store %s instead",
+                    uri, FALLBACK_URI)
+        uri = FALLBACK_URI
     if uri.startswith("sqlite:///"):
         # absolute, so MLflow's per-URI store cache cannot mix up two working directories
         db = Path(uri.removeprefix("sqlite:///")).resolve()
