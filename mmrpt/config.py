@@ -14,7 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-STAGES = ("data", "warmup", "score", "mask")
+STAGES = ("data", "warmup", "score", "mask", "primer", "rl")
+ARMS = ("ntp", "masked_sft", "random_mask", "mmrpt")
+REWARD_TERMS = ("format", "exact", "prefix", "semantic", "visual")
 
 
 class Section(BaseModel):
@@ -107,6 +109,9 @@ class ScoreParams(Section):
     # prompt (system prompt, chat template, instruction), caption.
     text_keys: list[Literal["sink", "prompt", "caption"]] = ["caption"]
     counterfactual: bool = True
+    # the counterfactual score on the train split too (needed only when a mask selector
+    # uses it; the AUROC report needs the held-out splits only)
+    counterfactual_train: bool = False
     replacements: int = Field(3, ge=1, le=16)
     batch_size: int = Field(32, ge=1)
     shard_size: int = Field(512, ge=1)
@@ -129,7 +134,10 @@ class ScoreParams(Section):
 
 class MaskParams(Section):
     out_dir: str = "data/masked"
-    selector: Literal["attention", "counterfactual", "random", "label"] = "attention"
+    # The first selector's masks feed the mmrpt and masked_sft arms (and the primer); "random"
+    # feeds the random_mask arm. Each writes <out_dir>/<selector>/<split>.jsonl.
+    selectors: list[Literal["attention", "counterfactual", "random", "label"]] = [
+        "attention", "random"]
     threshold: Literal["mean_std", "quantile"] = "mean_std"
     k: float = 0.5  # tau = per-caption mean + k * std
     quantile: float = Field(0.6, gt=0, lt=1)  # tau = corpus quantile of the scores
@@ -139,6 +147,58 @@ class MaskParams(Section):
     instruction: str = ("Fill in each numbered blank of the caption using the image. "
                         "Think in <think></think>, then write <answer>[1] ... [2] ...</answer>.")
     gallery_samples: int = Field(24, ge=0)
+
+
+class PrimerParams(Section):
+    """The short supervised fill-in primer every arm starts from (RL cannot discover a format
+    the model has never seen). Uses the first n_samples masked train samples; the arms use the
+    rest, so primer and RL data are disjoint."""
+
+    out_dir: str = "models/primer"
+    checkpoint_dir: str = "checkpoints/primer"
+    n_samples: int = Field(600, ge=1)
+    max_steps: int = Field(150, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    save_steps: int = Field(50, ge=1)
+    eval_split: str = "test_iid"
+    eval_samples: int = Field(200, ge=1)
+    max_new_tokens: int = Field(96, ge=8)
+
+
+class RLParams(Section):
+    arm: Literal["ntp", "masked_sft", "random_mask", "mmrpt"] = "mmrpt"
+    out_dir: str = "models/rl"  # per arm: <out_dir>/<arm>
+    checkpoint_dir: str = "checkpoints/rl"
+    steps: int = Field(150, ge=1)  # optimizer steps, the same for every arm
+    batch_size: int = Field(16, ge=1)  # prompts (samples) per step, the same for every arm
+    num_generations: int = Field(4, ge=2)  # GRPO group size
+    temperature: float = Field(1.0, gt=0)
+    lr: float = Field(1e-4, gt=0, le=1.0)
+    sft_lr: float = Field(1e-3, gt=0, le=1.0)  # ntp / masked_sft arms
+    beta: float = Field(0.0, ge=0)  # KL coefficient (RPT: 0)
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    max_completion_length: int = Field(64, ge=8)
+    reward_weights: dict[str, float] = {"format": 0.2, "exact": 1.0, "prefix": 0.5,
+                                        "semantic": 0.3, "visual": 0.5}
+    save_steps: int = Field(50, ge=1)
+    # DeepSpeed config (e.g. mmrpt/rl/deepspeed/zero2.json); launch multi-GPU runs with
+    # `accelerate launch --num_processes N -m mmrpt rl ...`. bf16 is used whenever CUDA is.
+    deepspeed: str | None = None
+    eval_splits: list[str] = ["test_iid", "test_counter"]
+    eval_samples: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _rewards(self) -> RLParams:
+        unknown = set(self.reward_weights) - set(REWARD_TERMS)
+        if unknown:
+            raise ValueError(f"rl.reward_weights: unknown terms {sorted(unknown)}; "
+                             f"known: {list(REWARD_TERMS)}")
+        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
+            raise ValueError(f"rl.deepspeed: no such config file {self.deepspeed}")
+        if not any(w > 0 for w in self.reward_weights.values()):
+            raise ValueError("rl.reward_weights: at least one weight must be > 0")
+        return self
 
 
 class TrackingParams(Section):
@@ -154,10 +214,20 @@ class Params(Section):
     warmup: WarmupParams = WarmupParams()
     score: ScoreParams = ScoreParams()
     mask: MaskParams = MaskParams()
+    primer: PrimerParams = PrimerParams()
+    rl: RLParams = RLParams()
     tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
+        if "counterfactual" in self.mask.selectors and not (
+                self.score.counterfactual and self.score.counterfactual_train):
+            raise ValueError("mask.selectors counterfactual needs score.counterfactual and "
+                             "score.counterfactual_train")
+        if self.mask.selectors[0] == "random":
+            raise ValueError("mask.selectors: the first (primary) selector must not be random")
+        if "random" not in self.mask.selectors:
+            raise ValueError("mask.selectors must include random (the random_mask arm)")
         if self.model.path is None and not self.warmup.enabled:
             raise ValueError("warmup.enabled=false needs model.path (the tiny model starts "
                              "untrained and must be warmed up)")

@@ -211,3 +211,7 @@ def search_stage_runs(params: Params, stage: str | None = None, max_results: int
     filt = f"tags.mlflow.runName = '{stage}'" if stage else ""
     return mlflow.search_runs(experiment_ids=[experiment_id], filter_string=filt,
                               max_results=max_results, order_by=["attributes.start_time DESC"])
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)

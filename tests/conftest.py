@@ -24,3 +24,14 @@ def tiny_project(tmp_path: Path, monkeypatch) -> Path:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def primed_project(tiny_project: Path) -> Path:
+    """A tiny project run through data, warmup, score, mask and primer."""
+    from mmrpt.cli import main
+
+    for args in (["data"], ["warmup", "-S", "warmup.max_steps=10"], ["score"], ["mask"],
+                 ["primer"]):
+        assert main(args) == 0, args
+    return tiny_project

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmrpt.config import STAGES, Params, ParamsError, load_params
+from mmrpt.config import ARMS, STAGES, Params, ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +49,10 @@ def test_stage_names_agree_everywhere():
     """dvc.yaml stages, the stage list, params.yaml sections and stage modules match."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert tuple(dvc["stages"]) == STAGES
+    assert tuple(dvc["stages"]["rl"]["foreach"]) == ARMS
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(STAGES) <= set(raw) and set(STAGES) <= set(Params.model_fields)
     for stage in STAGES:
         assert (ROOT / "mmrpt" / "stages" / f"{stage}.py").exists()
-        assert f"python -m mmrpt {stage}" in dvc["stages"][stage]["cmd"]
+        stage_def = dvc["stages"][stage].get("do", dvc["stages"][stage])
+        assert stage_def["cmd"].startswith(f"python -m mmrpt {stage}")

@@ -10,4 +10,8 @@ TINY = {
                "log_steps": 5, "eval_samples": 16},
     "score": {"batch_size": 8, "shard_size": 20, "diagnostic_samples": 8, "replacements": 2},
     "mask": {"gallery_samples": 4},
+    "primer": {"n_samples": 32, "max_steps": 120, "batch_size": 8, "save_steps": 60, "lr": 0.005,
+               "eval_samples": 8, "max_new_tokens": 24},
+    "rl": {"steps": 4, "batch_size": 4, "num_generations": 2, "max_completion_length": 40,
+           "save_steps": 2, "eval_samples": 8},
 }

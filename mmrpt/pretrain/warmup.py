@@ -68,7 +68,7 @@ def make_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, max
         lr_scheduler_type="cosine", logging_steps=log_steps, save_steps=save_steps,
         save_total_limit=save_total_limit, seed=seed, data_seed=seed, report_to=[],
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-        bf16=bf16, deepspeed=deepspeed, save_only_model=False,
+        bf16=bf16, deepspeed=deepspeed, save_only_model=False, gradient_checkpointing=False,
     )
     return ResumableTrainer(model=model, args=args, train_dataset=dataset,
                    data_collator=lambda items: collate(items, pad_id), callbacks=list(callbacks))

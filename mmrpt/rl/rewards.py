@@ -8,7 +8,9 @@ is in [0, 1] and averages over the placeholders [1]..[n] of a sample.
 The expected completion: ``<think>...</think><answer>[1] text [2] text</answer>``.
 
 - format   : 1 if the tags are well formed and the answer fills exactly [1]..[n], each once and
-             non-empty; 0.5 if the tags are right but the placeholders are not; else 0.
+             non-empty; 0.5 if the tags are right but the placeholders are not; otherwise 0.1
+             per tag present (<think> </think> <answer> </answer>, at most 0.4), a shaped
+             credit so that a weak policy still sees a gradient toward the format (our choice).
 - exact    : normalised exact match (NFKC, case, whitespace, end punctuation).
 - prefix   : 1 for an exact match, else |answer words| / |target words| when the answer is a
              strict, non-empty prefix of the target at a word boundary (after RPT's
@@ -34,6 +36,7 @@ from mmrpt.data.records import split_sentences
 
 _TAGS = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S)
 _SLOT = re.compile(r"\[(\d+)\]")
+_TAG_NAMES = ("<think>", "</think>", "<answer>", "</answer>")
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,10 @@ def _answers(completions, targets) -> list[tuple[Parsed, list[str]]]:
 
 def format_reward(completions, targets, **_) -> list[float]:
     out = []
-    for p, tgt in _answers(completions, targets):
+    for c, (p, tgt) in zip(completions, _answers(completions, targets), strict=True):
         if not p.tags_ok:
-            out.append(0.0)
+            text = completion_text(c)
+            out.append(0.1 * sum(tag in text for tag in _TAG_NAMES))
         elif (not p.duplicates and set(p.answers) == set(range(1, len(tgt) + 1))
               and all(p.answers.values())):
             out.append(1.0)

@@ -71,3 +71,49 @@ def params_hash(*sections) -> str:
     blob = json.dumps([s.model_dump() if hasattr(s, "model_dump") else s for s in sections],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_resumable(trainer, ckpt: Path) -> None:
+    """Train, resuming from the last checkpoint in ``ckpt`` if there is one."""
+    import logging
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(ckpt))
+    if last:
+        logging.getLogger(__name__).info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+
+
+def save_model_atomic(model, processor, out: str | Path) -> Path:
+    """save_pretrained to a temp folder, then rename: never a half-written model folder."""
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return out
+
+
+def save_trained(trainer, processor, out: str | Path) -> Path | None:
+    """Save the trained model (gathering ZeRO-3 shards if any) to a temp folder, then rename
+    it into place on the main process. Returns the folder on the main process, else None."""
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if not trainer.is_world_process_zero():
+        return None
+    processor.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return out

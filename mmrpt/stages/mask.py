@@ -34,85 +34,99 @@ from mmrpt.stages.common import write_metrics
 log = logging.getLogger(__name__)
 
 
+def mask_split(records, by_id, params: Params, selector: str, column: str,
+               corpus_tau: float, rng: np.random.Generator, split: str):
+    """Masked samples of one split with one selector, plus the skipped ids with reasons."""
+    mp = params.mask
+    samples, skipped = [], []
+    for r in records:
+        g = by_id.get(r.id)
+        if g is None:
+            skipped.append({"split": split, "id": r.id, "reason": "no scores"})
+            continue
+        if len(r.sentences) < 2:
+            skipped.append({"split": split, "id": r.id, "reason": "fewer than 2 sentences"})
+            continue
+        scores = g[column].to_numpy(dtype=float)
+        tau = caption_tau(scores, mp.k) if mp.threshold == "mean_std" else corpus_tau
+        by_score = select_by_score(scores, tau, mp.max_masks)
+        if selector == "random":
+            chosen = select_random(len(scores), max(len(by_score), 1), rng)
+        elif selector == "label":
+            chosen = select_by_label([s.label for s in r.sentences], mp.max_masks, rng)
+        else:
+            chosen = by_score
+        if not chosen:
+            skipped.append({"split": split, "id": r.id, "reason": "no sentence qualifies"})
+            continue
+        if mp.granularity == "span":
+            spans = [(int(g.peak_start.iloc[i]), int(g.peak_end.iloc[i])) for i in chosen]
+        else:
+            spans = [(r.sentences[i].start, r.sentences[i].end) for i in chosen]
+        masked, targets = mask_caption(r.caption, spans)
+        samples.append(MaskedSample(
+            id=r.id, image=r.image, caption=r.caption, masked_caption=masked,
+            targets=targets, spans=spans, sentences=chosen,
+            labels=[r.sentences[i].label for i in chosen],
+            scores=[float(scores[i]) for i in chosen], meta=r.meta).to_dict()
+            | {"prompt": f"{mp.instruction}\nCaption: {masked}",
+               "answer": format_answer(targets)})
+    return samples, skipped
+
+
 def run(params: Params) -> dict:
     mp = params.mask
     root = Path(params.data.out_dir)
     out = Path(mp.out_dir)
     table = pd.read_parquet(Path(params.score.out_dir) / "scores.parquet")
-    column = "d_cf" if mp.selector == "counterfactual" else "d_vis"
-    if column == "d_cf" and table[column].isna().all():
-        raise ValueError("mask.selector=counterfactual needs score.counterfactual=true")
-    corpus_tau = float(np.nanquantile(table.loc[table.split == "train", column]
-                                      if (table.split == "train").any() else table[column],
-                                      mp.quantile))
-    rng = np.random.default_rng(params.seed)
     metrics: dict = {}
-    skipped: list[str] = []
     with tracking.stage_run("mask", params):
-        for split in mp.splits:
-            records = read_manifest(root / f"{split}.jsonl")
-            by_id = {sid: g.sort_values("sentence") for sid, g in
-                     table[table.split == split].groupby("sample_id")}
-            samples, n_none, n_short, n_unscored = [], 0, 0, 0
-            for r in records:
-                g = by_id.get(r.id)
-                if g is None:
-                    n_unscored += 1
-                    skipped.append(json.dumps({"split": split, "id": r.id, "reason": "no scores"}))
-                    continue
-                scores = g[column].to_numpy(dtype=float)
-                if len(r.sentences) < 2:
-                    n_short += 1
-                    skipped.append(json.dumps({"split": split, "id": r.id,
-                                               "reason": "fewer than 2 sentences"}))
-                    continue
-                tau = caption_tau(scores, mp.k) if mp.threshold == "mean_std" else corpus_tau
-                by_score = select_by_score(scores, tau, mp.max_masks)
-                if mp.selector == "random":
-                    chosen = select_random(len(scores), max(len(by_score), 1), rng)
-                elif mp.selector == "label":
-                    chosen = select_by_label([s.label for s in r.sentences], mp.max_masks, rng)
-                else:
-                    chosen = by_score
-                if not chosen:
-                    n_none += 1
-                    skipped.append(json.dumps({"split": split, "id": r.id,
-                                               "reason": "no sentence qualifies"}))
-                    continue
-                if mp.granularity == "span":
-                    spans = [(int(g.peak_start.iloc[i]), int(g.peak_end.iloc[i])) for i in chosen]
-                else:
-                    spans = [(r.sentences[i].start, r.sentences[i].end) for i in chosen]
-                masked, targets = mask_caption(r.caption, spans)
-                samples.append(MaskedSample(
-                    id=r.id, image=r.image, caption=r.caption, masked_caption=masked,
-                    targets=targets, spans=spans, sentences=chosen,
-                    labels=[r.sentences[i].label for i in chosen],
-                    scores=[float(scores[i]) for i in chosen], meta=r.meta).to_dict()
-                    | {"prompt": f"{mp.instruction}\nCaption: {masked}",
-                       "answer": format_answer(targets)})
-            lines = (json.dumps(s, ensure_ascii=False) for s in samples)
-            write_jsonl_atomic(out / f"{split}.jsonl", lines)
-            labels = [lab for s in samples for lab in s["labels"] if lab is not None]
-            all_dep = sum(s.label == 1 for r in records for s in r.sentences)
-            metrics |= {
-                f"{split}/n_records": len(records), f"{split}/n_masked": len(samples),
-                f"{split}/n_no_mask": n_none, f"{split}/n_too_short": n_short,
-                f"{split}/n_unscored": n_unscored,
-                f"{split}/masks_per_sample": float(np.mean([len(s["targets"]) for s in samples]))
-                if samples else 0.0,
-            }
-            if labels:
-                metrics[f"{split}/precision"] = float(np.mean(np.array(labels) == 1))
-                metrics[f"{split}/recall"] = float(sum(np.array(labels) == 1) / max(all_dep, 1))
-            assert len(records) == len(samples) + n_none + n_short + n_unscored
-            if split == mp.splits[0] and mp.gallery_samples:
-                gallery = masked_gallery(samples[: mp.gallery_samples], root,
-                                         out / "gallery.html",
-                                         f"masked samples ({split}, selector={mp.selector})")
-                tracking.log_artifact(gallery, "gallery")
-        write_jsonl_atomic(out / "skipped.jsonl", skipped)
+        for selector in mp.selectors:
+            column = "d_cf" if selector == "counterfactual" else "d_vis"
+            if column == "d_cf" and table[column].isna().all():
+                raise ValueError("mask selector counterfactual needs score.counterfactual=true")
+            train = table.split == "train"
+            corpus_tau = float(np.nanquantile(table.loc[train, column] if train.any()
+                                              else table[column], mp.quantile))
+            rng = np.random.default_rng(params.seed)
+            skipped_all: list[dict] = []
+            for split in mp.splits:
+                records = read_manifest(root / f"{split}.jsonl")
+                by_id = {sid: g.sort_values("sentence") for sid, g in
+                         table[table.split == split].groupby("sample_id")}
+                samples, skipped = mask_split(records, by_id, params, selector, column,
+                                              corpus_tau, rng, split)
+                assert len(records) == len(samples) + len(skipped)  # nothing silently lost
+                skipped_all += skipped
+                write_jsonl_atomic(out / selector / f"{split}.jsonl",
+                                   (json.dumps(s, ensure_ascii=False) for s in samples))
+                reasons = {reason: sum(s["reason"] == reason for s in skipped)
+                           for reason in ("no scores", "fewer than 2 sentences",
+                                          "no sentence qualifies")}
+                key = f"{selector}/{split}"
+                metrics |= {
+                    f"{key}/n_records": len(records), f"{key}/n_masked": len(samples),
+                    f"{key}/n_no_mask": reasons["no sentence qualifies"],
+                    f"{key}/n_too_short": reasons["fewer than 2 sentences"],
+                    f"{key}/n_unscored": reasons["no scores"],
+                    f"{key}/masks_per_sample": float(np.mean([len(s["targets"])
+                                                              for s in samples]))
+                    if samples else 0.0,
+                }
+                labels = [lab for s in samples for lab in s["labels"] if lab is not None]
+                if labels:
+                    all_dep = sum(s.label == 1 for r in records for s in r.sentences)
+                    metrics[f"{key}/precision"] = float(np.mean(np.array(labels) == 1))
+                    metrics[f"{key}/recall"] = float(sum(np.array(labels) == 1)
+                                                     / max(all_dep, 1))
+                if split == mp.splits[0] and mp.gallery_samples:
+                    gallery = masked_gallery(samples[: mp.gallery_samples], root,
+                                             out / selector / "gallery.html",
+                                             f"masked samples ({split}, selector={selector})")
+                    tracking.log_artifact(gallery, f"gallery/{selector}")
+            write_jsonl_atomic(out / selector / "skipped.jsonl",
+                               (json.dumps(s) for s in skipped_all))
         tracking.log_metrics(metrics)
     write_metrics("mask", metrics)
-    log.info("mask: %s", metrics)
+    log.info("mask: %s", {k: v for k, v in metrics.items() if "train/" in k})
     return metrics

@@ -61,7 +61,7 @@ def score_records(model, processor, records: list[Record], root: Path, params: P
             att += attention_scores(model, processor, cap, images[j], captions[j], spans[j],
                                     params.warmup.prompt, tid, sp.text_keys)
     cf = None
-    if sp.counterfactual:
+    if sp.counterfactual and (split != "train" or sp.counterfactual_train):
         n = len(images)
         others = [[images[(i + k) % n] for i in range(n)] for k in range(1, sp.replacements + 1)]
         cf = counterfactual_scores(model, processor, images, others, captions, spans,
@@ -163,7 +163,8 @@ def run(params: Params) -> dict:
 
         shards = fingerprint_dir(out / "shards", params_hash(
             params.seed, params.data, params.model, params.warmup, metrics["heads"],
-            sp.model_dump(include={"text_keys", "counterfactual", "replacements",
+            sp.model_dump(include={"text_keys", "counterfactual", "counterfactual_train",
+                                   "replacements",
                                    "batch_size", "splits"})))
         frames = []
         for split in sp.splits:

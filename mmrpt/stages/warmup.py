@@ -23,6 +23,7 @@ from mmrpt.data.records import read_manifest
 from mmrpt.modeling.loader import load_vlm
 from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 from mmrpt.pretrain.warmup import CaptionDataset, make_trainer, vision_reliance
+from mmrpt.rl.fillin import fillin_target
 from mmrpt.stages.common import (
     PLOTS_DIR,
     device,
@@ -60,7 +61,9 @@ def base_model_path(params: Params, ckpt: Path, train_records) -> str:
     init = ckpt / "init"
     if not (init / "model.safetensors").exists():
         spec = TinySpec(**params.model.tiny.model_dump(), image_size=params.data.image_size)
-        texts = [r.caption for r in train_records] + world.vocabulary_text()
+        # the fill-in format of later stages too, so its tags and placeholders are tokens
+        fmt = [params.mask.instruction, fillin_target(["a", "b", "c"]), "[1] [2] [3] [4]"]
+        texts = [r.caption for r in train_records] + world.vocabulary_text() + fmt * 50
         tmp = ckpt / "init.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         build_tiny_vlm(texts, spec, tmp, seed=params.seed)

@@ -36,7 +36,8 @@ CASES = [
     ("prefix", ans("There are two", "A large red circle"), 1.0, 0.0, (3 / 4 + 4 / 9) / 2, 0.0),
     ("no tags", "[1] There are two objects. [2] A large red circle is at the top left.",
      0.0, 0.0, 0.0, 0.0),
-    ("no think", "<answer>[1] There are two objects.</answer>", 0.0, 0.0, 0.0, 0.0),
+    ("no think", "<answer>[1] There are two objects.</answer>", 0.2, 0.0, 0.0, 0.0),
+    ("truncated", "<think>I compare the caption with", 0.1, 0.0, 0.0, 0.0),
     ("empty answer", "<think>hmm</think><answer></answer>", 0.5, 0.0, 0.0, 0.0),
     ("empty slot", ans("", TARGETS[1]), 0.5, 0.5, 0.5, 0.5),
     ("missing slot", ans(TARGETS[0]), 0.5, 0.5, 0.5, 0.5),
@@ -44,7 +45,7 @@ CASES = [
     ("duplicate placeholder", "<think>x</think><answer>[1] There are two objects. "
      "[1] There are two objects. [2] A large red circle is at the top left.</answer>",
      0.5, 1.0, 1.0, 1.0),
-    ("text after answer", ans(*TARGETS) + " bye", 0.0, 0.0, 0.0, 0.0),
+    ("text after answer", ans(*TARGETS) + " bye", 0.4, 0.0, 0.0, 0.0),
     ("unicode", ans("Ｔｈｅｒｅ are two objects.", "A large red circle is at the top left✓"),
      1.0, 0.5, 0.5, 0.5),
 ]

@@ -1,0 +1,99 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmrpt.cli import main
+from mmrpt.config import ARMS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_primer_then_every_arm(primed_project: Path):
+    p = primed_project
+    primer = json.loads((p / "metrics/primer.json").read_text())
+    for key in ("warmup_exact_match", "warmup_fillin_exact_match", "primer_exact_match"):
+        assert 0.0 <= primer[key] <= 1.0
+    before = load_file(p / "models/primer/model.safetensors")
+    for arm in ARMS:
+        assert main(["rl", "-S", f"rl.arm={arm}"]) == 0
+        after = load_file(p / f"models/rl/{arm}/model.safetensors")
+        changed = sum(not torch.equal(before[k], after[k]) for k in before)
+        assert changed > 0, f"{arm}: no parameter changed"
+    rl = json.loads((p / "metrics/rl.json").read_text())
+    assert set(ARMS) <= set(rl) and "primer_exact_match" in rl
+    for arm in ARMS:
+        assert rl[arm]["steps"] == 4 and 0.0 <= rl[arm]["exact_match"] <= 1.0
+    # rewards were logged per term for the GRPO arms
+    mlflow.set_tracking_uri(f"sqlite:///{p / 'mlruns/mlflow.db'}")
+    runs = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+            if r.data.tags.get("arm") == "mmrpt"]
+    assert len(runs) == 1
+    keys = set(runs[0].data.metrics)
+    for term in ("format", "exact", "prefix", "semantic", "visual"):
+        assert f"train/rewards/{term}/mean" in keys, sorted(keys)
+    assert {"train/reward", "train/entropy", "train/completions/mean_length"} <= keys
+
+
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def _mmrpt(args, cwd, env=None):
+    return subprocess.Popen([sys.executable, "-m", "mmrpt", *args], cwd=cwd, env=env or _env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_rl_kill_and_resume(primed_project: Path):
+    p = primed_project
+    steps = ["-S", "rl.steps=6", "-S", "rl.save_steps=2"]
+    ref = _mmrpt(["rl", *steps, "-S", "rl.checkpoint_dir=ref_ck", "-S", "rl.out_dir=ref"], p)
+    out, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out
+    proc = _mmrpt(["rl", *steps], p)
+    ckpt = p / "checkpoints/rl/mmrpt"
+    deadline = time.time() + 200
+    while not (ckpt / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = (ckpt / "mlflow_run_id.txt").read_text()
+    resumed = _mmrpt(["rl", *steps], p)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "resuming from" in out
+    assert (ckpt / "mlflow_run_id.txt").read_text() == run_id
+    a = load_file(p / "ref/mmrpt/model.safetensors")
+    b = load_file(p / "models/rl/mmrpt/model.safetensors")
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff < 1e-5, f"resumed run differs from uninterrupted by {diff}"
+
+
+@pytest.mark.slow
+def test_rl_through_deepspeed_on_cpu(primed_project: Path):
+    """The GPU path cannot rot: the rl stage under DeepSpeed ZeRO-2, one CPU process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = _env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=port)
+    cfg = ROOT / "mmrpt/rl/deepspeed/zero2.json"
+    proc = _mmrpt(["rl", "-S", f"rl.deepspeed={cfg}"], primed_project, env)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-5000:]
+    assert "DeepSpeed" in out or "deepspeed" in out
+    before = load_file(primed_project / "models/primer/model.safetensors")
+    after = load_file(primed_project / "models/rl/mmrpt/model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((primed_project / "metrics/rl/mmrpt.json").read_text())["steps"] == 4
