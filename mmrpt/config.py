@@ -171,16 +171,16 @@ class RLParams(Section):
     out_dir: str = "models/rl"  # per arm: <out_dir>/<arm>
     checkpoint_dir: str = "checkpoints/rl"
     steps: int = Field(150, ge=1)  # optimizer steps, the same for every arm
-    batch_size: int = Field(16, ge=1)  # prompts (samples) per step, the same for every arm
+    batch_size: int = Field(8, ge=1)  # prompts (samples) per step, the same for every arm
     num_generations: int = Field(4, ge=2)  # GRPO group size
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(0.8, gt=0)
     lr: float = Field(1e-4, gt=0, le=1.0)
     sft_lr: float = Field(1e-3, gt=0, le=1.0)  # ntp / masked_sft arms
     beta: float = Field(0.0, ge=0)  # KL coefficient (RPT: 0)
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
     max_completion_length: int = Field(64, ge=8)
     reward_weights: dict[str, float] = {"format": 0.2, "exact": 1.0, "prefix": 0.5,
-                                        "semantic": 0.3, "visual": 0.5}
+                                        "semantic": 0.1, "visual": 0.2}
     save_steps: int = Field(50, ge=1)
     # DeepSpeed config (e.g. mmrpt/rl/deepspeed/zero2.json); launch multi-GPU runs with
     # `accelerate launch --num_processes N -m mmrpt rl ...`. bf16 is used whenever CUDA is.
