@@ -18,9 +18,12 @@ HEADLINES = {
                "image_gain_independent"],
     "score": ["heads", "auroc", "auroc_counterfactual", "auroc_paper_band",
               "auroc_layer_0", "auroc_layer_1", "auroc_layer_2", "auroc_layer_3"],
-    "mask": ["train/n_masked", "train/n_no_mask", "train/masks_per_sample", "test_iid/precision",
-             "test_iid/recall"],
+    "mask": ["attention/train/n_masked", "attention/train/n_no_mask",
+             "attention/train/masks_per_sample", "attention/test_iid/precision",
+             "attention/test_iid/recall"],
+    "primer": ["warmup_exact_match", "primer_exact_match"],
 }
+ARMS = ("ntp", "masked_sft", "random_mask", "mmrpt")
 
 
 def main(metrics_dir: str = "metrics") -> None:
@@ -37,6 +40,22 @@ def main(metrics_dir: str = "metrics") -> None:
                 v = metrics[key]
                 table.add_row(stage, key, f"{v:.4g}" if isinstance(v, float) else str(v))
     Console().print(table)
+    rl = Path(metrics_dir) / "rl.json"
+    if rl.exists():
+        data = json.loads(rl.read_text())
+        arms = Table(title="Held-out masked-span exact match by arm (equal steps and samples)")
+        for col in ("arm", "test_iid", "test_counter"):
+            arms.add_column(col)
+        for name, key in (("warmup (caption continuation)", "warmup_exact_match"),
+                          ("primer", "primer_exact_match")):
+            if data.get(key) is not None:
+                arms.add_row(name, f"{data[key]:.3f}", "")
+        for arm in ARMS:
+            if arm in data:
+                m = data[arm]
+                arms.add_row(arm, f"{m['exact_match']:.3f}",
+                             f"{m.get('exact_match_test_counter', float('nan')):.3f}")
+        Console().print(arms)
 
 
 if __name__ == "__main__":
