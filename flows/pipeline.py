@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from mmrpt import tracking
-from mmrpt.config import STAGES, load_params
+from mmrpt.config import ARMS, STAGES, load_params
 
 
 @task(retries=2, retry_delay_seconds=10)
@@ -36,10 +36,12 @@ def run_stage(stage: str, params_path: str, overrides: dict[str, Any], parent: s
 @flow(name="mmrpt-pipeline")
 def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
              overrides: dict[str, Any] | None = None, seed: int | None = None,
-             model_path: str | None = None, workdir: str | None = None) -> dict[str, dict]:
+             model_path: str | None = None, workdir: str | None = None,
+             arms: list[str] | None = None) -> dict[str, dict]:
     """Run ``stages`` (default: all, in order) with params.yaml plus ``overrides`` (dotted
     keys, e.g. {"warmup.max_steps": 200}); ``seed`` and ``model_path`` are shortcuts for the
-    seed and model.path overrides; ``workdir`` is where params.yaml and the outputs live."""
+    seed and model.path overrides; ``workdir`` is where params.yaml and the outputs live;
+    the rl stage runs once per arm in ``arms`` (default: all four)."""
     if workdir:
         os.chdir(workdir)
     overrides = dict(overrides or {})
@@ -49,16 +51,21 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
         overrides["model.path"] = model_path
     params = load_params(params_path, overrides)  # fail before any work
     stages = list(stages or STAGES)
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in STAGES] + [a for a in arms or [] if a not in ARMS]
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+        raise ValueError(f"unknown stages/arms {unknown}; known: {list(STAGES)}, {list(ARMS)}")
     results = {}
     with tracking.pipeline_run(params) as parent:
         for stage in STAGES:
-            if stage in stages:
-                get_run_logger().info("stage %s", stage)
-                results[stage] = run_stage.with_options(name=stage)(stage, params_path,
-                                                                    overrides, parent)
+            if stage not in stages:
+                continue
+            get_run_logger().info("stage %s", stage)
+            task_ = run_stage.with_options(name=stage)
+            if stage == "rl":
+                results[stage] = {arm: task_(stage, params_path, overrides | {"rl.arm": arm},
+                                             parent) for arm in (arms or ARMS)}
+            else:
+                results[stage] = task_(stage, params_path, overrides, parent)
     return results
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmrpt.config import STAGES
+from mmrpt.config import ARMS, STAGES
 from tests.tiny_params import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,11 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
 
     out = run(["dvc", "repro"], repo, env)
     for stage in STAGES:
-        assert f"Running stage '{stage}'" in out
+        if stage == "rl":
+            for arm in ARMS:
+                assert f"Running stage 'rl@{arm}'" in out
+        else:
+            assert f"Running stage '{stage}'" in out
     again = run(["dvc", "repro"], repo, env)
     assert "Running stage" not in again and "up to date" in again
     run(["git", "add", "-A"], repo, env)

@@ -9,7 +9,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import pipeline
 from mmrpt.cli import main
-from mmrpt.config import STAGES, ParamsError
+from mmrpt.config import ARMS, STAGES, ParamsError
 from tests.tiny_params import TINY
 
 
@@ -40,7 +40,9 @@ def test_flow_runs_the_stages(harness, tmp_path: Path, monkeypatch):
     assert json.loads((tmp_path / "metrics/warmup.json").read_text())["steps"] == 10
     parents, children = nested_stage_runs("sqlite:///mlruns/mlflow.db")
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in children) == sorted(STAGES)
+    names = [r.info.run_name for r in children]
+    assert set(names) == set(STAGES) and names.count("rl") == len(ARMS)
+    assert set(results["rl"]) == set(ARMS)
     for r in children:
         assert r.data.tags["git_commit"] and r.data.tags["params_hash"]
         assert r.data.params["seed"] == "1"

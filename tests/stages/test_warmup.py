@@ -27,8 +27,9 @@ def test_data_then_warmup_loss_falls(tiny_project: Path):
     for key in ("loss_true_image", "loss_shuffled_image", "image_gain"):
         assert key in metrics
     # per-step losses reached MLflow, and they fell
-    params = load_params("params.yaml")
-    mlflow.set_tracking_uri(params.tracking.tracking_uri)
+    assert load_params("params.yaml").tracking.tracking_uri.startswith("sqlite:///mlruns")
+    # absolute URI: MLflow caches stores by URI string (see tracking.configure)
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlruns/mlflow.db'}")
     run_id = (tiny_project / "checkpoints/warmup/mlflow_run_id.txt").read_text()
     history = mlflow.MlflowClient().get_metric_history(run_id, "train/loss")
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
