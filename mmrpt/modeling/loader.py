@@ -56,3 +56,21 @@ def image_token_id(model) -> int:
     if tid is None:
         raise CheckpointError(f"{type(model).__name__}: config names no image_token_id")
     return int(tid)
+
+
+class LoadsCheckpointsByFromPretrained:
+    """Trainer mixin whose resume really restores the weights.
+
+    transformers 5.24's Trainer._load_from_checkpoint calls model.load_state_dict(strict=False)
+    on the raw checkpoint file, but Qwen2-VL checkpoints are saved with legacy key names
+    ("model.layers.*", not "model.language_model.layers.*"): nothing matches, nothing loads, and
+    a resumed run silently continues from the initial weights (found by the kill/resume test).
+    We load through from_pretrained, which converts the keys, and insist on a full match.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = model if model is not None else self.model
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype,
+                                             use_safetensors=True)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded

@@ -19,6 +19,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from mmrpt.data.records import Record
 from mmrpt.modeling.encode import Encoded, collate, encode
 from mmrpt.modeling.lm import sentence_losses
+from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 
 
 def open_rgb(path: str | Path) -> Image.Image:
@@ -38,22 +39,8 @@ class CaptionDataset(Dataset):
         return encode(self.processor, open_rgb(self.root / r.image), self.prompt, r.caption)
 
 
-class ResumableTrainer(Trainer):
-    """Trainer whose resume really restores the weights.
-
-    transformers 5.24's Trainer._load_from_checkpoint calls model.load_state_dict(strict=False)
-    on the raw checkpoint file, but Qwen2-VL checkpoints are saved with legacy key names
-    ("model.layers.*", not "model.language_model.layers.*"): nothing matches, nothing loads, and
-    a resumed run silently continues from the initial weights (found by the kill/resume test).
-    We load through from_pretrained, which converts the keys, and insist on a full match.
-    """
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        model = model if model is not None else self.model
-        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype,
-                                             use_safetensors=True)
-        model.load_state_dict(loaded.state_dict(), strict=True)
-        del loaded
+class ResumableTrainer(LoadsCheckpointsByFromPretrained, Trainer):
+    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin)."""
 
 
 def make_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, max_steps: int,
@@ -71,7 +58,8 @@ def make_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, max
         bf16=bf16, deepspeed=deepspeed, save_only_model=False, gradient_checkpointing=False,
     )
     return ResumableTrainer(model=model, args=args, train_dataset=dataset,
-                   data_collator=lambda items: collate(items, pad_id), callbacks=list(callbacks))
+                            data_collator=lambda items: collate(items, pad_id),
+                            callbacks=list(callbacks))
 
 
 def vision_reliance(model, processor, records: Sequence[Record], root: str | Path, prompt: str,

@@ -12,6 +12,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def score_histogram(table: pd.DataFrame, path: str | Path) -> Path:
     """D_vis (and the counterfactual score, if present) histograms split by true label."""
     cols = [c for c in ("d_vis", "d_cf") if c in table and table[c].notna().any()]
@@ -29,12 +38,7 @@ def score_histogram(table: pd.DataFrame, path: str | Path) -> Path:
                        "d_cf": "counterfactual loss rise (nats/token)"}[col])
         ax.set_ylabel("sentences")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def head_heatmap(auroc: np.ndarray, path: str | Path) -> Path:
@@ -47,12 +51,7 @@ def head_heatmap(auroc: np.ndarray, path: str | Path) -> Path:
     ax.set_ylabel("layer")
     ax.set_title("AUROC of D_vis vs labels")
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def bar_plot(labels, values, ylabel: str, path: str | Path) -> Path:
@@ -60,9 +59,4 @@ def bar_plot(labels, values, ylabel: str, path: str | Path) -> Path:
     ax.bar([str(x) for x in labels], values, color="tab:blue")
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", rotation=60)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -20,6 +20,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.pretrain.warmup import open_rgb
 from mmrpt.rl.rewards import REWARDS
 
@@ -47,16 +48,8 @@ def _with_scene(fn):
     return reward
 
 
-class ResumableGRPOTrainer(GRPOTrainer):
-    """See mmrpt.pretrain.warmup.ResumableTrainer: the stock resume loads no weights for
-    Qwen2-VL checkpoints in transformers 5.24."""
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        model = model if model is not None else self.model
-        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype,
-                                             use_safetensors=True)
-        model.load_state_dict(loaded.state_dict(), strict=True)
-        del loaded
+class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, GRPOTrainer):
+    """TRL's GRPOTrainer with a resume that restores Qwen2-VL weights (see the mixin)."""
 
 
 def make_grpo_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, steps: int,

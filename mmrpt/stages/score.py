@@ -156,9 +156,7 @@ def run(params: Params) -> dict:
             band = band_layers(n_layers, sp.layer_band)
             metrics[f"{prefix}auroc_paper_band"] = auroc(scores[band].mean((0, 1)), labels)
             if split == sp.diagnostic_split:
-                heatmap = head_heatmap(
-                    np.array([[auroc(scores[la, h], labels) for h in range(n_heads)]
-                              for la in range(n_layers)]), out / f"auroc_heads_{split}.png")
+                heatmap = head_heatmap(dev_auroc, out / f"auroc_heads_{split}.png")
                 tracking.log_artifact(heatmap, "plots")
 
         shards = fingerprint_dir(out / "shards", params_hash(

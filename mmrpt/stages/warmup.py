@@ -7,14 +7,11 @@ checkpoint (optimizer, scheduler and RNG state included) and continues the same 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from pathlib import Path
 
 import torch
-from transformers.trainer_utils import get_last_checkpoint
 
 from mmrpt import tracking
 from mmrpt.config import Params
@@ -27,7 +24,11 @@ from mmrpt.rl.fillin import fillin_target
 from mmrpt.stages.common import (
     PLOTS_DIR,
     device,
+    fingerprint_dir,
+    params_hash,
+    save_model_atomic,
     seed_everything,
+    train_resumable,
     write_csv_atomic,
     write_metrics,
 )
@@ -35,24 +36,11 @@ from mmrpt.stages.common import (
 log = logging.getLogger(__name__)
 
 
-def fingerprint(params: Params) -> str:
-    keys = {"seed": params.seed, "data": params.data.model_dump(),
-            "model": params.model.model_dump(),
-            "warmup": params.warmup.model_dump(exclude={"eval_split", "eval_samples"})}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def prepare_checkpoint_dir(params: Params) -> Path:
     """Keep checkpoints only if they were made with the same params; else start clean."""
-    ckpt = Path(params.warmup.checkpoint_dir)
-    stamp = ckpt / "fingerprint.txt"
-    fp = fingerprint(params)
-    if ckpt.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
-        log.info("warmup: params changed since the checkpoints in %s; starting over", ckpt)
-        shutil.rmtree(ckpt)
-    ckpt.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fp)
-    return ckpt
+    return fingerprint_dir(Path(params.warmup.checkpoint_dir), params_hash(
+        params.seed, params.data, params.model,
+        params.warmup.model_dump(exclude={"eval_split", "eval_samples"})))
 
 
 def base_model_path(params: Params, ckpt: Path, train_records) -> str:
@@ -94,18 +82,8 @@ def run(params: Params) -> dict:
             save_total_limit=w.save_total_limit, log_steps=w.log_steps, seed=params.seed,
             callbacks=[tracking.StepLogger()],
         )
-        last = get_last_checkpoint(str(ckpt))
-        if last:
-            log.info("warmup: resuming from %s", last)
-        trainer.train(resume_from_checkpoint=last)
-
-        out = Path(w.out_dir)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        train_resumable(trainer, ckpt)
+        out = save_model_atomic(model, processor, w.out_dir)
 
         eval_path = root / f"{w.eval_split}.jsonl"
         metrics: dict = {"steps": trainer.state.global_step,
