@@ -23,6 +23,16 @@ def write_json_atomic(path: str | Path, obj: dict) -> Path:
     return path
 
 
+def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
     import pandas as pd
 

@@ -1,4 +1,5 @@
-"""Stage `data`: write the dataset manifests (synthetic world, or ingest real files)."""
+"""Stage `data`: write the dataset manifests (synthetic world, or ingest real files); the
+synthetic world also writes its multiple-choice probes (mmrpt/data/probes.py) per split."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from tqdm.auto import tqdm
 from mmrpt import tracking
 from mmrpt.config import Params
 from mmrpt.data import world
+from mmrpt.data.probes import make_probes
 from mmrpt.data.records import read_manifest, write_manifest
-from mmrpt.stages.common import write_metrics
+from mmrpt.stages.common import write_jsonl_atomic, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,10 @@ def run(params: Params) -> dict:
                                            image_size=p.image_size, max_objects=p.max_objects,
                                            prior_strength=p.prior_strength)
                 write_manifest(out / f"{split}.jsonl", tqdm(gen, total=n, desc=split))
+                probes = make_probes(read_manifest(out / f"{split}.jsonl"), seed=params.seed,
+                                     max_objects=p.max_objects)
+                write_jsonl_atomic(out / "probes" / f"{split}.jsonl", probes)
+                metrics[f"{split}/n_probes"] = len(probes)
             (out / "rejects.jsonl").write_text("")
         else:
             from mmrpt.data.readers import ingest
