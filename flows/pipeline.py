@@ -17,7 +17,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from mmrpt import tracking
-from mmrpt.config import ARMS, STAGES, load_params
+from mmrpt.config import ARMS, STAGES, load_params, run_name
+
+PER_RUN = ("rl", "sft", "eval")  # once per (arm, seed); the others once
 
 
 @task(retries=2, retry_delay_seconds=10)
@@ -41,7 +43,8 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
     """Run ``stages`` (default: all, in order) with params.yaml plus ``overrides`` (dotted
     keys, e.g. {"warmup.max_steps": 200}); ``seed`` and ``model_path`` are shortcuts for the
     seed and model.path overrides; ``workdir`` is where params.yaml and the outputs live;
-    the rl stage runs once per arm in ``arms`` (default: all four)."""
+    the rl, sft and eval stages run once per arm in ``arms`` (default: all four) and seed in
+    rl.seeds, the report once over them."""
     if workdir:
         os.chdir(workdir)
     overrides = dict(overrides or {})
@@ -61,9 +64,11 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
                 continue
             get_run_logger().info("stage %s", stage)
             task_ = run_stage.with_options(name=stage)
-            if stage == "rl":
-                results[stage] = {arm: task_(stage, params_path, overrides | {"rl.arm": arm},
-                                             parent) for arm in (arms or ARMS)}
+            if stage in PER_RUN:
+                results[stage] = {
+                    run_name(arm, s): task_(stage, params_path,
+                                            overrides | {"rl.arm": arm, "rl.seed": s}, parent)
+                    for arm in (arms or ARMS) for s in params.rl.seeds}
             else:
                 results[stage] = task_(stage, params_path, overrides, parent)
     return results

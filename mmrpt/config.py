@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-STAGES = ("data", "warmup", "score", "mask", "primer", "rl")
+STAGES = ("data", "warmup", "score", "mask", "primer", "rl", "sft", "eval", "report")
 ARMS = ("ntp", "masked_sft", "random_mask", "mmrpt")
 REWARD_TERMS = ("format", "exact", "prefix", "semantic", "visual")
 
@@ -168,7 +168,11 @@ class PrimerParams(Section):
 
 class RLParams(Section):
     arm: Literal["ntp", "masked_sft", "random_mask", "mmrpt"] = "mmrpt"
-    out_dir: str = "models/rl"  # per arm: <out_dir>/<arm>
+    # Replicates: each (arm, seed) is one run named "<arm>-<seed>" (rl, sft and eval stages;
+    # dvc.yaml runs the matrix arms x seeds; the report gives mean and spread over seeds).
+    seed: int = Field(0, ge=0)  # this run's replicate
+    seeds: list[int] = Field([0], min_length=1)
+    out_dir: str = "models/rl"  # per run: <out_dir>/<arm>-<seed>
     checkpoint_dir: str = "checkpoints/rl"
     steps: int = Field(150, ge=1)  # optimizer steps, the same for every arm
     batch_size: int = Field(8, ge=1)  # prompts (samples) per step, the same for every arm
@@ -182,6 +186,7 @@ class RLParams(Section):
     reward_weights: dict[str, float] = {"format": 0.2, "exact": 1.0, "prefix": 0.5,
                                         "semantic": 0.1, "visual": 0.2}
     save_steps: int = Field(50, ge=1)
+    log_completions_steps: int = Field(50, ge=0)  # completions table to MLflow; 0 = off
     # DeepSpeed config (e.g. mmrpt/rl/deepspeed/zero2.json); launch multi-GPU runs with
     # `accelerate launch --num_processes N -m mmrpt rl ...`. bf16 is used whenever CUDA is.
     deepspeed: str | None = None
@@ -198,7 +203,69 @@ class RLParams(Section):
             raise ValueError(f"rl.deepspeed: no such config file {self.deepspeed}")
         if not any(w > 0 for w in self.reward_weights.values()):
             raise ValueError("rl.reward_weights: at least one weight must be > 0")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError("rl.seeds must be distinct non-negative integers")
         return self
+
+    @property
+    def run_name(self) -> str:
+        return run_name(self.arm, self.seed)
+
+
+def run_name(arm: str, seed: int) -> str:
+    """One replicate of one arm: the folder and DVC matrix name of its rl/sft/eval outputs."""
+    return f"{arm}-{seed}"
+
+
+class SFTParams(Section):
+    """Supervised fine-tuning, the same for every arm, on a downstream VQA set (TRL
+    SFTTrainer). probes: the synthetic world's train-split probes (question -> answer);
+    llava: LLaVA-style JSON conversations from a local file."""
+
+    source: Literal["probes", "llava"] = "probes"
+    inputs: str | None = None  # llava: path to the JSON (list of {image, conversations})
+    image_root: str | None = None  # llava: images are relative to this (default: the JSON's dir)
+    out_dir: str = "models/sft"  # per run: <out_dir>/<arm>-<seed>
+    checkpoint_dir: str = "checkpoints/sft"
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    save_steps: int = Field(50, ge=1)
+    max_length: int | None = Field(None, ge=16)  # never truncates image tokens (None = off)
+
+    @model_validator(mode="after")
+    def _source(self) -> SFTParams:
+        if self.source == "llava" and not self.inputs:
+            raise ValueError("sft.inputs must name the LLaVA-style JSON file for source=llava")
+        if self.source == "probes" and self.inputs:
+            raise ValueError("sft.inputs is only for source=llava")
+        return self
+
+
+class EvalParams(Section):
+    """Zero-shot (the rl output) and after-SFT evaluation of each run."""
+
+    out_dir: str = "eval"  # lm-eval / VLMEvalKit output files per run and model
+    splits: list[str] = ["test_iid", "test_counter"]
+    limit: int | None = Field(None, ge=1)  # probes per split (None = all)
+    harnesses: list[Literal["lmeval", "vlmevalkit"]] = ["lmeval", "vlmevalkit"]
+    blank: bool = True  # also score every probe with the image blanked (vision reliance)
+    # Real benchmark names passed straight to VLMEvalKit (MMBench_DEV_EN, MMStar, BLINK, ...;
+    # they download their data: not for the embedded default or machines without internet).
+    vlmevalkit_datasets: list[str] = []
+    masked_samples: int = Field(200, ge=0)  # held-out masked-span exact match (0 = skip)
+
+    @model_validator(mode="after")
+    def _harnesses(self) -> EvalParams:
+        if not self.harnesses:
+            raise ValueError("eval.harnesses must name at least one harness")
+        if self.vlmevalkit_datasets and "vlmevalkit" not in self.harnesses:
+            raise ValueError("eval.vlmevalkit_datasets needs vlmevalkit in eval.harnesses")
+        return self
+
+
+class ReportParams(Section):
+    out_dir: str = "reports"
 
 
 class TrackingParams(Section):
@@ -216,6 +283,9 @@ class Params(Section):
     mask: MaskParams = MaskParams()
     primer: PrimerParams = PrimerParams()
     rl: RLParams = RLParams()
+    sft: SFTParams = SFTParams()
+    eval: EvalParams = EvalParams()
+    report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")

@@ -49,10 +49,11 @@ def test_stage_names_agree_everywhere():
     """dvc.yaml stages, the stage list, params.yaml sections and stage modules match."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert tuple(dvc["stages"]) == STAGES
-    assert tuple(dvc["stages"]["rl"]["foreach"]) == ARMS
+    for stage in ("rl", "sft", "eval"):  # once per arm x replicate seed
+        assert tuple(dvc["stages"][stage]["matrix"]["arm"]) == ARMS
+        assert dvc["stages"][stage]["matrix"]["seed"] == "${rl.seeds}"
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(STAGES) <= set(raw) and set(STAGES) <= set(Params.model_fields)
     for stage in STAGES:
         assert (ROOT / "mmrpt" / "stages" / f"{stage}.py").exists()
-        stage_def = dvc["stages"][stage].get("do", dvc["stages"][stage])
-        assert stage_def["cmd"].startswith(f"python -m mmrpt {stage}")
+        assert dvc["stages"][stage]["cmd"].startswith(f"python -m mmrpt {stage}")

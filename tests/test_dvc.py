@@ -52,9 +52,9 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
 
     out = run(["dvc", "repro"], repo, env)
     for stage in STAGES:
-        if stage == "rl":
+        if stage in ("rl", "sft", "eval"):
             for arm in ARMS:
-                assert f"Running stage 'rl@{arm}'" in out
+                assert f"Running stage '{stage}@{arm}-0'" in out
         else:
             assert f"Running stage '{stage}'" in out
     again = run(["dvc", "repro"], repo, env)
@@ -70,7 +70,12 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
     page = (repo / "dvc_plots" / "index.html").read_text()
     assert "warmup caption loss" in page and "AUROC of D_vis per decoder layer" in page
 
-    run(["dvc", "exp", "run", "-S", "mask.k=1.0", "-n", "k1"], repo, env)
+    report = json.loads((repo / "metrics/report.json").read_text())
+    assert set(ARMS) <= set(report["zero_shot"]["lmeval/iid/acc"])
+    assert (repo / "reports/report.md").read_text().startswith("# MMRPT")
+
+    out = run(["dvc", "exp", "run", "-S", "eval.blank=false", "-n", "noblank"], repo, env)
+    assert "Running stage 'eval@mmrpt-0'" in out and "Running stage 'rl@" not in out
     show = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
     flat = json.dumps(show)
-    assert '"k1"' in flat and '"k": 1.0' in flat
+    assert '"noblank"' in flat and '"blank": false' in flat

@@ -14,4 +14,6 @@ TINY = {
                "eval_samples": 8, "max_new_tokens": 24},
     "rl": {"steps": 4, "batch_size": 4, "num_generations": 2, "max_completion_length": 40,
            "save_steps": 2, "eval_samples": 8},
+    "sft": {"steps": 4, "batch_size": 4, "save_steps": 2},
+    "eval": {"limit": 20, "masked_samples": 8},
 }

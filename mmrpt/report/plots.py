@@ -60,3 +60,33 @@ def bar_plot(labels, values, ylabel: str, path: str | Path) -> Path:
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", rotation=60)
     return _save(fig, path)
+
+
+def grouped_bars(summary: pd.DataFrame, labels: dict[str, str], arms, path: str | Path,
+                 title: str = "") -> Path:
+    """One group of bars per metric, one bar per arm, error bars = std over seeds."""
+    metrics = [m for m in labels if m in set(summary.metric)]
+    arms = [a for a in arms if a in set(summary.arm)]
+    width = 0.8 / max(len(arms), 1)
+    fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.8))
+    x = np.arange(len(metrics))
+    for i, arm in enumerate(arms):
+        part = summary[summary.arm == arm].set_index("metric").reindex(metrics)
+        ax.bar(x + (i - (len(arms) - 1) / 2) * width, part["mean"], width,
+               yerr=part["std"].fillna(0), label=arm, capsize=2)
+    ax.set_xticks(x, [labels[m] for m in metrics], rotation=25, ha="right")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def reward_curves(curves: dict[str, pd.DataFrame], path: str | Path) -> Path:
+    """Mean GRPO reward per logged step, one line per rl run (arm-seed)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, df in curves.items():
+        ax.plot(df["step"], df["reward"], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

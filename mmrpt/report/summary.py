@@ -1,6 +1,7 @@
-"""Print the headline numbers of the pipeline's metrics files (what `make main` ends with).
+"""Print the headline numbers of the pipeline's metrics files and the arms comparison report
+(what `make main` ends with).
 
-    python -m mmrpt.report.summary [metrics_dir]
+    python -m mmrpt.report.summary [metrics_dir] [report_md]
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 HEADLINES = {
@@ -26,7 +28,7 @@ HEADLINES = {
 ARMS = ("ntp", "masked_sft", "random_mask", "mmrpt")
 
 
-def main(metrics_dir: str = "metrics") -> None:
+def main(metrics_dir: str = "metrics", report_md: str = "reports/report.md") -> None:
     table = Table(title="MMRPT pipeline: headline metrics")
     for col in ("stage", "metric", "value"):
         table.add_column(col)
@@ -56,6 +58,8 @@ def main(metrics_dir: str = "metrics") -> None:
                 arms.add_row(arm, f"{m['exact_match']:.3f}",
                              f"{m.get('exact_match_test_counter', float('nan')):.3f}")
         Console().print(arms)
+    if Path(report_md).exists():
+        Console().print(Markdown(Path(report_md).read_text()))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def run_seed(params) -> int:
+    """The training seed of one arm replicate (rl.seed) under the pipeline seed."""
+    return params.seed + 7919 * params.rl.seed
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -84,14 +89,25 @@ def params_hash(*sections) -> str:
 
 
 def train_resumable(trainer, ckpt: Path) -> None:
-    """Train, resuming from the last checkpoint in ``ckpt`` if there is one."""
+    """Train, resuming from the last checkpoint in ``ckpt`` if there is one.
+
+    A last checkpoint at max_steps (the run was killed after training, e.g. during its
+    evaluation) is only loaded, weights and state: Trainer.train would run one step past
+    max_steps from it, so the rerun would differ from an uninterrupted run.
+    """
     import logging
 
+    from transformers import TrainerState
     from transformers.trainer_utils import get_last_checkpoint
 
     last = get_last_checkpoint(str(ckpt))
     if last:
         logging.getLogger(__name__).info("resuming from %s", last)
+        state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
+        if state.global_step >= trainer.args.max_steps and not trainer.is_deepspeed_enabled:
+            trainer._load_from_checkpoint(last)
+            trainer.state = state
+            return
     trainer.train(resume_from_checkpoint=last)
 
 

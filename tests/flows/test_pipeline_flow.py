@@ -41,8 +41,10 @@ def test_flow_runs_the_stages(harness, tmp_path: Path, monkeypatch):
     parents, children = nested_stage_runs("sqlite:///mlruns/mlflow.db")
     assert len(parents) == 1
     names = [r.info.run_name for r in children]
-    assert set(names) == set(STAGES) and names.count("rl") == len(ARMS)
-    assert set(results["rl"]) == set(ARMS)
+    assert set(names) == set(STAGES)
+    for stage in ("rl", "sft", "eval"):  # once per arm (one replicate seed here)
+        assert names.count(stage) == len(ARMS)
+        assert set(results[stage]) == {f"{arm}-0" for arm in ARMS}
     for r in children:
         assert r.data.tags["git_commit"] and r.data.tags["params_hash"]
         assert r.data.params["seed"] == "1"

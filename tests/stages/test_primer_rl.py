@@ -26,7 +26,7 @@ def test_primer_then_every_arm(primed_project: Path):
     before = load_file(p / "models/primer/model.safetensors")
     for arm in ARMS:
         assert main(["rl", "-S", f"rl.arm={arm}"]) == 0
-        after = load_file(p / f"models/rl/{arm}/model.safetensors")
+        after = load_file(p / f"models/rl/{arm}-0/model.safetensors")
         changed = sum(not torch.equal(before[k], after[k]) for k in before)
         assert changed > 0, f"{arm}: no parameter changed"
     rl = json.loads((p / "metrics/rl.json").read_text())
@@ -61,7 +61,7 @@ def test_rl_kill_and_resume(primed_project: Path):
     out, _ = ref.communicate(timeout=300)
     assert ref.returncode == 0, out
     proc = _mmrpt(["rl", *steps], p)
-    ckpt = p / "checkpoints/rl/mmrpt"
+    ckpt = p / "checkpoints/rl/mmrpt-0"
     deadline = time.time() + 200
     while not (ckpt / "checkpoint-2" / "trainer_state.json").exists():
         assert proc.poll() is None and time.time() < deadline, "no checkpoint in time"
@@ -74,8 +74,8 @@ def test_rl_kill_and_resume(primed_project: Path):
     assert resumed.returncode == 0, out
     assert "resuming from" in out
     assert (ckpt / "mlflow_run_id.txt").read_text() == run_id
-    a = load_file(p / "ref/mmrpt/model.safetensors")
-    b = load_file(p / "models/rl/mmrpt/model.safetensors")
+    a = load_file(p / "ref/mmrpt-0/model.safetensors")
+    b = load_file(p / "models/rl/mmrpt-0/model.safetensors")
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff < 1e-5, f"resumed run differs from uninterrupted by {diff}"
 
@@ -94,6 +94,6 @@ def test_rl_through_deepspeed_on_cpu(primed_project: Path):
     assert proc.returncode == 0, out[-5000:]
     assert "DeepSpeed" in out or "deepspeed" in out
     before = load_file(primed_project / "models/primer/model.safetensors")
-    after = load_file(primed_project / "models/rl/mmrpt/model.safetensors")
+    after = load_file(primed_project / "models/rl/mmrpt-0/model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert json.loads((primed_project / "metrics/rl/mmrpt.json").read_text())["steps"] == 4
+    assert json.loads((primed_project / "metrics/rl/mmrpt-0.json").read_text())["steps"] == 4

@@ -1,0 +1,133 @@
+"""The comparison of arms: every run's evaluation (metrics/eval/<arm>-<seed>.json) as one long
+table, mean and spread over seeds per (phase, metric, arm), the paper's claims checked against
+it, a markdown table and the plots (grouped bars per phase, GRPO reward curves)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mmrpt.report.plots import grouped_bars, reward_curves
+
+PHASES = ("zero_shot", "sft")
+ARM_ORDER = ("ntp", "masked_sft", "random_mask", "mmrpt")
+# Columns of the markdown table (all metrics are in the CSV and report.json).
+HEADLINE = {
+    "lmeval/iid/acc": "lm-eval iid",
+    "lmeval/counter/acc": "lm-eval counter-prior",
+    "lmeval/counter/colour/acc": "lm-eval counter colour",
+    "lmeval/iid/reliance": "reliance iid",
+    "lmeval/counter/reliance": "reliance counter",
+    "vlmeval/iid/acc": "VLMEvalKit iid",
+    "vlmeval/counter/acc": "VLMEvalKit counter-prior",
+    "masked_em/test_iid": "masked-span EM",
+}
+
+
+def runs_table(eval_dir: str | Path, seeds: list[int] | None = None) -> pd.DataFrame:
+    """Long table (arm, seed, phase, metric, value) of every run's evaluation."""
+    rows = []
+    for f in sorted(Path(eval_dir).glob("*.json")):
+        m = json.loads(f.read_text())
+        if seeds is not None and m.get("seed") not in seeds:
+            continue
+        for key, value in m.items():
+            phase, _, metric = key.partition("/")
+            if phase in PHASES and isinstance(value, int | float):
+                rows.append({"arm": m["arm"], "seed": m["seed"], "phase": phase,
+                             "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows, columns=["arm", "seed", "phase", "metric", "value"])
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof 1; NaN for one seed) and n per (phase, metric, arm)."""
+    g = runs.groupby(["phase", "metric", "arm"])["value"]
+    return pd.DataFrame({"mean": g.mean(), "std": g.std(), "n": g.count()}).reset_index()
+
+
+def _mean(summary: pd.DataFrame, phase: str, metric: str, arm: str) -> float | None:
+    row = summary[(summary.phase == phase) & (summary.metric == metric) & (summary.arm == arm)]
+    return float(row["mean"].iloc[0]) if len(row) else None
+
+
+def claims(summary: pd.DataFrame) -> dict[str, bool | None]:
+    """The paper's claims on this run's numbers (None where a number is missing): mmrpt beats
+    ntp and masked_sft on the counter-prior probes (each harness, zero-shot and after SFT) and
+    has the largest vision reliance."""
+    out: dict[str, bool | None] = {}
+    for phase in PHASES:
+        for h in ("lmeval", "vlmeval"):
+            metric = f"{h}/counter/acc"
+            ours = _mean(summary, phase, metric, "mmrpt")
+            rivals = [_mean(summary, phase, metric, a) for a in ("ntp", "masked_sft")]
+            out[f"{phase}/{h}/mmrpt_beats_ntp_and_masked_sft_counter"] = (
+                None if ours is None or None in rivals else all(ours > r for r in rivals))
+        rel = {a: _mean(summary, phase, "lmeval/counter/reliance", a) for a in ARM_ORDER}
+        known = {a: v for a, v in rel.items() if v is not None}
+        out[f"{phase}/mmrpt_largest_reliance_counter"] = (
+            None if "mmrpt" not in known or len(known) < 2
+            else max(known, key=known.get) == "mmrpt")
+    return out
+
+
+def markdown(summary: pd.DataFrame, verdict: dict[str, bool | None]) -> str:
+    arms = [a for a in ARM_ORDER if a in set(summary.arm)]
+    lines = ["# MMRPT: arms x benchmarks", "",
+             "Mean ± std over seeds (n = seeds). acc = accuracy on the scene probes; reliance ="
+             " accuracy with the image minus with the image blanked; masked-span EM = held-out"
+             " exact match of the hidden caption sentences.", ""]
+    for phase in PHASES:
+        part = summary[summary.phase == phase]
+        cols = [m for m in HEADLINE if m in set(part.metric)]
+        if not cols:
+            continue
+        lines += [f"## {phase.replace('_', '-')}", "",
+                  "| arm | " + " | ".join(HEADLINE[c] for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for arm in arms:
+            cells = []
+            for c in cols:
+                r = part[(part.metric == c) & (part.arm == arm)]
+                if not len(r):
+                    cells.append("")
+                    continue
+                mean, std, n = r["mean"].iloc[0], r["std"].iloc[0], int(r["n"].iloc[0])
+                cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if n > 1 else "") + f" (n={n})")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## The paper's claims on these numbers", ""]
+    lines += [f"- {k}: {'yes' if v else 'no' if v is not None else 'not measured'}"
+              for k, v in verdict.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(eval_dir: str | Path, rl_plots_dir: str | Path, out_dir: str | Path,
+                 seeds: list[int] | None = None) -> tuple[dict, pd.DataFrame]:
+    """Write report.md, runs.csv, summary.csv and PNG plots to ``out_dir``; return
+    (report json, summary)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = runs_table(eval_dir, seeds)
+    if runs.empty:
+        raise FileNotFoundError(f"no evaluated runs in {eval_dir}: run the eval stage first")
+    summary = summarise(runs)
+    verdict = claims(summary)
+    runs.to_csv(out / "runs.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    (out / "report.md").write_text(markdown(summary, verdict))
+    for phase in PHASES:
+        part = summary[(summary.phase == phase) & summary.metric.isin(list(HEADLINE))]
+        if len(part):
+            grouped_bars(part, HEADLINE, ARM_ORDER, out / f"arms_{phase}.png",
+                         title=f"arms, {phase.replace('_', '-')} (mean ± std over seeds)")
+    curves = {f.stem: pd.read_csv(f) for f in sorted(Path(rl_plots_dir).glob("*.csv"))}
+    curves = {k: v for k, v in curves.items() if "reward" in v}
+    if curves:
+        reward_curves(curves, out / "reward_curves.png")
+    report: dict = {"claims": verdict, "seeds": sorted(runs.seed.unique().tolist())}
+    for r in summary.itertuples():
+        report.setdefault(r.phase, {}).setdefault(r.metric, {})[r.arm] = {
+            "mean": r.mean, "std": None if pd.isna(r.std) else r.std, "n": int(r.n)}
+    return report, summary
