@@ -1,0 +1,75 @@
+"""Two rule-based answerers that pin the harnesses down: an oracle that reads the scene ground
+truth (must score exactly 1.0) and a constant answerer that always takes the first option
+(must score exactly the share of probes whose answer sits first: chance, by the probes' slot
+cycling). Both implement the scorer's ``Answerer`` protocol, so they run through lm-eval and
+VLMEvalKit exactly where a checkpoint would.
+
+The oracle never reads a probe's stored answer: it finds the probe by (scene id, question),
+where the scene id is the image file's stem (the world names images by record id), and
+recomputes the true option from the scene (``probes.oracle_answer``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmrpt.data.probes import oracle_answer
+from mmrpt.data.records import read_manifest
+from mmrpt.data.world import Obj, scene_of
+from mmrpt.evaluation.scorer import OptionScore, Query
+
+WRONG = -1.0  # log-likelihood given to every option the reference does not pick
+
+
+class ConstantAnswerer:
+    """Always the first option."""
+
+    def score_options(self, queries: Sequence[Query]) -> list[list[OptionScore]]:
+        return [[(0.0, True)] + [(WRONG, False)] * (len(q.options) - 1) for q in queries]
+
+    def answer(self, queries: Sequence[Query]) -> list[str]:
+        if any(not q.options for q in queries):
+            raise ValueError("the constant answerer needs the options of each query")
+        return [q.options[0] for q in queries]
+
+
+class OracleAnswerer:
+    """Answers from the scene ground truth of a world folder (``data_root``)."""
+
+    def __init__(self, data_root: str | Path):
+        self.root = Path(data_root)
+        self.probes: dict[tuple[str, str], dict] = {}
+        for path in sorted((self.root / "probes").glob("*.jsonl")):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        p = json.loads(line)
+                        self.probes[(p["scene_id"], p["question"])] = p
+        self._scenes: dict[str, list[Obj]] = {}
+
+    def _scene(self, probe: dict) -> list[Obj]:
+        if probe["scene_id"] not in self._scenes:
+            for r in read_manifest(self.root / f"{probe['split']}.jsonl"):
+                self._scenes[r.id] = scene_of(r)
+        return self._scenes[probe["scene_id"]]
+
+    def truth(self, query: Query) -> str:
+        if query.source is None:
+            raise ValueError("the oracle needs the image file of each query (Query.source)")
+        probe = self.probes.get((Path(query.source).stem, query.question))
+        if probe is None:
+            raise KeyError(f"no probe of {self.root} asks {query.question!r} about "
+                           f"{query.source}")
+        return oracle_answer(probe, self._scene(probe))
+
+    def score_options(self, queries: Sequence[Query]) -> list[list[OptionScore]]:
+        out = []
+        for q in queries:
+            t = self.truth(q)
+            out.append([(0.0, True) if o == t else (WRONG, False) for o in q.options])
+        return out
+
+    def answer(self, queries: Sequence[Query]) -> list[str]:
+        return [self.truth(q) for q in queries]

@@ -1,0 +1,81 @@
+import math
+
+import pandas as pd
+
+from mmrpt.data.probes import TYPES
+from mmrpt.evaluation.reference import ConstantAnswerer, OracleAnswerer
+from mmrpt.evaluation.vlmevalkit import export_probes, run_vlmevalkit
+from tests.evaluation.conftest import (
+    SPLITS,
+    Spy,
+    assert_blank_and_true_images,
+    assert_chance,
+    n_probes,
+    read_probes,
+)
+
+
+def test_export_is_a_custom_mcq_tsv(tiny, tmp_path):
+    name = export_probes(tiny.data, "test_iid", tmp_path)
+    table = pd.read_csv(tmp_path / f"{name}.tsv", sep="\t")
+    probes = read_probes(tiny.data, "test_iid")
+    assert name == "mmrpt_probes_iid" and len(table) == len(probes)
+    assert list(table.columns[:2]) == ["index", "image"]
+    assert {"question", "A", "B", "C", "D", "answer", "category"} <= set(table.columns)
+    for row, p in zip(table.itertuples(), probes, strict=True):
+        options = [getattr(row, c) for c in "ABCD"]
+        assert options[: len(p["choices"])] == p["choices"]
+        assert all(isinstance(o, float) and math.isnan(o) for o in options[len(p["choices"]):])
+        assert row.answer == "ABCD"[p["answer"]] and row.category == p["type"]
+    assert table["image"].str.len().max() > 64  # base64 once per scene, an index otherwise
+    assert (table["image"].str.len() <= 64).any()
+
+
+def test_checkpoint_runs_offline_with_standard_outputs(tiny, tmp_path):
+    acc = run_vlmevalkit(tiny.model, tiny.data, SPLITS, tmp_path / "out", blank=True,
+                         lmu_data=tmp_path / "LMUData", batch_size=16)
+    for split in ("iid", "counter"):
+        for variant in (split, f"{split}_blank"):
+            assert 0.0 <= acc[f"vlmeval/{variant}/acc"] <= 1.0
+            assert {f"vlmeval/{variant}/{t}/acc" for t in TYPES} <= set(acc)
+        for model in ("mmrpt", "mmrpt_blank"):
+            stem = tmp_path / "out" / f"{model}_mmrpt_probes_{split}"
+            assert stem.with_suffix(".xlsx").exists()  # predictions (infer_data_job)
+            assert (tmp_path / "out" / f"{stem.name}_acc.csv").exists()  # dataset.evaluate
+            predictions = pd.read_excel(stem.with_suffix(".xlsx"))["prediction"].fillna("")
+            assert (predictions == predictions.str.lower()).all()
+
+
+def test_oracle_scores_one(tiny, tmp_path):
+    acc = run_vlmevalkit(None, tiny.data, SPLITS, tmp_path / "out", blank="both",
+                         lmu_data=tmp_path / "LMUData", answerer=OracleAnswerer(tiny.data))
+    assert len(acc) == 2 * 2 * (1 + len(TYPES)) and set(acc.values()) == {1.0}
+
+
+def test_constant_answerer_scores_chance_and_blank_changes_the_images(tiny, tmp_path):
+    limit = 6
+    spy = Spy(ConstantAnswerer())
+    acc = run_vlmevalkit(None, tiny.data, SPLITS, tmp_path / "out", limit=limit, blank="both",
+                         lmu_data=tmp_path / "LMUData", answerer=spy)
+    assert_chance(acc, "vlmeval", tiny.data, limit)
+    assert_blank_and_true_images(spy.queries, tiny.data, n_probes(tiny.data, limit))
+
+
+def test_probe_predictions_are_never_read_as_option_letters(tiny):
+    from vlmeval.utils.matching_util import can_infer
+
+    from mmrpt.evaluation.vlmevalkit import VLMEvalModel
+
+    class Says:
+        def answer(self, queries):
+            return ["A red circle" for _ in queries]
+
+    image = next((tiny.data / "images").glob("test_iid-*.png"))
+    message = [{"type": "image", "value": str(image)},
+               {"type": "text", "value": "What colour is the small circle at the top left?"}]
+    model = VLMEvalModel(Says())
+    options = {"A": "green", "B": "red", "C": "blue", "D": "yellow"}
+    assert can_infer("A red circle", dict(options)) == "A"  # VLMEvalKit's reading
+    prediction = model.generate([dict(m) for m in message], dataset="mmrpt_probes_iid")
+    assert prediction == "a red circle" and can_infer(prediction, dict(options)) == "B"
+    assert model.generate([dict(m) for m in message], dataset="MMStar") == "A red circle"
