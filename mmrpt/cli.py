@@ -32,5 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, FileNotFoundError) as e:
         print(f"mmrpt: {e}", file=sys.stderr)
         return 2
-    importlib.import_module(f"mmrpt.stages.{args.stage}").run(params)
+    try:
+        importlib.import_module(f"mmrpt.stages.{args.stage}").run(params)
+    except ParamsError as e:  # a check that needs the model or data (e.g. score.layers)
+        print(f"mmrpt: {e}", file=sys.stderr)
+        return 2
     return 0

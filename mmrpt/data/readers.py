@@ -266,19 +266,23 @@ def ingest(
     min_sentences: int = 2,
     max_pixels: int = 4096 * 4096,
     id_prefix: str = "",
+    seen: dict[str, str] | None = None,
 ) -> IngestReport:
     """Validate every row of ``inputs`` and write ``out_dir/<split>.jsonl``, images, rejects.
 
     Ids are sanitised to ``[A-Za-z0-9._-]``; rows without one get ``<split>-<row:07d>`` (row
-    counted over all inputs). An id already accepted in this call rejects the row as a
-    duplicate. ``rejects.jsonl`` is appended to, so several splits can share one folder.
+    counted over all inputs). An id already accepted in this call, or in ``seen`` ({id: split},
+    shared by the calls that write one folder, updated here), rejects the row as a duplicate:
+    ids name the image files, so a repeated id in another split would overwrite its image.
+    ``rejects.jsonl`` is appended to, so several splits can share one folder.
     """
     if source not in _READERS:
         raise ValueError(f"unknown source {source!r}; expected one of {sorted(_READERS)}")
     paths = _resolve_inputs(inputs)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    report, reasons, seen = IngestReport(), Counter(), set()
+    report, reasons = IngestReport(), Counter()
+    seen = {} if seen is None else seen
 
     def accepted(rejects) -> Iterator[Record]:
         rows = tqdm(_READERS[source](paths), desc=f"ingest {split}", unit="row", leave=False)
@@ -290,7 +294,7 @@ def ingest(
                 if row.error:
                     raise BadInput(row.error)
                 if rid in seen:
-                    raise BadInput("duplicate id")
+                    raise BadInput(f"duplicate id: already accepted in split {seen[rid]}")
                 caption, sentences = clean_caption(row.caption, min_sentences)
                 img = load_image(row.image, max_pixels)
             except BadInput as e:
@@ -305,7 +309,7 @@ def ingest(
                 rej["reason"] = reason
                 rejects.write(json.dumps(rej, ensure_ascii=False) + "\n")
                 continue
-            seen.add(rid)
+            seen[rid] = split
             image_rel = f"images/{rid}.png"
             tmp = out / (image_rel + ".tmp")
             img.save(tmp, format="PNG")

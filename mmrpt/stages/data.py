@@ -43,11 +43,13 @@ def run(params: Params) -> dict:
 
             rejects = out / "rejects.jsonl"
             rejects.write_text("")  # one ingest = one rejects file
+            seen: dict[str, str] = {}  # ids are unique across splits (they name the images)
             for split, inputs in p.inputs.items():
                 report = ingest(p.source, inputs, out, split, min_sentences=p.min_sentences,
-                                max_pixels=p.max_image_pixels)
+                                max_pixels=p.max_image_pixels, seen=seen)
                 report.check()
                 metrics[f"{split}/n_input"] = report.n_input
+                metrics[f"{split}/n_accepted"] = report.n_accepted
                 metrics[f"{split}/n_rejected"] = report.n_rejected
                 for reason, n in report.reasons.items():
                     metrics[f"{split}/rejected/{reason}"] = n

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmrpt import tracking
-from mmrpt.config import Params
+from mmrpt.config import Params, ParamsError
 from mmrpt.data.records import Record, read_manifest
 from mmrpt.modeling.loader import image_token_id, load_vlm
 from mmrpt.pretrain.warmup import open_rgb
@@ -102,6 +102,16 @@ def head_scores(model, processor, records, root, params: Params) -> tuple[np.nda
     return np.concatenate(out, axis=1).reshape(n_layers, n_heads, -1), labels
 
 
+def check_heads(params: Params, n_layers: int, n_heads: int) -> None:
+    """score.layers / score.heads must index the loaded model: checked before any work (the
+    depth is only known once the model is, e.g. for model.path)."""
+    for key, given, n, what in (("score.layers", params.score.layers, n_layers, "layers"),
+                                ("score.heads", params.score.heads, n_heads, "heads per layer")):
+        if given is not None and (not given or not all(0 <= i < n for i in given)):
+            raise ParamsError(f"{key}={given} out of range: the model has {n} {what} "
+                              f"(indices 0..{n - 1})")
+
+
 def choose_heads(params: Params, n_layers: int, n_heads: int,
                  dev_auroc: np.ndarray | None) -> dict[int, list[int]]:
     sp = params.score
@@ -131,6 +141,7 @@ def run(params: Params) -> dict:
     n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
     if len(text_decoder_layers(model)) != n_layers:
         raise ValueError("model config and decoder modules disagree on the layer count")
+    check_heads(params, n_layers, n_heads)
     metrics: dict = {"n_layers": n_layers, "n_heads": n_heads}
     with tracking.stage_run("score", params):
         diag = {}
