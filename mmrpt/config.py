@@ -112,7 +112,9 @@ class ScoreParams(Section):
     # the counterfactual score on the train split too (needed only when a mask selector
     # uses it; the AUROC report needs the held-out splits only)
     counterfactual_train: bool = False
-    replacements: int = Field(3, ge=1, le=16)
+    replacements: int = Field(5, ge=1, le=16)
+    # how the loss rises over replacements combine (dev split: max beats mean, docs/LOG.md)
+    counterfactual_reduce: Literal["mean", "max"] = "max"
     batch_size: int = Field(32, ge=1)
     shard_size: int = Field(512, ge=1)
     diagnostic_split: str = "dev"  # all-layer AUROC here (choose layers on it)

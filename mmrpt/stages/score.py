@@ -65,7 +65,8 @@ def score_records(model, processor, records: list[Record], root: Path, params: P
         n = len(images)
         others = [[images[(i + k) % n] for i in range(n)] for k in range(1, sp.replacements + 1)]
         cf = counterfactual_scores(model, processor, images, others, captions, spans,
-                                   params.warmup.prompt, sp.batch_size)
+                                   params.warmup.prompt, sp.batch_size,
+                                   reduce=sp.counterfactual_reduce)
     counts = token_counts(processor, captions, spans)
     weights = np.array([len(heads[layer]) for layer in sorted(heads)], dtype=float)
     rows = []
@@ -173,7 +174,7 @@ def run(params: Params) -> dict:
         shards = fingerprint_dir(out / "shards", params_hash(
             params.seed, params.data, params.model, params.warmup, metrics["heads"],
             sp.model_dump(include={"text_keys", "counterfactual", "counterfactual_train",
-                                   "replacements",
+                                   "replacements", "counterfactual_reduce",
                                    "batch_size", "splits"})))
         frames = []
         for split in sp.splits:

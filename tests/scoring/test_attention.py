@@ -104,3 +104,22 @@ def test_per_head_capture_is_the_heads_of_the_mean(tiny):
     for (m, _), (h, _) in zip(mean, per_head, strict=True):
         assert h.shape[0] == 2 * 4
         np.testing.assert_allclose(h.reshape(2, 4, -1).mean(1), m, atol=1e-6)
+
+
+def test_counterfactual_reduce_is_over_replacements(tiny):
+    from mmrpt.modeling.lm import sentence_losses
+    from mmrpt.scoring.sentences import counterfactual_scores
+
+    model, processor = tiny
+    imgs, spans = images(), [spans_of(c) for c in CAPTIONS]
+    others = [imgs[1:] + imgs[:1], imgs[2:] + imgs[:2]]
+    true = sentence_losses(model, processor, imgs, CAPTIONS, spans, "Describe.", 8)
+    rises = []
+    for swap in others:
+        alt = sentence_losses(model, processor, swap, CAPTIONS, spans, "Describe.", 8)
+        rises.append([(a[:, 0] - t[:, 0]) / t[:, 1] for a, t in zip(alt, true, strict=True)])
+    for reduce, fn in (("mean", np.mean), ("max", np.max)):
+        got = counterfactual_scores(model, processor, imgs, others, CAPTIONS, spans,
+                                    "Describe.", 8, reduce=reduce)
+        for i, g in enumerate(got):
+            np.testing.assert_allclose(g, fn([r[i] for r in rises], axis=0), rtol=1e-5)
