@@ -24,7 +24,10 @@ How this departs from the textbook "one full forward per (prompt, option)" (that
    scoring and answering see identical prompt encodings.
 
 Works for Qwen2-VL-style models (the tiny one, Qwen2/2.5-VL): processors that expand the
-image placeholder by ``replace_image_token`` and models with ``get_rope_index``.
+image placeholder by ``replace_image_token`` and models with ``get_rope_index``; one image per
+query. Measured on the tiny model (1 CPU thread): 2.8 ms per probe for all its options,
+against 22.8 ms with one batched full forward per (probe, option). On shared CPUs run with
+``torch.set_num_threads(1)``: two threads on two busy cores were 8x slower here.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from mmrpt.modeling.encode import IGNORE, chat_prompt, collate, encode, token_lo
 OptionScore = tuple[float, bool]  # (sum of option-token log-probs, option is the greedy answer)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Query:
     image: Image.Image
     question: str
@@ -230,10 +233,12 @@ class Scorer:
 
     @torch.no_grad()
     def _score_batch(self, queries: Sequence[Query]) -> list[list[OptionScore]]:
-        dev = self.device
-        pre = self._prefill(queries)
         rows = [(qi, self.tok(o, add_special_tokens=False)["input_ids"])
                 for qi, q in enumerate(queries) for o in q.options]
+        if not rows:
+            return [[] for _ in queries]
+        dev = self.device
+        pre = self._prefill(queries)
         if any(not t for _, t in rows):
             raise ValueError("an option tokenises to nothing")
         idx = torch.tensor([qi for qi, _ in rows], device=dev)
