@@ -249,7 +249,7 @@ class EvalParams(Section):
 
     out_dir: str = "eval"  # lm-eval / VLMEvalKit output files per run and model
     splits: list[str] = ["test_iid", "test_counter"]
-    limit: int | None = Field(None, ge=1)  # probes per split (None = all)
+    limit: int | None = Field(None, ge=1)  # probes per (split, probe type) (None = all)
     harnesses: list[Literal["lmeval", "vlmevalkit"]] = ["lmeval", "vlmevalkit"]
     blank: bool = True  # also score every probe with the image blanked (vision reliance)
     # Real benchmark names passed straight to VLMEvalKit (MMBench_DEV_EN, MMStar, BLINK, ...;

@@ -19,6 +19,12 @@ the same size), and one group per split (``mmrpt_probes_iid``, ``mmrpt_probes_ii
 lm-eval's samples name the file the model saw (and need no per-sample image hashing).
 ``run_lmeval`` runs them through ``lm_eval.simple_evaluate`` and writes lm-eval's own results
 JSON and per-task samples (EvaluationTracker) under ``out_dir``.
+
+Two probe forms (``form``): "statement" (the default of the eval stage: the context is the
+captioning prompt and the options are the probe's caption sentences, so a caption-pretrained
+model is measured zero-shot on what it can do: rank true descriptions of the image above
+false ones) and "question" (the question with the short option texts as answers, the form
+SFT teaches and VLMEvalKit generates in).
 """
 
 from __future__ import annotations
@@ -121,10 +127,17 @@ def read_probes(data_root: str | Path, split: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+FORMS = ("statement", "question")
+
+
 def write_tasks(data_root: str | Path, splits: Sequence[str], task_dir: str | Path,
-                variants: Sequence[str] = ("", "_blank")) -> list[str]:
+                variants: Sequence[str] = ("", "_blank"), form: str = "question",
+                prompt: str = "Describe the image.") -> list[str]:
     """Write data files, task YAMLs and group YAMLs for ``splits``; returns the group names.
-    ``variants``: "" (the image) and/or "_blank" (blank-image control)."""
+    ``variants``: "" (the image) and/or "_blank" (blank-image control). ``form``: see the
+    module docstring; ``prompt`` is the context of the statement form."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     root, task_dir = Path(data_root).resolve(), Path(task_dir).resolve()
     (task_dir / "data").mkdir(parents=True, exist_ok=True)
     groups = []
@@ -132,9 +145,11 @@ def write_tasks(data_root: str | Path, splits: Sequence[str], task_dir: str | Pa
         by_type: dict[str, list[dict]] = {}
         for p in read_probes(root, split):
             image = root / p["image"]
+            statement = form == "statement"
             by_type.setdefault(p["type"], []).append(
                 {**p, "image": str(image), "blank_image": str(_blank_file(image, task_dir)),
-                 "context": PLACEHOLDER + p["question"]})
+                 "context": PLACEHOLDER + (prompt if statement else p["question"]),
+                 "choices": p["statements"] if statement else p["choices"]})
         for variant in variants:
             group = f"{PREFIX}_{short_name(split)}{variant}"
             template = TEMPLATES / f"_mmrpt_probe{variant}.yaml"
@@ -188,7 +203,8 @@ def run_lmeval(model_path: str | Path | None, data_root: str | Path,
                out_dir: str | Path = "eval/lmeval", limit: int | None = None,
                blank: bool | str = False, *, answerer: Answerer | None = None,
                batch_size: int = 32, device: str | None = None,
-               bootstrap_iters: int = 0) -> dict[str, float]:
+               bootstrap_iters: int = 0, form: str = "question",
+               prompt: str = "Describe the image.") -> dict[str, float]:
     """Probe accuracies of one checkpoint (or ``answerer``) through lm-eval.
 
     ``limit``: the first ``limit`` probes of each (split, probe type), lm-eval's per-task
@@ -203,7 +219,7 @@ def run_lmeval(model_path: str | Path | None, data_root: str | Path,
 
     out_dir = Path(out_dir)
     groups = write_tasks(data_root, splits, out_dir / "tasks",
-                         ["_blank" if b else "" for b in variants(blank)])
+                         ["_blank" if b else "" for b in variants(blank)], form, prompt)
     if answerer is None:
         if model_path is None:
             raise ValueError("run_lmeval needs model_path or answerer")

@@ -6,7 +6,8 @@ VLMEvalKit exactly where a checkpoint would.
 
 The oracle never reads a probe's stored answer: it finds the probe by (scene id, question),
 where the scene id is the image file's stem (the world names images by record id), and
-recomputes the true option from the scene (``probes.oracle_answer``).
+recomputes the true option from the scene (``probes.oracle_answer``). Options in caption form
+(the statement probes) are judged sentence by sentence by the world's verifier.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from mmrpt.data.probes import oracle_answer
 from mmrpt.data.records import read_manifest
-from mmrpt.data.world import Obj, scene_of
+from mmrpt.data.world import Obj, scene_of, verify_sentence
 from mmrpt.evaluation.scorer import OptionScore, Query
 
 WRONG = -1.0  # log-likelihood given to every option the reference does not pick
@@ -49,20 +50,31 @@ class OracleAnswerer:
                         self.probes[(p["scene_id"], p["question"])] = p
         self._scenes: dict[str, list[Obj]] = {}
 
-    def _scene(self, probe: dict) -> list[Obj]:
-        if probe["scene_id"] not in self._scenes:
-            for r in read_manifest(self.root / f"{probe['split']}.jsonl"):
+    def _scene(self, scene_id: str) -> list[Obj]:
+        if scene_id not in self._scenes:
+            split = scene_id.rsplit("-", 1)[0]  # record ids are <split>-<number>
+            for r in read_manifest(self.root / f"{split}.jsonl"):
                 self._scenes[r.id] = scene_of(r)
-        return self._scenes[probe["scene_id"]]
+        return self._scenes[scene_id]
+
+    def _true_statement(self, query: Query) -> str:
+        scene = self._scene(Path(query.source).stem)
+        true = [o for o in query.options if verify_sentence(o, scene)]
+        if len(true) != 1:
+            raise ValueError(f"{len(true)} of the options {query.options} are true of "
+                             f"{query.source}")
+        return true[0]
 
     def truth(self, query: Query) -> str:
         if query.source is None:
             raise ValueError("the oracle needs the image file of each query (Query.source)")
         probe = self.probes.get((Path(query.source).stem, query.question))
         if probe is None:
+            if query.options and all(verify_sentence(o, []) is not None for o in query.options):
+                return self._true_statement(query)  # caption-form options
             raise KeyError(f"no probe of {self.root} asks {query.question!r} about "
                            f"{query.source}")
-        return oracle_answer(probe, self._scene(probe))
+        return oracle_answer(probe, self._scene(probe["scene_id"]))
 
     def score_options(self, queries: Sequence[Query]) -> list[list[OptionScore]]:
         out = []

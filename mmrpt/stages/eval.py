@@ -1,7 +1,9 @@
 """Stage `eval`: one run (rl.arm, rl.seed) evaluated zero-shot (its rl output) and after SFT
-(its sft output): the scene probes through lm-eval (option log-likelihood) and VLMEvalKit
-(generation + exact matching), each also with the image blanked (vision reliance = accuracy
-with the image minus blanked), plus held-out masked-span exact match. Each (phase) result is
+(its sft output): the scene probes through lm-eval (which of the options' caption sentences
+is most likely as the description of the image: no question-answering skill needed, so it is
+meaningful zero-shot) and VLMEvalKit (generate an answer to the question, exact matching:
+the form SFT teaches), each also with the image blanked (vision reliance = accuracy with the
+image minus blanked), plus held-out masked-span exact match. Each (phase) result is
 kept under eval/<run>/<phase>/ with a fingerprint, so a rerun after a crash skips finished
 phases. Writes metrics/eval/<run>.json with keys "<phase>/<harness>/<split>[/<type>]/acc"."""
 
@@ -45,21 +47,25 @@ def reliance(results: dict[str, float]) -> dict[str, float]:
 
 def evaluate_model(params: Params, model_path: Path, out: Path) -> dict[str, float]:
     from mmrpt.evaluation.lmeval import run_lmeval
+    from mmrpt.evaluation.scorer import Scorer
     from mmrpt.evaluation.vlmevalkit import run_vlmevalkit
 
     ep, root = params.eval, Path(params.data.out_dir)
+    model, processor = load_vlm(model_path, dtype=torch.float32,
+                                trust_remote_code=params.model.trust_remote_code)
+    model.to(device())
+    scorer = Scorer(model, processor)  # one model for both harnesses
     results: dict[str, float] = {}
     if "lmeval" in ep.harnesses:
         results |= run_lmeval(model_path, root, ep.splits, out / "lmeval", limit=ep.limit,
-                              blank=ep.blank)
+                              blank=ep.blank, answerer=scorer, form="statement",
+                              prompt=params.warmup.prompt)
     if "vlmevalkit" in ep.harnesses:
         results |= run_vlmevalkit(model_path, root, ep.splits, out / "vlmevalkit",
-                                  limit=ep.limit, blank=ep.blank,
+                                  limit=ep.limit, blank=ep.blank, answerer=scorer,
                                   datasets=ep.vlmevalkit_datasets)
     results |= reliance(results)
     if ep.masked_samples:
-        model, processor = load_vlm(model_path, dtype=torch.float32)
-        model.to(device())
         for split in ep.splits:
             held_out = read_samples(masked_path(params, params.mask.selectors[0], split))
             results[f"masked_em/{split}"], _ = fillin_exact_match(

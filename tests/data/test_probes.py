@@ -21,6 +21,9 @@ def test_probes_are_answerable_balanced_and_deterministic(tmp_path):
         # exactly one option is true of the scene, and it is the stored answer
         assert oracle_answer(p, scenes[p["scene_id"]]) == p["choices"][p["answer"]]
         assert len(set(p["choices"])) == len(p["choices"])
+        # caption form: only the true option's sentence is true of the scene
+        truth = [world.verify_sentence(t, scenes[p["scene_id"]]) for t in p["statements"]]
+        assert truth == [i == p["answer"] for i in range(len(p["choices"]))], p
     for kind in TYPES:  # the answer's place cycles: no letter bias per type
         slots = Counter(p["answer"] for p in probes if p["type"] == kind)
         assert max(slots.values()) - min(slots.values()) <= 1

@@ -32,16 +32,19 @@ def test_checkpoint_runs_offline_with_standard_outputs(tiny, tmp_path):
         assert rows and {"doc", "resps", "acc"} <= set(rows[0])
 
 
-def test_oracle_scores_one(tiny, tmp_path):
+@pytest.mark.parametrize("form", ["question", "statement"])
+def test_oracle_scores_one(tiny, tmp_path, form):
     acc = run_lmeval(None, tiny.data, SPLITS, tmp_path, blank="both",
-                     answerer=OracleAnswerer(tiny.data))
+                     answerer=OracleAnswerer(tiny.data), form=form)
     assert len(acc) == 2 * 2 * (1 + len(TYPES)) and set(acc.values()) == {1.0}
 
 
-def test_constant_answerer_scores_chance_and_blank_changes_the_images(tiny, tmp_path):
+@pytest.mark.parametrize("form", ["question", "statement"])
+def test_constant_answerer_scores_chance_and_blank_changes_the_images(tiny, tmp_path, form):
     limit = 6
     spy = Spy(ConstantAnswerer())
-    acc = run_lmeval(None, tiny.data, SPLITS, tmp_path, limit=limit, blank="both", answerer=spy)
+    acc = run_lmeval(None, tiny.data, SPLITS, tmp_path, limit=limit, blank="both", answerer=spy,
+                     form=form)
     assert_chance(acc, "lmeval", tiny.data, limit)
     assert_blank_and_true_images(spy.queries, tiny.data, n_probes(tiny.data, limit))
 
