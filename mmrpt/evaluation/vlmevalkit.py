@@ -55,10 +55,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
-from vlmeval.vlm.base import BaseModel
+import torch
 
 from mmrpt.evaluation.lmeval import read_probes, short_name, variants
 from mmrpt.evaluation.scorer import Answerer, Query, Scorer, blank_image, load_image
+
+_grad = torch.is_grad_enabled()
+from vlmeval.vlm.base import BaseModel  # noqa: E402
+
+# Importing vlmeval.vlm runs torch.set_grad_enabled(False) for the whole process; undo it, so
+# a process that evaluates and then trains (a Prefect flow, a test) still gets gradients.
+torch.set_grad_enabled(_grad)
 
 PREFIX = "mmrpt_probes"
 LETTERS = "ABCD"

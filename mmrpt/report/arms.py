@@ -122,8 +122,11 @@ def write_report(eval_dir: str | Path, rl_plots_dir: str | Path, out_dir: str | 
         if len(part):
             grouped_bars(part, HEADLINE, ARM_ORDER, out / f"arms_{phase}.png",
                          title=f"arms, {phase.replace('_', '-')} (mean ± std over seeds)")
-    curves = {f.stem: pd.read_csv(f) for f in sorted(Path(rl_plots_dir).glob("*.csv"))}
-    curves = {k: v for k, v in curves.items() if "reward" in v}
+    curves = {}
+    for f in sorted(Path(rl_plots_dir).glob("*.csv")):
+        df = pd.read_csv(f) if f.stat().st_size else pd.DataFrame()
+        if "reward" in df and (seeds is None or int(f.stem.rsplit("-", 1)[1]) in seeds):
+            curves[f.stem] = df
     if curves:
         reward_curves(curves, out / "reward_curves.png")
     report: dict = {"claims": verdict, "seeds": sorted(runs.seed.unique().tolist())}

@@ -33,13 +33,15 @@ def write_jsonl_atomic(path: str | Path, rows: list[dict]) -> Path:
     return path
 
 
-def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
+def write_csv_atomic(path: str | Path, rows: list[dict], columns: list[str] | None = None
+                     ) -> Path:
+    """``columns``: the header to write when ``rows`` is empty (else taken from the rows)."""
     import pandas as pd
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
+    pd.DataFrame(rows, columns=None if rows else columns).to_csv(tmp, index=False)
     os.replace(tmp, path)
     return path
 

@@ -20,6 +20,7 @@ from mmrpt.config import Params
 from mmrpt.modeling.loader import CheckpointError, load_vlm
 from mmrpt.rl.fillin import fillin_exact_match, read_samples
 from mmrpt.stages.common import (
+    METRICS_DIR,
     device,
     fingerprint_dir,
     params_hash,
@@ -45,7 +46,8 @@ def reliance(results: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def evaluate_model(params: Params, model_path: Path, out: Path) -> dict[str, float]:
+def evaluate_model(params: Params, model_path: Path, out: Path,
+                   masked_em: bool = True) -> dict[str, float]:
     from mmrpt.evaluation.lmeval import run_lmeval
     from mmrpt.evaluation.scorer import Scorer
     from mmrpt.evaluation.vlmevalkit import run_vlmevalkit
@@ -65,13 +67,32 @@ def evaluate_model(params: Params, model_path: Path, out: Path) -> dict[str, flo
                                   limit=ep.limit, blank=ep.blank, answerer=scorer,
                                   datasets=ep.vlmevalkit_datasets)
     results |= reliance(results)
-    if ep.masked_samples:
+    if ep.masked_samples and masked_em:
         for split in ep.splits:
             held_out = read_samples(masked_path(params, params.mask.selectors[0], split))
             results[f"masked_em/{split}"], _ = fillin_exact_match(
                 model, processor, held_out[: ep.masked_samples], root,
                 params.primer.max_new_tokens)
     return results
+
+
+def masked_em_of_rl(params: Params) -> dict[str, float]:
+    """The rl stage's held-out masked-span EM of this run ({"masked_em/<split>": ...})."""
+    rp = params.rl
+    path = METRICS_DIR / "rl" / f"{rp.run_name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run the rl stage for {rp.run_name} first")
+    m = json.loads(path.read_text())
+    if rp.eval_samples != params.eval.masked_samples:
+        log.warning("rl.eval_samples=%d differs from eval.masked_samples=%d: zero-shot and "
+                    "after-SFT masked EM use different sample counts", rp.eval_samples,
+                    params.eval.masked_samples)
+    out = {}
+    for split in params.eval.splits:
+        key = "exact_match" if split == rp.eval_splits[0] else f"exact_match_{split}"
+        if key in m:
+            out[f"masked_em/{split}"] = m[key]
+    return out
 
 
 def run(params: Params) -> dict:
@@ -92,8 +113,11 @@ def run(params: Params) -> dict:
                 log.info("eval %s %s: finished earlier, reusing %s", name, phase, done)
                 results = json.loads(done.read_text())
             else:
-                results = evaluate_model(params, path, out)
+                # zero-shot masked-span EM was measured by the rl stage on the same samples
+                results = evaluate_model(params, path, out, masked_em=phase == "sft")
                 write_json_atomic(done, results)
+            if phase == "zero_shot" and ep.masked_samples:
+                results |= masked_em_of_rl(params)
             metrics |= {f"{phase}/{k}": v for k, v in results.items()}
         tracking.log_metrics({k: v for k, v in metrics.items() if k not in ("arm", "seed")})
     write_metrics(f"eval/{name}", metrics)

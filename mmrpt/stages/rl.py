@@ -111,7 +111,8 @@ def run(params: Params) -> dict:
         write_csv_atomic(PLOTS_DIR / "rl" / f"{name}.csv", [
             {"step": h["step"], **{k: v for k, v in h.items()
                                    if isinstance(v, int | float) and k not in ("step", "epoch")}}
-            for h in trainer.state.log_history if "loss" in h or "reward" in h])
+            for h in trainer.state.log_history if "loss" in h or "reward" in h],
+            columns=["step", "loss"])
         processor.tokenizer.padding_side = "right"
         out = save_trained(trainer, processor, Path(rp.out_dir) / name)
         if out is None:  # not the main process of a multi-process run

@@ -79,3 +79,12 @@ def test_probe_predictions_are_never_read_as_option_letters(tiny):
     prediction = model.generate([dict(m) for m in message], dataset="mmrpt_probes_iid")
     assert prediction == "a red circle" and can_infer(prediction, dict(options)) == "B"
     assert model.generate([dict(m) for m in message], dataset="MMStar") == "A red circle"
+
+
+def test_importing_the_harness_keeps_gradients_on():
+    import subprocess
+    import sys
+
+    code = ("import torch, mmrpt.evaluation.vlmevalkit, vlmeval.vlm, vlmeval.inference;"
+            "assert torch.is_grad_enabled()")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
