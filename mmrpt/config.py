@@ -101,7 +101,10 @@ class ScoreParams(Section):
     # dev: the top_heads (layer, head) pairs by AUROC on diagnostic_split (our choice);
     # band: the paper's upper-middle layers (layers, or the layer_band of the depth), heads.
     select: Literal["dev", "band"] = "dev"
-    top_heads: int = Field(2, ge=1)
+    # null: as many of the best heads (1..max_top_heads, in dev-AUROC order) as maximise the
+    # dev AUROC of their averaged score (our choice; docs/LOG.md)
+    top_heads: int | None = Field(None, ge=1)
+    max_top_heads: int = Field(8, ge=1)
     layers: list[int] | None = None
     layer_band: tuple[float, float] = (0.5, 0.75)
     heads: list[int] | None = None  # null = all heads, averaged

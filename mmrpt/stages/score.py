@@ -114,7 +114,11 @@ def check_heads(params: Params, n_layers: int, n_heads: int) -> None:
 
 
 def choose_heads(params: Params, n_layers: int, n_heads: int,
-                 dev_auroc: np.ndarray | None) -> dict[int, list[int]]:
+                 dev_auroc: np.ndarray | None,
+                 dev: tuple[np.ndarray, list] | None = None) -> dict[int, list[int]]:
+    """The (layer, head) pairs D_vis averages. select=dev: the score.top_heads best heads by
+    dev AUROC, or (top_heads null) the k best, 1 <= k <= max_top_heads, whose averaged score
+    has the highest dev AUROC (``dev`` = the dev per-head scores and labels)."""
     sp = params.score
     if sp.select == "band":
         layers = sp.layers if sp.layers is not None else band_layers(n_layers, sp.layer_band)
@@ -123,7 +127,15 @@ def choose_heads(params: Params, n_layers: int, n_heads: int,
             raise ValueError(f"score.layers {layers} / score.heads {heads} out of range: the "
                              f"model has {n_layers} layers of {n_heads} heads")
         return {layer: list(heads) for layer in layers}
-    order = np.argsort(-np.nan_to_num(dev_auroc, nan=-1).ravel())[: sp.top_heads]
+    order = np.argsort(-np.nan_to_num(dev_auroc, nan=-1).ravel(), kind="stable")
+    k = sp.top_heads
+    if k is None:
+        scores, labels = dev
+        flat = scores.reshape(n_layers * n_heads, -1)
+        combined = [auroc(flat[order[:j]].mean(axis=0), labels)
+                    for j in range(1, min(sp.max_top_heads, len(order)) + 1)]
+        k = int(np.nanargmax(combined)) + 1
+    order = order[:k]
     chosen: dict[int, list[int]] = {}
     for flat in sorted(order):
         chosen.setdefault(int(flat // n_heads), []).append(int(flat % n_heads))
@@ -159,7 +171,8 @@ def run(params: Params) -> dict:
                                   for la in range(n_layers)])
         elif sp.select == "dev":
             raise ValueError(f"score.select=dev needs the {sp.diagnostic_split} split")
-        heads = choose_heads(params, n_layers, n_heads, dev_auroc)
+        heads = choose_heads(params, n_layers, n_heads, dev_auroc,
+                             diag.get(sp.diagnostic_split))
         metrics["heads"] = {str(k): v for k, v in heads.items()}
         for split, (scores, labels) in diag.items():
             prefix = "" if split == sp.report_split else f"{split}/"

@@ -20,7 +20,7 @@ def test_score_then_mask(tiny_project: Path):
     metrics = json.loads((tiny_project / "metrics/score.json").read_text())
     for key in ("auroc", "auroc_counterfactual", "auroc_layer_0", "dev/auroc_layer_1", "heads"):
         assert key in metrics
-    assert sum(len(h) for h in metrics["heads"].values()) == 2  # top_heads
+    assert 1 <= sum(len(h) for h in metrics["heads"].values()) <= 8  # k chosen on dev
 
     # resume: a finished shard is reused, not recomputed
     shards = sorted((tiny_project / "data/scores/shards").glob("train-*.parquet"))
@@ -52,3 +52,26 @@ def test_score_then_mask(tiny_project: Path):
     lines = (tiny_project / "data/masked/attention/train.jsonl").read_text().splitlines()
     sample = json.loads(lines[0])
     assert all(" " not in t.strip() for t in sample["targets"])  # single words
+
+
+def test_choose_heads_picks_k_on_dev():
+    import numpy as np
+
+    from mmrpt.config import Params
+    from mmrpt.scoring.layers import auroc
+    from mmrpt.stages.score import choose_heads
+
+    rng = np.random.default_rng(0)
+    labels = [0, 1] * 100
+    y = np.array(labels, dtype=float)
+    scores = rng.normal(size=(2, 2, 200))
+    scores[1, 0] = y + rng.normal(scale=0.8, size=200)  # the best head
+    scores[0, 1] = y + rng.normal(scale=0.8, size=200)  # as good, independent noise
+    dev = np.array([[auroc(scores[la, h], labels) for h in range(2)] for la in range(2)])
+    params = Params()
+    assert choose_heads(params, 2, 2, dev, (scores, labels)) == {0: [1], 1: [0]}  # k = 2
+    scores[0, 1] = -y  # now only one useful head, and an inverted one
+    dev = np.array([[auroc(scores[la, h], labels) for h in range(2)] for la in range(2)])
+    assert choose_heads(params, 2, 2, dev, (scores, labels)) == {1: [0]}  # k = 1
+    fixed = Params.model_validate({"score": {"top_heads": 3}})
+    assert sum(map(len, choose_heads(fixed, 2, 2, dev).values())) == 3
