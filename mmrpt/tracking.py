@@ -184,8 +184,23 @@ def log_dict(d: dict, name: str) -> None:
     mlflow.log_text(json.dumps(d, indent=2, default=str), name)
 
 
+COMPLETIONS_TABLE = "completions.json"
+
+
+def log_completions(table: dict[str, list], artifact_file: str = COMPLETIONS_TABLE) -> None:
+    """Append sample completions to one MLflow table artifact (its ``step`` column tells the
+    steps apart). MLflow stores a column of PIL images as image files that the table references
+    and the UI shows; it refuses a column that mixes images and None, so such a column is
+    dropped."""
+    table = dict(table)
+    if "image" in table and not all(im is not None for im in table["image"]):
+        table.pop("image")
+    mlflow.log_table(data=table, artifact_file=artifact_file)
+
+
 class StepLogger(TrainerCallback):
-    """Sends the Trainer's logs (loss, lr, grad norm, ...) to the active MLflow run per step."""
+    """Sends the Trainer's logs (loss, lr, grad norm, ...) to the active MLflow run per step,
+    and completion tables from trainers that share them (mmrpt.rl.grpo) to ``completions.json``."""
 
     def __init__(self, prefix: str = "train/"):
         self.prefix = prefix
@@ -193,6 +208,10 @@ class StepLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:
             log_metrics({self.prefix + k: v for k, v in logs.items()}, step=state.global_step)
+
+    def on_completions(self, args, state, control, table=None, **kwargs):
+        if table and state.is_world_process_zero:
+            log_completions(table)
 
 
 def child_run_id(parent_run_id: str, stage: str) -> str | None:

@@ -86,3 +86,21 @@ def mask_caption(caption: str, spans: Sequence[tuple[int, int]]) -> tuple[str, l
 def format_answer(targets: Sequence[str]) -> str:
     """The reference answer text: '[1] first hidden text [2] second ...'."""
     return " ".join(f"{placeholder(i)} {t}" for i, t in enumerate(targets))
+
+
+def label_masked_sample(record, max_masks: int, instruction: str,
+                        rng: np.random.Generator) -> dict | None:
+    """The masked sample (as the mask stage writes it) that hides the record's true
+    vision-dependent sentences: the label oracle, no scoring model needed (benchmarks and
+    tests build RL data this way). None if no sentence qualifies."""
+    chosen = select_by_label([s.label for s in record.sentences], max_masks, rng)
+    if not chosen:
+        return None
+    spans = [(record.sentences[i].start, record.sentences[i].end) for i in chosen]
+    masked, targets = mask_caption(record.caption, spans)
+    return MaskedSample(
+        id=record.id, image=record.image, caption=record.caption, masked_caption=masked,
+        targets=targets, spans=spans, sentences=chosen,
+        labels=[record.sentences[i].label for i in chosen], scores=[1.0] * len(chosen),
+        meta=record.meta).to_dict() | {"prompt": f"{instruction}\nCaption: {masked}",
+                                       "answer": format_answer(targets)}

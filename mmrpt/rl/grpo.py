@@ -7,12 +7,17 @@ reward table. Departures from textbook GRPO, all params: KL coefficient beta = 0
 (as RPT), loss_type "dapo" (token-level normalisation), no reference model when beta = 0.
 Groups whose rewards are all equal carry no signal; TRL logs their share as
 frac_reward_zero_std (we do not resample them yet).
+
+Besides TRL's metrics, every optimizer step logs its time split (RolloutTiming) and, every
+``log_completions_steps`` steps, hands a table of sample completions with their images to any
+callback that has an ``on_completions`` method (tracking.StepLogger logs it to MLflow).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -22,7 +27,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.pretrain.warmup import open_rgb
-from mmrpt.rl.rewards import REWARDS
+from mmrpt.rl.rewards import REWARDS, completion_text
 
 
 def grpo_dataset(samples: Sequence[dict], root: str | Path) -> Dataset:
@@ -48,8 +53,132 @@ def _with_scene(fn):
     return reward
 
 
-class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, GRPOTrainer):
-    """TRL's GRPOTrainer with a resume that restores Qwen2-VL weights (see the mixin)."""
+class _OnStepEnd(TrainerCallback):
+    def __init__(self, fn: Callable[[], None]):
+        self.fn = fn
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.fn()
+
+
+class RolloutTiming:
+    """Mixin for TRL's GRPOTrainer: per optimizer step, the time split and throughput.
+
+    A step runs from fetching its batch to the end of the optimizer step. Of it,
+    timing/generation_s is the rollout phase (TRL's _generate_and_score_completions: sampling,
+    rewards, advantages, old log-probs when needed), timing/reward_s the reward part of that,
+    timing/update_s the rest (loss, backward, optimizer step), timing/step_s the whole.
+    tokens/s = prompt + completion tokens of this process's rollouts (unpadded, image tokens
+    included, each completion with its prompt, as verl's perf/throughput counts them per GPU)
+    per second of step. The values go into TRL's metric buffer, so they are averaged over the
+    logging window and logged with TRL's own metrics. Only wraps TRL methods (super calls).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clock = {"start": None, "generation": 0.0, "reward": 0.0, "tokens": 0}
+        self.add_callback(_OnStepEnd(self._step_ended))
+
+    def get_batch_samples(self, *args, **kwargs):
+        if self._clock["start"] is None:
+            self._clock["start"] = time.perf_counter()
+        return super().get_batch_samples(*args, **kwargs)
+
+    def _timed(self, key: str, method, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self._clock[key] += time.perf_counter() - t0
+
+    def _generate_and_score_completions(self, *args, **kwargs):
+        return self._timed("generation", super()._generate_and_score_completions, *args,
+                           **kwargs)
+
+    def _calculate_rewards(self, *args, **kwargs):
+        return self._timed("reward", super()._calculate_rewards, *args, **kwargs)
+
+    def _generate(self, prompts):
+        out = super()._generate(prompts)
+        prompt_ids, completion_ids, tool_mask = out[:3]
+        completion = (sum(map(sum, tool_mask)) if tool_mask is not None
+                      else sum(map(len, completion_ids)))
+        self._clock["tokens"] += sum(map(len, prompt_ids)) + completion
+        return out
+
+    def _step_ended(self) -> None:
+        c = self._clock
+        if c["start"] is None:
+            return
+        step = time.perf_counter() - c["start"]
+        metrics = self._metrics["train"]
+        metrics["timing/step_s"].append(step)
+        metrics["timing/generation_s"].append(c["generation"])
+        metrics["timing/reward_s"].append(c["reward"])
+        metrics["timing/update_s"].append(step - c["generation"])
+        metrics["tokens/s"].append(c["tokens"] / step)
+        self._clock = {"start": None, "generation": 0.0, "reward": 0.0, "tokens": 0}
+
+
+class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, RolloutTiming, GRPOTrainer):
+    """TRL's GRPOTrainer with a resume that restores Qwen2-VL weights (see the mixin), the
+    step timing of RolloutTiming, and every ``log_completions_steps`` steps (0 = never) the
+    latest rollouts as a table for callbacks with ``on_completions(args, state, control,
+    table)``: columns step, prompt, completion, one per reward term, advantage, image (PIL)."""
+
+    def __init__(self, *args, log_completions_steps: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_completions_steps = log_completions_steps
+
+    def completions_table(self) -> dict[str, list]:
+        logs = self._logs  # TRL keeps the latest generation batch here (gathered)
+        n = len(logs["completion"])
+        images = list(logs["images"]) if len(logs["images"]) == n else [None] * n
+        table = {"step": [self.state.global_step] * n,
+                 "prompt": [completion_text(p) for p in logs["prompt"]],
+                 "completion": [completion_text(c) for c in logs["completion"]]}
+        table |= {f"reward/{k}": list(v) for k, v in logs["rewards"].items()}
+        table["advantage"] = list(logs["advantages"])
+        table["image"] = [imgs[0] if imgs else None for imgs in images]
+        return table
+
+    def _step_ended(self) -> None:
+        super()._step_ended()
+        every = self.log_completions_steps
+        if not every or self.state.global_step % every or not self.state.is_world_process_zero:
+            return
+        targets = [cb for cb in self.callback_handler.callbacks if hasattr(cb, "on_completions")]
+        if targets:
+            table = self.completions_table()
+            for cb in targets:
+                cb.on_completions(self.args, self.state, self.control, table=table)
+
+
+def grpo_config(*, out_dir: str | Path, steps: int, batch_size: int, num_generations: int,
+                temperature: float, lr: float, beta: float, loss_type: str,
+                max_completion_length: int, reward_weights: Sequence[float], save_steps: int,
+                seed: int, deepspeed: str | None = None, bf16: bool = False,
+                micro_batches: int = 1) -> GRPOConfig:
+    """TRL's config for our runs: ``batch_size`` prompts per optimizer step, each with
+    ``num_generations`` rollouts, one weight per reward function. The rollouts of a step are
+    generated at once and trained on in ``micro_batches`` gradient-accumulation slices
+    (still on-policy: one optimizer step per generation)."""
+    rollouts = batch_size * num_generations
+    if rollouts % micro_batches:
+        raise ValueError(f"batch_size x num_generations = {rollouts} is not divisible by "
+                         f"micro_batches = {micro_batches}")
+    return GRPOConfig(
+        output_dir=str(out_dir), max_steps=steps, learning_rate=lr, seed=seed,
+        per_device_train_batch_size=rollouts // micro_batches,
+        gradient_accumulation_steps=micro_batches, steps_per_generation=micro_batches,
+        num_generations=num_generations, temperature=temperature, beta=beta,
+        loss_type=loss_type, max_completion_length=max_completion_length,
+        reward_weights=list(reward_weights), logging_steps=5,
+        save_steps=save_steps, save_total_limit=2, report_to=[],
+        use_cpu=not torch.cuda.is_available(), bf16=bf16, deepspeed=deepspeed,
+        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
+        gradient_checkpointing=False,  # TRL turns it on by default; pure cost at our size
+    )
 
 
 def make_grpo_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, steps: int,
@@ -57,21 +186,19 @@ def make_grpo_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path
                       beta: float, loss_type: str, max_completion_length: int,
                       reward_weights: dict[str, float], save_steps: int, seed: int,
                       callbacks: Sequence[TrainerCallback] = (), deepspeed: str | None = None,
-                      bf16: bool = False) -> GRPOTrainer:
-    """``batch_size`` prompts per optimizer step, each with ``num_generations`` rollouts."""
+                      bf16: bool = False, log_completions_steps: int = 50,
+                      micro_batches: int = 1) -> GRPOTrainer:
+    """Our trainer with the reward table's terms of weight > 0 (see grpo_config); every
+    ``log_completions_steps`` steps (0 = off) a completions table goes to the callbacks."""
     names = [n for n, w in reward_weights.items() if w > 0]
     processor.tokenizer.padding_side = "left"
-    args = GRPOConfig(
-        output_dir=str(out_dir), max_steps=steps, learning_rate=lr, seed=seed,
-        per_device_train_batch_size=batch_size * num_generations,
-        num_generations=num_generations, temperature=temperature, beta=beta,
-        loss_type=loss_type, max_completion_length=max_completion_length,
-        reward_weights=[reward_weights[n] for n in names], logging_steps=5,
-        save_steps=save_steps, save_total_limit=2, report_to=[],
-        use_cpu=not torch.cuda.is_available(), bf16=bf16, deepspeed=deepspeed,
-        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
-        gradient_checkpointing=False,  # TRL turns it on by default; pure cost at our size
-    )
+    args = grpo_config(
+        out_dir=out_dir, steps=steps, batch_size=batch_size, num_generations=num_generations,
+        temperature=temperature, lr=lr, beta=beta, loss_type=loss_type,
+        max_completion_length=max_completion_length,
+        reward_weights=[reward_weights[n] for n in names], save_steps=save_steps, seed=seed,
+        deepspeed=deepspeed, bf16=bf16, micro_batches=micro_batches)
     return ResumableGRPOTrainer(
         model=model, processing_class=processor, args=args, train_dataset=dataset,
-        reward_funcs=[_with_scene(REWARDS[n]) for n in names], callbacks=list(callbacks))
+        reward_funcs=[_with_scene(REWARDS[n]) for n in names], callbacks=list(callbacks),
+        log_completions_steps=log_completions_steps)

@@ -134,16 +134,20 @@ def minilm() -> Embedder:
 
 
 def semantic_reward(completions, targets, embed: Embedder | None = None, **_) -> list[float]:
-    embed = embed or minilm()
-    pairs = [(p.answers.get(i + 1, ""), t) for p, tgt in _answers(completions, targets)
-             for i, t in enumerate(tgt)]
-    if not pairs:
-        return [0.0] * len(completions)
-    vecs = embed([a for a, _ in pairs] + [t for _, t in pairs])
-    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    n = len(pairs)
-    sims = [float(np.clip(vecs[k] @ vecs[n + k], 0, 1)) if pairs[k][0].strip() else 0.0
-            for k in range(n)]
+    """Each distinct text is embedded once per call (a GRPO group repeats its targets, and
+    often its answers); an empty answer scores 0 and an answer equal to its target 1 (its
+    cosine) without embedding."""
+    pairs = [(p.answers.get(i + 1, "").strip(), t.strip())
+             for p, tgt in _answers(completions, targets) for i, t in enumerate(tgt)]
+    sims = [0.0 if not a else 1.0 if a == t else None for a, t in pairs]
+    texts = list(dict.fromkeys(x for (a, t), s in zip(pairs, sims, strict=True) if s is None
+                               for x in (a, t)))
+    if texts:
+        vecs = (embed or minilm())(texts)
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        row = {x: k for k, x in enumerate(texts)}
+        sims = [float(np.clip(vecs[row[a]] @ vecs[row[t]], 0, 1)) if s is None else s
+                for (a, t), s in zip(pairs, sims, strict=True)]
     out, k = [], 0
     for tgt in targets:
         out.append(float(np.mean(sims[k : k + len(tgt)])) if tgt else 0.0)

