@@ -8,8 +8,9 @@ in decoder layer l. Which keys count as "text" is the caller's choice (a boolean
 How: a custom attention function is registered with transformers' AttentionInterface. Every
 layer computes its output with SDPA as usual; the chosen layers additionally compute softmax
 weights for the caption query rows only, (B, H, Q, T) with Q << T, reduce them at once to the
-image and text masses, and drop them. Nothing of shape (T, T) is kept, no other layer pays
-anything, and `output_attentions=True` (which needs eager attention in every layer and keeps
+image and text masses, and drop them; the forward pass stops after the last chosen layer
+(later layers, the final norm and the lm_head cannot change D_vis). Nothing of shape (T, T) is
+kept, no other layer pays anything, and `output_attentions=True` (which needs eager attention in every layer and keeps
 all layers' (B, H, T, T) weights) is never used. Departure from the textbook eager path: the
 weights are recomputed from q and k rather than taken from the kernel that made the output.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 NAME = "mmrpt_capture"
 
@@ -39,7 +40,12 @@ class _Capture:
     text_keys: torch.Tensor | None = None  # (B, T) bool
     q_lo: int = 0
     q_hi: int = 0
+    last_layer: int = -1  # the forward pass stops after this layer's attention
     shares: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, Q)
+
+
+class _Done(Exception):
+    """Raised after the last chosen layer's shares are recorded: nothing later is needed."""
 
 
 def _capture_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
@@ -52,31 +58,42 @@ def _capture_attention(module, query, key, value, attention_mask, dropout=0.0, s
         cap.shares[module.layer_idx] = _visual_share(
             query, key, attention_mask, scaling, cap.q_lo, cap.q_hi, cap.image_keys,
             cap.text_keys, heads, cap.per_head)
+        if module.layer_idx == cap.last_layer:
+            raise _Done
     return out, None
 
 
 def _visual_share(query, key, mask, scaling, lo, hi, image_keys, text_keys, heads,
                   per_head=False):
-    """query (B, H, T, d), key (B, Hkv, T, d), mask (B, 1, T, T) additive or None
-    -> (B, hi - lo): image mass / (image + text mass) of query rows lo..hi, heads averaged
-    (or (B, H', hi - lo) per head with ``per_head``)."""
+    """query (B, H, T, d), key (B, Hkv, T, d), mask (B, 1, T, T) boolean (True = attend, as
+    SDPA's), additive float, or None (causal, no padding) -> (B, hi - lo): image mass /
+    (image + text mass) of query rows lo..hi, heads averaged (or (B, H', hi - lo) per head
+    with ``per_head``). The (B, H, Q, T) scores are masked and exponentiated in place."""
     groups = query.shape[1] // key.shape[1]
     k = key.repeat_interleave(groups, dim=1) if groups > 1 else key
     q = query[:, :, lo:hi]
     if heads is not None:
         q, k = q[:, list(heads)], k[:, list(heads)]
-    scores = (q.float() @ k.float().transpose(-1, -2)) * (scaling or q.shape[-1] ** -0.5)
-    if mask is not None:
-        scores = scores + mask[:, :, lo:hi, : k.shape[2]].float()
-    w = scores.softmax(dim=-1)  # (B, H, Q, T)
-    img = (w * image_keys[:, None, None, :]).sum(-1)
-    txt = (w * text_keys[:, None, None, :]).sum(-1)
-    share = img / (img + txt).clamp_min(1e-12)
+    q = q.float() * (scaling or q.shape[-1] ** -0.5)  # scale the (Q, d) side, not (Q, T)
+    scores = q @ k.float().transpose(-1, -2)
+    if mask is None:
+        t = torch.arange(k.shape[2], device=q.device)
+        scores.masked_fill_(t[None, :] > t[lo:hi, None], float("-inf"))
+    elif mask.dtype == torch.bool:
+        scores.masked_fill_(~mask[:, :, lo:hi, : k.shape[2]], float("-inf"))
+    else:
+        scores += mask[:, :, lo:hi, : k.shape[2]].float()
+    # Softmax without its normaliser: the row sum cancels in image / (image + text).
+    scores -= scores.amax(dim=-1, keepdim=True)
+    scores.exp_()
+    keys = torch.stack([image_keys, text_keys], dim=-1).to(scores.dtype)  # (B, T, 2)
+    img, txt = (scores @ keys[:, None]).unbind(-1)  # masses (B, H, Q) each, one matmul
+    share = img / (img + txt).clamp_min(1e-30)
     return share if per_head else share.mean(1)
 
 
 AttentionInterface.register(NAME, _capture_attention)
-ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, eager_mask)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 
 
 def text_decoder_layers(model) -> list[torch.nn.Module]:
@@ -98,7 +115,7 @@ def capture(model, layers: Sequence[int], heads: Heads = None,
     bad = [layer for layer in layers if not 0 <= layer < len(attn)]
     if bad:
         raise ValueError(f"score layers {bad} out of range: the model has {len(attn)} layers")
-    cap = _Capture(heads=heads, per_head=per_head)
+    cap = _Capture(heads=heads, per_head=per_head, last_layer=max(layers))
     text_cfg = model.config.get_text_config()
     previous = text_cfg._attn_implementation
     for layer in layers:
@@ -121,6 +138,8 @@ def visual_shares(model, batch: dict, cap: _Capture, image_keys: torch.Tensor,
     cap.shares.clear()
     try:
         model(**batch)
+    except _Done:
+        pass
     finally:
         cap.image_keys = cap.text_keys = None
     shares = torch.stack([cap.shares[k] for k in sorted(cap.shares)])
