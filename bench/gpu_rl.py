@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -99,6 +100,14 @@ class Budget(TrainerCallback):
 
 
 def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="mmrpt-gpu-"))
+    try:
+        bench(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(tmp: Path) -> None:
     t_start = time.perf_counter()
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", choices=sorted(SIZES), default="0.5b")
@@ -124,7 +133,6 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         print(f"device: {torch.cuda.get_device_name()}", flush=True)
 
-    tmp = Path(tempfile.mkdtemp(prefix="mmrpt-gpu-"))
     data = samples(tmp / "world", max(64, 2 * args.batch), args.image_size)
     spec = TinySpec(**SIZES[args.size], image_size=args.image_size)
     tokenizer = train_tokenizer(world.vocabulary_text() * 20 + [s["prompt"] for s in data],
