@@ -106,7 +106,8 @@ def run(params: Params) -> dict:
                 temperature=rp.temperature, lr=rp.lr, beta=rp.beta, loss_type=rp.loss_type,
                 max_completion_length=rp.max_completion_length,
                 reward_weights=rp.reward_weights, save_steps=rp.save_steps, seed=seed,
-                callbacks=[tracking.StepLogger()], deepspeed=rp.deepspeed, bf16=bf16)
+                callbacks=[tracking.StepLogger()], deepspeed=rp.deepspeed, bf16=bf16,
+                log_completions_steps=rp.log_completions_steps)
         train_resumable(trainer, ckpt)
         write_csv_atomic(PLOTS_DIR / "rl" / f"{name}.csv", [
             {"step": h["step"], **{k: v for k, v in h.items()

@@ -32,7 +32,9 @@ def test_primer_then_every_arm(primed_project: Path):
     rl = json.loads((p / "metrics/rl.json").read_text())
     assert set(ARMS) <= set(rl) and "primer_exact_match" in rl
     for arm in ARMS:
-        assert rl[arm]["steps"] == 4 and 0.0 <= rl[arm]["exact_match"] <= 1.0
+        assert 0.0 <= rl[arm]["exact_match"] <= 1.0 and set(rl[arm]["seeds"]) == {"0"}
+        run = json.loads((p / f"metrics/rl/{arm}-0.json").read_text())
+        assert run["steps"] == 4 and run["exact_match"] == rl[arm]["exact_match"]
     # rewards were logged per term for the GRPO arms
     mlflow.set_tracking_uri(f"sqlite:///{p / 'mlruns/mlflow.db'}")
     runs = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
