@@ -44,7 +44,7 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
     keys, e.g. {"warmup.max_steps": 200}); ``seed`` and ``model_path`` are shortcuts for the
     seed and model.path overrides; ``workdir`` is where params.yaml and the outputs live;
     the rl, sft and eval stages run once per arm in ``arms`` (default: all four) and seed in
-    rl.seeds, the report once over them."""
+    `seeds`, the report once over them."""
     if workdir:
         os.chdir(workdir)
     overrides = dict(overrides or {})
@@ -68,7 +68,7 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
                 results[stage] = {
                     run_name(arm, s): task_(stage, params_path,
                                             overrides | {"rl.arm": arm, "rl.seed": s}, parent)
-                    for arm in (arms or ARMS) for s in params.rl.seeds}
+                    for arm in (arms or ARMS) for s in params.seeds}
             else:
                 results[stage] = task_(stage, params_path, overrides, parent)
     return results

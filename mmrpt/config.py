@@ -173,10 +173,9 @@ class PrimerParams(Section):
 
 class RLParams(Section):
     arm: Literal["ntp", "masked_sft", "random_mask", "mmrpt"] = "mmrpt"
-    # Replicates: each (arm, seed) is one run named "<arm>-<seed>" (rl, sft and eval stages;
-    # dvc.yaml runs the matrix arms x seeds; the report gives mean and spread over seeds).
-    seed: int = Field(0, ge=0)  # this run's replicate
-    seeds: list[int] = Field([0], min_length=1)
+    # This run's replicate: each (arm, seed) is one run named "<arm>-<seed>" (rl, sft and
+    # eval stages); the replicates the pipeline runs are the top-level `seeds`.
+    seed: int = Field(0, ge=0)
     out_dir: str = "models/rl"  # per run: <out_dir>/<arm>-<seed>
     checkpoint_dir: str = "checkpoints/rl"
     steps: int = Field(150, ge=1)  # optimizer steps, the same for every arm
@@ -208,8 +207,6 @@ class RLParams(Section):
             raise ValueError(f"rl.deepspeed: no such config file {self.deepspeed}")
         if not any(w > 0 for w in self.reward_weights.values()):
             raise ValueError("rl.reward_weights: at least one weight must be > 0")
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError("rl.seeds must be distinct non-negative integers")
         return self
 
     @property
@@ -281,6 +278,9 @@ class TrackingParams(Section):
 
 class Params(Section):
     seed: int = 0
+    # Replicates of the arm stages (rl, sft, eval: the dvc.yaml matrix arms x seeds); the
+    # report gives mean and spread over them. Top-level, so adding seeds reruns no seed.
+    seeds: list[int] = Field([0], min_length=1)
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     warmup: WarmupParams = WarmupParams()
@@ -295,6 +295,8 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError("seeds must be distinct non-negative integers")
         if "counterfactual" in self.mask.selectors and not (
                 self.score.counterfactual and self.score.counterfactual_train):
             raise ValueError("mask.selectors counterfactual needs score.counterfactual and "

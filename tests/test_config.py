@@ -51,7 +51,7 @@ def test_stage_names_agree_everywhere():
     assert tuple(dvc["stages"]) == STAGES
     for stage in ("rl", "sft", "eval"):  # once per arm x replicate seed
         assert tuple(dvc["stages"][stage]["matrix"]["arm"]) == ARMS
-        assert dvc["stages"][stage]["matrix"]["seed"] == "${rl.seeds}"
+        assert dvc["stages"][stage]["matrix"]["seed"] == "${seeds}"
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(STAGES) <= set(raw) and set(STAGES) <= set(Params.model_fields)
     for stage in STAGES:

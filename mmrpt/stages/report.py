@@ -1,5 +1,5 @@
 """Stage `report`: one comparison of arms x benchmarks x (zero-shot, after SFT), mean and
-spread over rl.seeds: reports/report.md, CSVs, plots; metrics/report.json; logged to MLflow."""
+spread over the replicate seeds (`seeds`): reports/report.md, CSVs, plots; metrics/report.json; logged to MLflow."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def run(params: Params) -> dict:
     out = Path(params.report.out_dir)
     with tracking.stage_run("report", params):
         report, summary = write_report(METRICS_DIR / "eval", PLOTS_DIR / "rl", out,
-                                       seeds=params.rl.seeds)
+                                       seeds=params.seeds)
         rows = [{"label": f"{r.arm} {r.phase} {r.metric}", "arm": r.arm, "phase": r.phase,
                  "metric": r.metric, "mean": r.mean} for r in summary.itertuples()
                 if r.metric.endswith("/acc") and r.metric.count("/") == 2]

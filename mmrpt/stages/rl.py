@@ -130,6 +130,6 @@ def run(params: Params) -> dict:
             metrics["exact_match" if split == rp.eval_splits[0] else f"exact_match_{split}"] = em
         tracking.log_metrics({k: v for k, v in metrics.items() if k not in ("arm", "seed")})
     write_metrics(f"rl/{name}", metrics)
-    write_json_atomic(METRICS_DIR / "rl.json", collect_rl_metrics(rp.seeds))
+    write_json_atomic(METRICS_DIR / "rl.json", collect_rl_metrics(params.seeds))
     log.info("rl: %s", metrics)
     return metrics
