@@ -76,8 +76,7 @@ def llava_rows(path: str | Path, image_root: str | Path | None = None
     refused, rows = Refused(n_input=len(items)), []
     for k, item in enumerate(items):
         rid = str(item.get("id", k)) if isinstance(item, dict) else str(k)
-        new = list(_conversation_rows(item, root, rid, refused))
-        rows.extend(new)
+        rows.extend(_conversation_rows(item, root, rid, refused))
     return rows, refused
 
 

@@ -82,6 +82,12 @@ def fingerprint_dir(path: Path, fingerprint: str) -> Path:
     return path
 
 
+def weights_stamp(folder: Path) -> list:
+    """Cheap identity of a model folder's weights (name, size, mtime), for fingerprints."""
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
+            for f in sorted(folder.glob("*.safetensors"))]
+
+
 def params_hash(*sections) -> str:
     import hashlib
 

@@ -24,11 +24,11 @@ from mmrpt.stages.common import (
     device,
     fingerprint_dir,
     params_hash,
+    weights_stamp,
     write_json_atomic,
     write_metrics,
 )
 from mmrpt.stages.primer import masked_path
-from mmrpt.stages.sft import weights_stamp
 
 log = logging.getLogger(__name__)
 

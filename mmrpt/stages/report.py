@@ -29,4 +29,4 @@ def run(params: Params) -> dict:
             tracking.log_artifact(f, "report")
     write_metrics("report", report)
     log.info("report:\n%s", (out / "report.md").read_text())
-    return {k: v for k, v in report["claims"].items()}
+    return dict(report["claims"])

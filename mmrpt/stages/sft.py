@@ -23,17 +23,12 @@ from mmrpt.stages.common import (
     save_trained,
     seed_everything,
     train_resumable,
+    weights_stamp,
     write_jsonl_atomic,
     write_metrics,
 )
 
 log = logging.getLogger(__name__)
-
-
-def weights_stamp(folder: Path) -> list:
-    """Cheap identity of a model folder's weights (name, size, mtime), for fingerprints."""
-    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns)
-            for f in sorted(folder.glob("*.safetensors"))]
 
 
 def run(params: Params) -> dict:
