@@ -6,7 +6,10 @@ image + the sample's columns, which TRL passes to every reward function) and the
 reward table. Departures from textbook GRPO, all params: KL coefficient beta = 0 by default
 (as RPT), loss_type "dapo" (token-level normalisation), no reference model when beta = 0.
 Groups whose rewards are all equal carry no signal; TRL logs their share as
-frac_reward_zero_std (we do not resample them yet).
+frac_reward_zero_std (we do not resample them yet). Their rollouts have advantage 0, and with
+beta = 0 and a token-sum loss ("dapo", "cispo") their gradient is exactly 0, so the update skips
+them (SkipsZeroAdvantageRows): same gradient, less work (bench/rl_bench.py). TRL's entropy and
+clip-ratio metrics are then over the rollouts that carry signal.
 
 Besides TRL's metrics, every optimizer step logs its time split (RolloutTiming) and, every
 ``log_completions_steps`` steps, hands a table of sample completions with their images to any
@@ -120,9 +123,57 @@ class RolloutTiming:
         self._clock = {"start": None, "generation": 0.0, "reward": 0.0, "tokens": 0}
 
 
-class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, RolloutTiming, GRPOTrainer):
+PER_ROLLOUT_KEYS = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask",
+                    "advantages", "old_per_token_logps", "sampling_per_token_logps",
+                    "ref_per_token_logps", "importance_sampling_ratio", "mm_token_type_ids",
+                    "token_type_ids", "tool_mask"}
+
+
+def rows_with_signal(inputs: dict) -> dict:
+    """The rollouts of one update batch whose advantage is not 0 (at least one, so the
+    forward and backward still run on every process, as DeepSpeed needs). Images are selected
+    with their rollouts; ``num_items_in_batch`` (the loss normaliser) is kept as it was.
+    Returns ``inputs`` itself when nothing can be dropped or a key is not understood."""
+    adv = inputs["advantages"]
+    keep = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)
+    known = PER_ROLLOUT_KEYS | {"num_items_in_batch", "pixel_values", "image_grid_thw",
+                                "num_images"}
+    if keep.all() or not set(inputs) <= known:
+        return inputs
+    if not keep.any():
+        keep[0] = True
+    out = {k: v for k, v in inputs.items() if k not in PER_ROLLOUT_KEYS}
+    out |= {k: v[keep] for k, v in inputs.items() if k in PER_ROLLOUT_KEYS}
+    if "pixel_values" in inputs:
+        if "image_grid_thw" not in inputs or "num_images" not in inputs:
+            return inputs
+        per_rollout = inputs["num_images"]
+        owner = torch.repeat_interleave(torch.arange(len(per_rollout)),
+                                        torch.tensor(per_rollout))  # rollout of each image
+        image_keep = keep.cpu()[owner]
+        rows = inputs["image_grid_thw"].prod(dim=-1).cpu()
+        out["pixel_values"] = inputs["pixel_values"][
+            torch.repeat_interleave(image_keep, rows).to(inputs["pixel_values"].device)]
+        out["image_grid_thw"] = inputs["image_grid_thw"][image_keep.to(adv.device)]
+        out["num_images"] = [n for n, k in zip(per_rollout, keep.tolist(), strict=True) if k]
+    return out
+
+
+class SkipsZeroAdvantageRows:
+    """Mixin for TRL's GRPOTrainer: the update runs only on rollouts with a non-zero
+    advantage when that leaves the gradient unchanged (beta = 0, a loss normalised by the
+    batch's token count, no entropy or off-policy masks, which depend on the whole batch)."""
+
+    def _compute_loss(self, model, inputs):
+        exact = (self.beta == 0.0 and self.loss_type in ("dapo", "cispo")
+                 and self.top_entropy_quantile == 1.0 and self.off_policy_mask_threshold is None)
+        return super()._compute_loss(model, rows_with_signal(inputs) if exact else inputs)
+
+
+class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, SkipsZeroAdvantageRows,
+                           RolloutTiming, GRPOTrainer):
     """TRL's GRPOTrainer with a resume that restores Qwen2-VL weights (see the mixin), the
-    step timing of RolloutTiming, and every ``log_completions_steps`` steps (0 = never) the
+    update on rollouts with signal only (SkipsZeroAdvantageRows), the step timing of RolloutTiming, and every ``log_completions_steps`` steps (0 = never) the
     latest rollouts as a table for callbacks with ``on_completions(args, state, control,
     table)``: columns step, prompt, completion, one per reward term, advantage, image (PIL)."""
 

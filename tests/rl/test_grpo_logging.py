@@ -5,35 +5,11 @@ import json
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pytest
-import torch
 
 from mmrpt import tracking
-from mmrpt.config import MaskParams, Params
-from mmrpt.data import world
-from mmrpt.masking.select import label_masked_sample
-from mmrpt.modeling.loader import load_vlm
-from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
+from mmrpt.config import Params
 from mmrpt.rl.grpo import grpo_dataset, make_grpo_trainer
-from tests.tiny_params import TINY
-
-
-@pytest.fixture
-def tiny_rl(tmp_path: Path, monkeypatch):
-    """A tiny VLM and label-masked synthetic-world samples (no pipeline run needed)."""
-    monkeypatch.chdir(tmp_path)
-    root = tmp_path / "world"
-    records = list(world.generate_split("train", 12, root, seed=0, image_size=112,
-                                        max_objects=3, prior_strength=0.7))
-    rng = np.random.default_rng(0)
-    samples = [s for r in records
-               if (s := label_masked_sample(r, 2, MaskParams().instruction, rng))]
-    spec = TinySpec(**TINY["model"]["tiny"], image_size=112)
-    texts = world.vocabulary_text() * 20 + [s["prompt"] for s in samples]
-    model, processor = load_vlm(build_tiny_vlm(texts, spec, tmp_path / "model"),
-                                dtype=torch.float32)
-    return model, processor, samples[:8], root
 
 
 def test_grpo_logs_timing_split_and_completion_table(tiny_rl, tmp_path: Path):
