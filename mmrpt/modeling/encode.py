@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -88,11 +89,15 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def sentence_of_tokens(offsets: Sequence[tuple[int, int]],
-                       spans: Sequence[tuple[int, int]]) -> list[int]:
+                       spans: Sequence[tuple[int, int]]) -> np.ndarray:
     """For each target token, the index of the sentence span holding its last character
-    (-1 for tokens between sentences, e.g. a lone space)."""
-    out = []
-    for a, b in offsets:
-        last = max(a, b - 1)
-        out.append(next((i for i, (s, e) in enumerate(spans) if s <= last < e), -1))
-    return out
+    (-1 for tokens between sentences, e.g. a lone space). Spans must not overlap."""
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    last = np.maximum(off[:, 0], off[:, 1] - 1)
+    sp = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    if not len(sp):
+        return np.full(len(off), -1)
+    order = np.argsort(sp[:, 0], kind="stable")
+    i = np.searchsorted(sp[order, 0], last, side="right") - 1  # last span starting <= last
+    j = np.clip(i, 0, None)
+    return np.where((i >= 0) & (last < sp[order, 1][j]), order[j], -1)

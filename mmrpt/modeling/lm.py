@@ -36,10 +36,9 @@ def sentence_losses(model, processor, images: Sequence[Image.Image], captions: S
         losses = token_losses(logits, labels).cpu().numpy()
         for b, e in enumerate(encs):
             sent = sentence_of_tokens(e.offsets, spans[i + b])
-            acc = np.zeros((len(spans[i + b]), 2))
-            for k, s in enumerate(sent):
-                if s >= 0:
-                    acc[s, 0] += losses[b, e.target_start + k]
-                    acc[s, 1] += 1
-            out.append(acc)
+            tok_loss = losses[b, e.target_start : e.target_start + len(sent)]
+            inside, n = sent >= 0, len(spans[i + b])
+            out.append(np.stack([
+                np.bincount(sent[inside], weights=tok_loss[inside], minlength=n),
+                np.bincount(sent[inside], minlength=n).astype(float)], axis=1))
     return out

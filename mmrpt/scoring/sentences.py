@@ -66,19 +66,21 @@ def attention_scores(model, processor, cap, images, captions: Sequence[str],
                            lo, hi).float().cpu().numpy()  # (L, B, hi - lo)
     out = []
     for b, e in enumerate(encs):
-        sent = np.array(sentence_of_tokens(e.offsets, spans[b]))
+        sent = sentence_of_tokens(e.offsets, spans[b])
         rows = shares[:, b, e.target_start - lo : e.target_start - lo + len(sent)]
-        scores = np.full((shares.shape[0], len(spans[b])), np.nan)
+        n, inside = len(spans[b]), sent >= 0
+        count = np.bincount(sent[inside], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):  # no tokens: NaN
+            scores = np.stack([np.bincount(sent[inside], weights=r[inside], minlength=n)
+                               for r in rows]) / count
+        # per sentence, its token with the highest share (the first of equals)
         token_share = rows.mean(axis=0)
-        peaks = []
-        for s in range(len(spans[b])):
-            idx = np.flatnonzero(sent == s)
-            if len(idx):
-                scores[:, s] = rows[:, idx].mean(axis=1)
-                a, z = e.offsets[idx[np.argmax(token_share[idx])]]
-                peaks.append(word_span(captions[b], a, z, spans[b][s]))
-            else:
-                peaks.append(spans[b][s])
+        idx = np.flatnonzero(inside)
+        by_sentence = idx[np.lexsort((idx, -token_share[idx], sent[idx]))]
+        first = by_sentence[np.r_[True, np.diff(sent[by_sentence]) != 0]] if len(idx) else idx
+        top = dict(zip(sent[first].tolist(), first.tolist(), strict=True))
+        peaks = [word_span(captions[b], *e.offsets[top[s]], spans[b][s]) if s in top
+                 else spans[b][s] for s in range(n)]
         out.append((scores, peaks))
     return out
 
