@@ -1,7 +1,8 @@
 """Prefect flow over the pipeline stages: orchestration only, no ML logic.
 
 Each stage is a Prefect task named after the stage that runs `mmrpt.stages.<stage>.run` with
-the validated params, retries transient failures, and publishes its metrics table and MLflow run
+the validated params, retries failures that may pass on a second try (not bad params or bad
+input: a ValueError, which ParamsError is, or a missing file), and publishes its metrics table and MLflow run
 link as an artifact. One flow run = one MLflow parent run with the stage runs nested under it.
 Deployment parameters (overrides, seed, model path, working directory) go through the same
 schema as params.yaml before any stage starts.
@@ -22,7 +23,19 @@ from mmrpt.config import ARMS, STAGES, load_params, run_name
 PER_RUN = ("rl", "sft", "eval")  # once per (arm, seed); the others once
 
 
-@task(retries=2, retry_delay_seconds=10)
+def may_pass_on_retry(task, task_run, state) -> bool:
+    """Prefect's retry condition: a ValueError (bad params or data) or a missing file fails
+    the same way every time, so the stage fails at once, naming the cause."""
+    try:
+        state.result()
+    except (ValueError, FileNotFoundError):
+        return False
+    except Exception:  # noqa: BLE001 - everything else (killed worker, OOM, I/O) may pass
+        return True
+    return True
+
+
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=may_pass_on_retry)
 def run_stage(stage: str, params_path: str, overrides: dict[str, Any], parent: str) -> dict:
     params = load_params(params_path, overrides)
     metrics = importlib.import_module(f"mmrpt.stages.{stage}").run(params)

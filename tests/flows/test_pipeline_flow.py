@@ -52,6 +52,27 @@ def test_flow_runs_the_stages(harness, tmp_path: Path, monkeypatch):
         pipeline(overrides={"warmup.max_step": 10})
 
 
+@pytest.mark.parametrize(("error", "calls"), [(ParamsError("score.layers [9] out of range"), 1),
+                                              (RuntimeError("worker lost"), 3)])
+def test_flow_retries_only_what_may_pass(harness, tmp_path: Path, monkeypatch, error, calls):
+    import flows.pipeline as fp
+    import mmrpt.stages.data
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fp, "run_stage", fp.run_stage.with_options(retry_delay_seconds=0))
+    seen = []
+
+    def failing(params):
+        seen.append(1)
+        raise error
+
+    monkeypatch.setattr(mmrpt.stages.data, "run", failing)
+    with pytest.raises(type(error), match=str(error).split()[0]):
+        pipeline(stages=["data"])
+    assert len(seen) == calls  # bad params: once; anything else: 1 + 2 retries
+
+
 @pytest.mark.slow
 def test_compare_prints_runs_and_plots(harness, tmp_path: Path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
