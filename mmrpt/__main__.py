@@ -6,6 +6,7 @@ from mmrpt.cli import main
 code = main()
 # The stage's work is done and written; skip the interpreter's final garbage collection over
 # torch/transformers/mlflow's millions of objects (~1.5 s per stage process, docs/PERF.md).
-# Finalisers and atexit handlers still run.
+# atexit handlers (logging, MLflow) and weakref finalizers still run; __del__ of objects in
+# reference cycles does not (nothing of ours relies on one).
 gc.freeze()
 sys.exit(code)

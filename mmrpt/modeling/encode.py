@@ -91,13 +91,15 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def sentence_of_tokens(offsets: Sequence[tuple[int, int]],
                        spans: Sequence[tuple[int, int]]) -> np.ndarray:
     """For each target token, the index of the sentence span holding its last character
-    (-1 for tokens between sentences, e.g. a lone space). Spans must not overlap."""
+    (-1 for tokens between sentences, e.g. a lone space). Spans must not overlap; empty spans
+    hold no character and so no token."""
     off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
     last = np.maximum(off[:, 0], off[:, 1] - 1)
     sp = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-    if not len(sp):
+    nonempty = np.flatnonzero(sp[:, 1] > sp[:, 0])
+    if not len(nonempty):
         return np.full(len(off), -1)
-    order = np.argsort(sp[:, 0], kind="stable")
+    order = nonempty[np.argsort(sp[nonempty, 0], kind="stable")]
     i = np.searchsorted(sp[order, 0], last, side="right") - 1  # last span starting <= last
     j = np.clip(i, 0, None)
     return np.where((i >= 0) & (last < sp[order, 1][j]), order[j], -1)

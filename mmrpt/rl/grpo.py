@@ -8,7 +8,7 @@ reward table. Departures from textbook GRPO, all params: KL coefficient beta = 0
 Groups whose rewards are all equal carry no signal; TRL logs their share as
 frac_reward_zero_std (we do not resample them yet). Their rollouts have advantage 0, and with
 beta = 0 and a token-sum loss ("dapo", "cispo") their gradient is exactly 0, so the update skips
-them (SkipsZeroAdvantageRows): same gradient, less work (bench/rl_bench.py). TRL's entropy and
+them (SkipsZeroAdvantageRows; single process for "dapo"): same gradient, less work (bench/rl_bench.py). TRL's entropy and
 clip-ratio metrics are then over the rollouts that carry signal.
 
 Besides TRL's metrics, every optimizer step logs its time split (RolloutTiming) and, every
@@ -161,13 +161,22 @@ def rows_with_signal(inputs: dict) -> dict:
 
 class SkipsZeroAdvantageRows:
     """Mixin for TRL's GRPOTrainer: the update runs only on rollouts with a non-zero
-    advantage when that leaves the gradient unchanged (beta = 0, a loss normalised by the
-    batch's token count, no entropy or off-policy masks, which depend on the whole batch)."""
+    advantage when that leaves the gradient unchanged: beta = 0, a loss normalised by the
+    batch's token count, no entropy mask or bonus, off-policy mask or MoE aux loss (they
+    depend on the whole batch), and one process (TRL's dapo branch gathers per-rollout clip
+    statistics across processes, which needs the same number of rollouts on each)."""
+
+    def skips_zero_advantage_rows(self) -> bool:
+        return (self.beta == 0.0 and self.loss_type in ("dapo", "cispo")
+                and self.top_entropy_quantile == 1.0 and self.off_policy_mask_threshold is None
+                and not getattr(self, "_entropy_bonus_enabled", True)
+                and not getattr(self, "aux_loss_enabled", True)
+                and (self.accelerator.num_processes == 1 or self.loss_type == "cispo"))
 
     def _compute_loss(self, model, inputs):
-        exact = (self.beta == 0.0 and self.loss_type in ("dapo", "cispo")
-                 and self.top_entropy_quantile == 1.0 and self.off_policy_mask_threshold is None)
-        return super()._compute_loss(model, rows_with_signal(inputs) if exact else inputs)
+        if self.skips_zero_advantage_rows():
+            inputs = rows_with_signal(inputs)
+        return super()._compute_loss(model, inputs)
 
 
 class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, SkipsZeroAdvantageRows,

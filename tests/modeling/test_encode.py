@@ -29,6 +29,14 @@ def test_encode_maps_target_tokens_to_sentences():
     assert sorted(set(sent) - {-1}) == [0, 1, 2]
 
 
+def test_sentence_of_tokens_ignores_empty_and_unordered_spans():
+    offsets = [(0, 3), (3, 4), (4, 9), (9, 10), (11, 15)]
+    assert sentence_of_tokens(offsets, [(11, 16), (0, 10)]).tolist() == [1, 1, 1, 1, 0]
+    assert sentence_of_tokens(offsets, [(0, 10), (5, 5), (0, 0)]).tolist() == [0, 0, 0, 0, -1]
+    assert sentence_of_tokens(offsets, []).tolist() == [-1] * 5
+    assert sentence_of_tokens([], [(0, 4)]).tolist() == []
+
+
 def test_collate_pads_right_and_left():
     p = processor()
     img = Image.new("RGB", (56, 56))

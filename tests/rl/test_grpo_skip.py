@@ -45,11 +45,19 @@ def test_skipping_zero_advantage_rollouts_keeps_the_gradient(tiny_rl, tmp_path, 
     torch.testing.assert_close(ours, full, atol=1e-6, rtol=1e-5)
 
 
-def test_no_skipping_where_the_loss_depends_on_the_batch(tiny_rl, tmp_path, monkeypatch):
-    trainer, inputs = rollout_batch(tiny_rl, tmp_path, loss_type="grpo")
+@pytest.mark.parametrize("setting", ["grpo loss", "entropy bonus", "two processes"])
+def test_no_skipping_where_the_loss_depends_on_the_batch(tiny_rl, tmp_path, monkeypatch,
+                                                         setting):
+    trainer, inputs = rollout_batch(tiny_rl, tmp_path,
+                                    loss_type="grpo" if setting == "grpo loss" else "dapo")
+    assert trainer.skips_zero_advantage_rows() == (setting != "grpo loss")
+    if setting == "entropy bonus":  # averaged over every token of the batch
+        trainer._entropy_bonus_enabled = True
+    if setting == "two processes":  # dapo gathers per-rollout clip statistics
+        monkeypatch.setattr(type(trainer.accelerator), "num_processes", property(lambda _: 2))
     inputs["advantages"] = torch.tensor([0.7, 0.0, -0.7, 0.0])
     seen = []
     monkeypatch.setattr(GRPOTrainer, "_compute_loss",
                         lambda self, model, batch: seen.append(batch["advantages"]) or 0)
     trainer._compute_loss(trainer.model, inputs)
-    assert len(seen[0]) == 4  # "grpo" averages per rollout: every rollout counts
+    assert len(seen[0]) == 4  # every rollout reaches TRL's loss
