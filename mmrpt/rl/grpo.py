@@ -7,9 +7,10 @@ reward table. Departures from textbook GRPO, all params: KL coefficient beta = 0
 (as RPT), loss_type "dapo" (token-level normalisation), no reference model when beta = 0.
 Groups whose rewards are all equal carry no signal; TRL logs their share as
 frac_reward_zero_std (we do not resample them yet). Their rollouts have advantage 0, and with
-beta = 0 and a token-sum loss ("dapo", "cispo") their gradient is exactly 0, so the update skips
-them (SkipsZeroAdvantageRows; single process for "dapo"): same gradient, less work (bench/rl_bench.py). TRL's entropy and
-clip-ratio metrics are then over the rollouts that carry signal.
+beta = 0 and a token-sum loss ("dapo", "cispo") their gradient is exactly 0, so the update
+skips them (SkipsZeroAdvantageRows; single process for "dapo"): same gradient, less work
+(bench/rl_bench.py). TRL's entropy and clip-ratio metrics are then over the rollouts that
+carry signal.
 
 Besides TRL's metrics, every optimizer step logs its time split (RolloutTiming) and, every
 ``log_completions_steps`` steps, hands a table of sample completions with their images to any
@@ -27,6 +28,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid
 
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.pretrain.warmup import open_rgb
@@ -131,32 +133,25 @@ PER_ROLLOUT_KEYS = {"prompt_ids", "prompt_mask", "completion_ids", "completion_m
 
 def rows_with_signal(inputs: dict) -> dict:
     """The rollouts of one update batch whose advantage is not 0 (at least one, so the
-    forward and backward still run on every process, as DeepSpeed needs). Images are selected
-    with their rollouts; ``num_items_in_batch`` (the loss normaliser) is kept as it was.
-    Returns ``inputs`` itself when nothing can be dropped or a key is not understood."""
+    forward and backward still run on every process, as DeepSpeed needs). Images go with
+    their rollouts (TRL's own per-rollout split of pixel_values by image_grid_thw);
+    ``num_items_in_batch`` (the loss normaliser) is kept as it was. Returns ``inputs`` itself
+    when nothing can be dropped or a key is not understood."""
     adv = inputs["advantages"]
     keep = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)
-    known = PER_ROLLOUT_KEYS | {"num_items_in_batch", "pixel_values", "image_grid_thw",
-                                "num_images"}
-    if keep.all() or not set(inputs) <= known:
+    images = {"pixel_values", "image_grid_thw", "num_images"}
+    if (keep.all() or not set(inputs) <= PER_ROLLOUT_KEYS | images | {"num_items_in_batch"}
+            or ("pixel_values" in inputs and not images <= set(inputs))):
         return inputs
     if not keep.any():
         keep[0] = True
-    out = {k: v for k, v in inputs.items() if k not in PER_ROLLOUT_KEYS}
+    rows = keep.tolist()
+    split = split_pixel_values_by_grid(inputs)  # image keys become per-rollout lists
+    out = {k: [x for x, r in zip(v, rows, strict=True) if r] if isinstance(v, list) else v
+           for k, v in split.items() if k in images}
     out |= {k: v[keep] for k, v in inputs.items() if k in PER_ROLLOUT_KEYS}
-    if "pixel_values" in inputs:
-        if "image_grid_thw" not in inputs or "num_images" not in inputs:
-            return inputs
-        per_rollout = inputs["num_images"]
-        owner = torch.repeat_interleave(torch.arange(len(per_rollout)),
-                                        torch.tensor(per_rollout))  # rollout of each image
-        image_keep = keep.cpu()[owner]
-        rows = inputs["image_grid_thw"].prod(dim=-1).cpu()
-        out["pixel_values"] = inputs["pixel_values"][
-            torch.repeat_interleave(image_keep, rows).to(inputs["pixel_values"].device)]
-        out["image_grid_thw"] = inputs["image_grid_thw"][image_keep.to(adv.device)]
-        out["num_images"] = [n for n, k in zip(per_rollout, keep.tolist(), strict=True) if k]
-    return out
+    out["num_items_in_batch"] = inputs["num_items_in_batch"]
+    return unsplit_pixel_values_by_grid(out)
 
 
 class SkipsZeroAdvantageRows:

@@ -104,8 +104,8 @@ def token_counts(processor, captions, spans) -> list[np.ndarray]:
     out = []
     for c, sp in zip(captions, spans, strict=True):
         offsets = tok(c, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        sent = np.array(sentence_of_tokens(offsets, sp))
-        out.append(np.array([(sent == s).sum() for s in range(len(sp))]))
+        sent = sentence_of_tokens(offsets, sp)
+        out.append(np.bincount(sent[sent >= 0], minlength=len(sp)))
     return out
 
 

@@ -1,5 +1,6 @@
 """Stage `report`: one comparison of arms x benchmarks x (zero-shot, after SFT), mean and
-spread over the replicate seeds (`seeds`): reports/report.md, CSVs, plots; metrics/report.json; logged to MLflow."""
+spread over the replicate seeds (`seeds`): reports/report.md, CSVs, plots;
+metrics/report.json; logged to MLflow."""
 
 from __future__ import annotations
 
