@@ -17,9 +17,14 @@ def main(argv: list[str] | None = None) -> int:
         from mmrpt.report.compare import main as compare
 
         return compare(argv[1:])
+    if argv[:1] == ["passk"]:
+        from mmrpt.rl.passk import main as passk
+
+        return passk(argv[1:])
     parser = argparse.ArgumentParser(
         prog="mmrpt", description="MMRPT pipeline stages: " + ", ".join(STAGES),
-        epilog="Also: `python -m mmrpt compare --help` compares MLflow runs.")
+        epilog="Also: `python -m mmrpt compare --help` compares MLflow runs; `python -m mmrpt "
+               "passk --help` measures a fill-in policy's pass@k (GRPO's headroom).")
     parser.add_argument("stage", choices=STAGES, help="the stage to run")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],

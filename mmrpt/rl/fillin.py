@@ -50,10 +50,18 @@ class FillInDataset(Dataset):
 @torch.no_grad()
 def generate(model, processor, images, prompts: Sequence[str], max_new_tokens: int,
              batch_size: int = 32, prefixes: Sequence[str] | None = None,
-             stop_at: str | None = None, progress: bool = False) -> list[str]:
-    """Greedy completions (left-padded batches). ``prefixes`` are forced at the start of the
-    assistant turn (used for caption continuation); ``stop_at`` cuts each completion after
-    the first occurrence of that string."""
+             stop_at: str | None = None, progress: bool = False,
+             temperature: float | None = None, num_samples: int = 1) -> list[str]:
+    """Greedy completions (left-padded batches), or with a ``temperature`` ``num_samples``
+    sampled ones per prompt (consecutive in the output, pure temperature sampling as in the
+    GRPO rollouts). ``prefixes`` are forced at the start of the assistant turn (used for
+    caption continuation); ``stop_at`` cuts each completion after the first occurrence of
+    that string."""
+    if temperature is None and num_samples != 1:
+        raise ValueError("num_samples > 1 needs a temperature (greedy gives one completion)")
+    sampling = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0,
+                 "num_return_sequences": num_samples} if temperature is not None
+                else {"do_sample": False})
     model.eval()
     device = next(model.parameters()).device
     tok = processor.tokenizer
@@ -65,7 +73,7 @@ def generate(model, processor, images, prompts: Sequence[str], max_new_tokens: i
         batch = collate(encs, tok.pad_token_id, padding_side="left")
         batch.pop("labels")
         batch = {k: v.to(device) for k, v in batch.items()}
-        ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+        ids = model.generate(**batch, max_new_tokens=max_new_tokens, **sampling,
                              pad_token_id=tok.pad_token_id)
         for row in ids[:, batch["input_ids"].shape[1]:]:
             text = tok.decode(row, skip_special_tokens=True)
