@@ -3,7 +3,9 @@
 Each stage is one MLflow run named after the stage, in a SQLite store under mlruns/ (artifacts
 beside it). Training loops report through `StepLogger`, a transformers callback, so metrics are
 logged per step. A resumed stage continues its MLflow run: the run id is kept in the stage's
-checkpoint folder.
+checkpoint folder. A process killed with kill -9 cannot close its run; every run carries its
+host and pid as tags, and the next stage or pipeline run started on that host marks runs whose
+process is gone as KILLED (close_orphaned_runs).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -74,6 +77,43 @@ def configure(params: Params) -> str:
 
 
 PARENT_ENV = "MMRPT_PARENT_RUN_ID"
+HOST_TAG, PID_TAG = "mmrpt.host", "mmrpt.pid"
+
+
+def _owner() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def close_orphaned_runs(experiment_id: str, keep: str | None = None) -> list[str]:
+    """Mark KILLED the runs left RUNNING by processes of this host that no longer exist (a
+    kill -9 ends a process before MLflow can close its run); ``keep``: a run about to be
+    resumed. A run from another host, or whose pid is alive (or reused), is left alone."""
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([experiment_id], max_results=1000,
+                              filter_string=f"attributes.status = 'RUNNING' and "
+                                            f"tags.`{HOST_TAG}` = '{socket.gethostname()}'")
+    closed = []
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if run.info.run_id != keep and pid.isdigit() and not _alive(int(pid)):
+            client.set_tag(run.info.run_id, "mmrpt.closed_by", f"pid {os.getpid()}: "
+                           f"process {pid} gone")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    if closed:
+        log.warning("marked %d MLflow run(s) KILLED, their process is gone: %s", len(closed),
+                    ", ".join(closed))
+    return closed
 
 
 def git_commit() -> str:
@@ -113,8 +153,9 @@ def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
     """A parent run for one pipeline run; stage runs started while it is open (in this
     process or in child processes, via $MMRPT_PARENT_RUN_ID) nest under it."""
     experiment_id = configure(params)
+    close_orphaned_runs(experiment_id)
     with mlflow.start_run(run_name=name, experiment_id=experiment_id) as run:
-        mlflow.set_tags(run_tags(params) | {"kind": "pipeline"})
+        mlflow.set_tags(run_tags(params) | _owner() | {"kind": "pipeline"})
         previous = os.environ.get(PARENT_ENV)
         os.environ[PARENT_ENV] = run.info.run_id
         try:
@@ -137,6 +178,7 @@ def stage_run(stage: str, params: Params, run_id_file: Path | None = None) -> It
     run_id = None
     if run_id_file is not None and run_id_file.exists():
         run_id = run_id_file.read_text().strip() or None
+    close_orphaned_runs(experiment_id, keep=run_id)
     parent = os.environ.get(PARENT_ENV)
     kwargs = {"parent_run_id": parent, "nested": True} if parent and run_id is None else {}
     with mlflow.start_run(run_id=run_id, run_name=stage, experiment_id=experiment_id,
@@ -148,6 +190,7 @@ def stage_run(stage: str, params: Params, run_id_file: Path | None = None) -> It
                 logged |= _flatten(section.model_dump(), f"{stage}.")
             mlflow.log_params(logged)
             mlflow.set_tags(run_tags(params) | {"stage": stage})
+        mlflow.set_tags(_owner())  # a resumed run now belongs to this process
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(run.info.run_id)

@@ -1,5 +1,7 @@
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -17,3 +19,35 @@ def test_unreachable_mlflow_server_falls_back_to_local_store(tiny_project: Path,
     mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlruns/mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert [r.info.run_name for r in runs] == ["data"]
+
+
+def test_runs_whose_process_died_are_closed_by_the_next_stage(tiny_project: Path, caplog):
+    """kill -9 leaves a run RUNNING; the next start on this host marks it KILLED, and leaves
+    runs of live processes, of other hosts and the one about to be resumed alone."""
+    from mmrpt import tracking
+    from mmrpt.config import load_params
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        experiment = tracking.configure(load_params("params.yaml", []))
+        client = mlflow.MlflowClient()
+        here = socket.gethostname()
+        ids = {name: client.create_run(experiment, run_name=name, tags={
+                   tracking.HOST_TAG: host, tracking.PID_TAG: str(pid)}).info.run_id
+               for name, host, pid in (("dead", here, dead.pid), ("alive", here, alive.pid),
+                                       ("elsewhere", "another-host", dead.pid),
+                                       ("resumed", here, dead.pid))}
+        assert tracking.close_orphaned_runs(experiment, keep=ids["resumed"]) == [ids["dead"]]
+        client.set_terminated(ids["resumed"], status="RUNNING")
+        assert main(["data"]) == 0  # a stage start does the same
+        status = {name: client.get_run(i).info.status for name, i in ids.items()}
+        assert status == {"dead": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING",
+                          "resumed": "KILLED"}
+        assert "process is gone" in caplog.text
+        data = [r for r in client.search_runs([experiment]) if r.info.run_name == "data"]
+        assert data[0].info.status == "FINISHED"
+        assert data[0].data.tags[tracking.HOST_TAG] == here
+    finally:
+        alive.kill()
