@@ -25,6 +25,7 @@ from typing import Any
 
 import mlflow
 import yaml
+from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
 
 from mmrpt.config import Params
@@ -77,11 +78,24 @@ def configure(params: Params) -> str:
 
 
 PARENT_ENV = "MMRPT_PARENT_RUN_ID"
-HOST_TAG, PID_TAG = "mmrpt.host", "mmrpt.pid"
+HOST_TAG, PID_TAG, CLOSED_TAG = "mmrpt.host", "mmrpt.pid", "mmrpt.closed_by"
+
+
+def _host() -> str:
+    """This machine as its processes see it: the hostname, plus (on Linux) the boot and the
+    pid namespace, so containers that share a hostname but not pids never judge each
+    other's processes."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8])
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return "/".join(parts)
 
 
 def _owner() -> dict[str, str]:
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    return {HOST_TAG: _host(), PID_TAG: str(os.getpid())}
 
 
 def _alive(pid: int) -> bool:
@@ -97,19 +111,23 @@ def _alive(pid: int) -> bool:
 def close_orphaned_runs(experiment_id: str, keep: str | None = None) -> list[str]:
     """Mark KILLED the runs left RUNNING by processes of this host that no longer exist (a
     kill -9 ends a process before MLflow can close its run); ``keep``: a run about to be
-    resumed. A run from another host, or whose pid is alive (or reused), is left alone."""
+    resumed. A run from another host, or whose pid is alive (or reused), is left alone. A
+    failure here (e.g. a server that refuses the update) is logged, never fatal."""
     client = mlflow.MlflowClient()
-    runs = client.search_runs([experiment_id], max_results=1000,
-                              filter_string=f"attributes.status = 'RUNNING' and "
-                                            f"tags.`{HOST_TAG}` = '{socket.gethostname()}'")
     closed = []
-    for run in runs:
-        pid = run.data.tags.get(PID_TAG, "")
-        if run.info.run_id != keep and pid.isdigit() and not _alive(int(pid)):
-            client.set_tag(run.info.run_id, "mmrpt.closed_by", f"pid {os.getpid()}: "
-                           f"process {pid} gone")
-            client.set_terminated(run.info.run_id, status="KILLED")
-            closed.append(run.info.run_id)
+    try:
+        runs = client.search_runs([experiment_id], max_results=1000,
+                                  filter_string=f"attributes.status = 'RUNNING' and "
+                                                f"tags.`{HOST_TAG}` = '{_host()}'")
+        for run in runs:
+            pid = run.data.tags.get(PID_TAG, "")
+            if run.info.run_id != keep and pid.isdigit() and not _alive(int(pid)):
+                client.set_tag(run.info.run_id, CLOSED_TAG,
+                               f"pid {os.getpid()}: process {pid} gone")
+                client.set_terminated(run.info.run_id, status="KILLED")
+                closed.append(run.info.run_id)
+    except (MlflowException, OSError) as e:
+        log.warning("could not close MLflow runs of dead processes: %s", e)
     if closed:
         log.warning("marked %d MLflow run(s) KILLED, their process is gone: %s", len(closed),
                     ", ".join(closed))
@@ -179,6 +197,19 @@ def stage_run(stage: str, params: Params, run_id_file: Path | None = None) -> It
     if run_id_file is not None and run_id_file.exists():
         run_id = run_id_file.read_text().strip() or None
     close_orphaned_runs(experiment_id, keep=run_id)
+    if run_id is not None:  # claim it before it shows RUNNING again
+        client = mlflow.MlflowClient()
+        try:
+            tags = client.get_run(run_id).data.tags
+        except MlflowException:  # e.g. mlruns/ was deleted but the checkpoints were kept
+            log.warning("MLflow run %s of %s not found: starting a new run", run_id,
+                        run_id_file)
+            run_id = None
+        else:
+            for key, value in _owner().items():
+                client.set_tag(run_id, key, value)
+            if CLOSED_TAG in tags:
+                client.delete_tag(run_id, CLOSED_TAG)
     parent = os.environ.get(PARENT_ENV)
     kwargs = {"parent_run_id": parent, "nested": True} if parent and run_id is None else {}
     with mlflow.start_run(run_id=run_id, run_name=stage, experiment_id=experiment_id,
@@ -189,8 +220,7 @@ def stage_run(stage: str, params: Params, run_id_file: Path | None = None) -> It
             if section is not None:
                 logged |= _flatten(section.model_dump(), f"{stage}.")
             mlflow.log_params(logged)
-            mlflow.set_tags(run_tags(params) | {"stage": stage})
-        mlflow.set_tags(_owner())  # a resumed run now belongs to this process
+            mlflow.set_tags(run_tags(params) | _owner() | {"stage": stage})
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(run.info.run_id)

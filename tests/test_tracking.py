@@ -1,4 +1,5 @@
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -33,14 +34,13 @@ def test_runs_whose_process_died_are_closed_by_the_next_stage(tiny_project: Path
     try:
         experiment = tracking.configure(load_params("params.yaml", []))
         client = mlflow.MlflowClient()
-        here = socket.gethostname()
+        here = tracking._host()
         ids = {name: client.create_run(experiment, run_name=name, tags={
                    tracking.HOST_TAG: host, tracking.PID_TAG: str(pid)}).info.run_id
                for name, host, pid in (("dead", here, dead.pid), ("alive", here, alive.pid),
                                        ("elsewhere", "another-host", dead.pid),
                                        ("resumed", here, dead.pid))}
         assert tracking.close_orphaned_runs(experiment, keep=ids["resumed"]) == [ids["dead"]]
-        client.set_terminated(ids["resumed"], status="RUNNING")
         assert main(["data"]) == 0  # a stage start does the same
         status = {name: client.get_run(i).info.status for name, i in ids.items()}
         assert status == {"dead": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING",
@@ -51,3 +51,33 @@ def test_runs_whose_process_died_are_closed_by_the_next_stage(tiny_project: Path
         assert data[0].data.tags[tracking.HOST_TAG] == here
     finally:
         alive.kill()
+
+
+def test_a_resumed_stage_claims_its_run_and_a_lost_run_starts_anew(tiny_project: Path, caplog):
+    from mmrpt import tracking
+    from mmrpt.config import load_params
+
+    params = load_params("params.yaml", [])
+    experiment = tracking.configure(params)
+    client = mlflow.MlflowClient()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = client.create_run(experiment, run_name="warmup", tags={
+        tracking.HOST_TAG: tracking._host(), tracking.PID_TAG: str(dead.pid)}).info.run_id
+    assert tracking.close_orphaned_runs(experiment) == [killed]
+    id_file = tiny_project / "checkpoints/warmup/mlflow_run_id.txt"
+    id_file.parent.mkdir(parents=True)
+    id_file.write_text(killed)
+    with tracking.stage_run("warmup", params, run_id_file=id_file) as run_id:
+        assert run_id == killed
+        assert client.get_run(killed).info.status == "RUNNING"
+    run = client.get_run(killed)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.PID_TAG] == str(os.getpid())
+    assert tracking.CLOSED_TAG not in run.data.tags
+
+    id_file.write_text("0" * 32)  # the store was wiped, the checkpoints were not
+    with tracking.stage_run("warmup", params, run_id_file=id_file) as run_id:
+        assert run_id != "0" * 32
+    assert "not found: starting a new run" in caplog.text
+    assert id_file.read_text() == run_id

@@ -49,7 +49,7 @@ def blank_hits(completion, targets: Sequence[str]) -> list[bool]:
 
 def headroom(model, processor, samples: Sequence[dict], root: str | Path, n: int = 16,
              temperature: float = 0.8, ks: Sequence[int] = (1, 2, 4, 8, 16),
-             max_new_tokens: int = 64, batch_size: int = 8,
+             max_new_tokens: int = 96, batch_size: int = 8,
              greedy: Sequence[str] | None = None) -> dict:
     """Greedy exact match and pass@k per blank of the model's answers (see summarise);
     ``greedy``: the model's greedy completions when already at hand."""
@@ -71,14 +71,14 @@ def summarise(samples: Sequence[dict], greedy: Sequence, sampled: Sequence, n: i
     the image). greedy_wrong_reachable: share of greedy-wrong blanks some sample gets right."""
     if len(greedy) != len(samples) or len(sampled) != n * len(samples):
         raise ValueError(f"need one greedy and {n} sampled completions per sample")
-    ks = [k for k in ks if k <= n]
+    ks = sorted({k for k in ks if k <= n} | {n})
     rows = []  # (label, greedy right, right of n)
     for j, s in enumerate(samples):
         g = blank_hits(greedy[j], s["targets"])
         right = np.sum([blank_hits(c, s["targets"]) for c in sampled[j * n:(j + 1) * n]],
                        axis=0, dtype=int)
         labels = s.get("labels") or [None] * len(s["targets"])
-        rows += [(labels[b], g[b], int(right[b])) for b in range(len(s["targets"]))]
+        rows += [(label, hit, int(c)) for label, hit, c in zip(labels, g, right, strict=True)]
 
     def part(rs):
         wrong = [c for _, g, c in rs if not g]
@@ -111,6 +111,7 @@ def paired(scores: Sequence[float], baseline: Sequence[float]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from mmrpt.modeling.loader import CheckpointError, load_vlm
+    from mmrpt.stages.common import device
 
     parser = argparse.ArgumentParser(prog="mmrpt passk", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True,
@@ -118,39 +119,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", required=True, help="masked samples (.jsonl)")
     parser.add_argument("--root", default="data/world", help="image root (default: %(default)s)")
     parser.add_argument("-n", type=int, default=16, help="samples per prompt (default: 16)")
-    parser.add_argument("-T", "--temperature", type=float, default=0.8)
+    parser.add_argument("-T", "--temperature", type=float, default=0.8,
+                        help="sampling temperature (default: 0.8, params.yaml rl.temperature)")
+    parser.add_argument("--max-new-tokens", type=int, default=96,
+                        help="greedy and sampled alike (default: 96, as the rl stage's eval)")
     parser.add_argument("--limit", type=int, default=300, help="first N samples (default: 300)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline", help="also compare greedy exact match per sample with "
                         "this model folder (e.g. the primer an arm started from)")
     parser.add_argument("--out", help="also write the result here (JSON)")
     args = parser.parse_args(argv)
-    if args.n < 1 or args.temperature <= 0 or args.limit < 1:
-        parser.error("-n, --temperature and --limit must be positive")
+    if min(args.n, args.max_new_tokens, args.limit) < 1 or args.temperature <= 0:
+        parser.error("-n, --temperature, --max-new-tokens and --limit must be positive")
+
+    def fail(message) -> int:
+        print(f"mmrpt passk: {message}", file=sys.stderr)
+        return 2
+
     try:
         for path in filter(None, (args.model, args.baseline)):
             if not Path(path).is_dir():
                 raise CheckpointError(f"{path}: not a model folder")
         samples = read_samples(args.samples)[: args.limit]
+        if not samples or (args.baseline and len(samples) < 2):
+            return fail(f"{args.samples}: {len(samples)} samples (need 1, or 2 with --baseline)")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         model, processor = load_vlm(args.model, dtype=torch.float32)
         base = args.baseline and load_vlm(args.baseline, dtype=torch.float32)
-    except (OSError, ValueError, CheckpointError) as e:
-        print(f"mmrpt passk: {e}", file=sys.stderr)
-        return 2
-    if not samples:
-        print(f"mmrpt passk: no samples in {args.samples}", file=sys.stderr)
-        return 2
-    torch.manual_seed(args.seed)
-    targets = [s["targets"] for s in samples]
-    _, greedy = fillin_exact_match(model, processor, samples, args.root)  # as the rl stage
-    result = {"model": args.model, "samples_file": args.samples,
-              **headroom(model, processor, samples, args.root, args.n, args.temperature,
-                         greedy=greedy)}
-    if base:
-        _, base_greedy = fillin_exact_match(*base, samples, args.root)
-        result["paired"] = {"baseline": args.baseline,
-                            **paired(exact_reward(greedy, targets),
-                                     exact_reward(base_greedy, targets))}
+        torch.manual_seed(args.seed)
+        targets = [s["targets"] for s in samples]
+        _, greedy = fillin_exact_match(model.to(device()), processor, samples, args.root,
+                                       args.max_new_tokens)
+        result = {"model": args.model, "samples_file": args.samples,
+                  **headroom(model, processor, samples, args.root, args.n, args.temperature,
+                             max_new_tokens=args.max_new_tokens, greedy=greedy)}
+        if base:
+            _, base_greedy = fillin_exact_match(base[0].to(device()), base[1], samples,
+                                                args.root, args.max_new_tokens)
+            result["paired"] = {"baseline": args.baseline,
+                                **paired(exact_reward(greedy, targets),
+                                         exact_reward(base_greedy, targets))}
+    except (OSError, KeyError, ValueError, CheckpointError) as e:  # unreadable input
+        return fail(f"{type(e).__name__}: {e}")
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -59,6 +59,10 @@ def test_summarise_counts_blanks_by_label():
     assert out["all"]["blanks"] == 3 and out["all"]["greedy_wrong"] == 2
     with pytest.raises(ValueError, match="4 sampled"):
         summarise(samples, greedy, sampled[:-1], n=4)
+    three = summarise(samples[1:], greedy[1:], sampled[4:7], n=3)
+    assert three["all"]["pass@3"] == 0.0 and "pass@4" not in three["all"]
+    with pytest.raises(ValueError):  # a label per blank, or none
+        summarise([{"targets": ["A.", "B."], "labels": [1]}], greedy[:1], sampled[:4], n=4)
 
 
 def test_paired_difference_and_its_standard_error():
@@ -116,3 +120,9 @@ def test_cli_writes_the_summary(tiny_rl, tmp_path, capsys):
     assert main(["--model", str(tmp_path / "m"), "--samples", str(path),
                  "--baseline", str(tmp_path / "gone")]) == 2
     assert "gone" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["--model", str(tmp_path / "m"), "--samples", str(tmp_path / "empty.jsonl")]) == 2
+    assert "0 samples" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "m"), "--samples", str(path),
+                 "--root", str(tmp_path / "no_images")]) == 2
+    assert "FileNotFoundError" in capsys.readouterr().err
