@@ -3,7 +3,8 @@
 Each stage is a Prefect task named after the stage that runs `mmrpt.stages.<stage>.run` with
 the validated params, retries failures that may pass on a second try (not bad params or bad
 input: a ValueError, which ParamsError is, or a missing file), and publishes its metrics table
-and MLflow run link as an artifact. One flow run = one MLflow parent run with the stage runs nested under it.
+and MLflow run link as an artifact. One flow run = one MLflow parent run with the stage runs
+nested under it.
 Deployment parameters (overrides, seed, model path, working directory) go through the same
 schema as params.yaml before any stage starts.
 """

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from mmrpt.pretrain.warmup import open_rgb
-from mmrpt.rl.fillin import fillin_exact_match, generate, read_samples
-from mmrpt.rl.rewards import completion_text, exact_reward, normalise, parse
+from mmrpt.rl.fillin import generate, read_samples
+from mmrpt.rl.rewards import blank_hits, exact_reward
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -40,28 +40,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def blank_hits(completion, targets: Sequence[str]) -> list[bool]:
-    """Per placeholder: is the answer the hidden text (the exact reward's normalisation)?"""
-    answers = parse(completion_text(completion)).answers
-    return [bool(normalise(t)) and normalise(answers.get(i + 1, "")) == normalise(t)
-            for i, t in enumerate(targets)]
-
-
-def headroom(model, processor, samples: Sequence[dict], root: str | Path, n: int = 16,
+def headroom(model, processor, samples: Sequence[dict], images: Sequence, n: int = 16,
              temperature: float = 0.8, ks: Sequence[int] = (1, 2, 4, 8, 16),
-             max_new_tokens: int = 96, batch_size: int = 8,
-             greedy: Sequence[str] | None = None) -> dict:
-    """Greedy exact match and pass@k per blank of the model's answers (see summarise);
-    ``greedy``: the model's greedy completions when already at hand."""
-    root = Path(root)
-    images = [open_rgb(root / s["image"]) for s in samples]
+             max_new_tokens: int = 96, batch_size: int = 8) -> tuple[dict, list[str]]:
+    """Greedy exact match and pass@k per blank of the model's answers (see summarise), and
+    its greedy completions (for a paired comparison)."""
     prompts = [s["prompt"] for s in samples]
-    if greedy is None:
-        greedy = generate(model, processor, images, prompts, max_new_tokens, 32)
+    greedy = generate(model, processor, images, prompts, max_new_tokens, 32)
     sampled = generate(model, processor, images, prompts, max_new_tokens, batch_size,
                        temperature=temperature, num_samples=n, progress=True)
-    return {"samples": len(samples), "n": n, "temperature": temperature,
-            **summarise(samples, greedy, sampled, n, ks)}
+    return ({"samples": len(samples), "n": n, "temperature": temperature,
+             **summarise(samples, greedy, sampled, n, ks)}, greedy)
 
 
 def summarise(samples: Sequence[dict], greedy: Sequence, sampled: Sequence, n: int,
@@ -147,16 +136,15 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         model, processor = load_vlm(args.model, dtype=torch.float32)
         base = args.baseline and load_vlm(args.baseline, dtype=torch.float32)
+        images = [open_rgb(Path(args.root) / s["image"]) for s in samples]
         torch.manual_seed(args.seed)
-        targets = [s["targets"] for s in samples]
-        _, greedy = fillin_exact_match(model.to(device()), processor, samples, args.root,
-                                       args.max_new_tokens)
-        result = {"model": args.model, "samples_file": args.samples,
-                  **headroom(model, processor, samples, args.root, args.n, args.temperature,
-                             max_new_tokens=args.max_new_tokens, greedy=greedy)}
+        summary, greedy = headroom(model.to(device()), processor, samples, images, args.n,
+                                   args.temperature, max_new_tokens=args.max_new_tokens)
+        result = {"model": args.model, "samples_file": args.samples, **summary}
         if base:
-            _, base_greedy = fillin_exact_match(base[0].to(device()), base[1], samples,
-                                                args.root, args.max_new_tokens)
+            base_greedy = generate(base[0].to(device()), base[1], images,
+                                   [s["prompt"] for s in samples], args.max_new_tokens, 32)
+            targets = [s["targets"] for s in samples]
             result["paired"] = {"baseline": args.baseline,
                                 **paired(exact_reward(greedy, targets),
                                          exact_reward(base_greedy, targets))}

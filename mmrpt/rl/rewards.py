@@ -98,10 +98,16 @@ def format_reward(completions, targets, **_) -> list[float]:
     return out
 
 
+def blank_hits(completion, targets: Sequence[str]) -> list[bool]:
+    """Per placeholder [1]..[n]: is its answer the (non-empty) hidden text, normalised?"""
+    answers = parse(completion_text(completion)).answers
+    return [bool(normalise(t)) and normalise(answers.get(i + 1, "")) == normalise(t)
+            for i, t in enumerate(targets)]
+
+
 def exact_reward(completions, targets, **_) -> list[float]:
-    return [float(np.mean([normalise(p.answers.get(i + 1, "")) == normalise(t) and
-                           bool(normalise(t)) for i, t in enumerate(tgt)])) if tgt else 0.0
-            for p, tgt in _answers(completions, targets)]
+    return [float(np.mean(blank_hits(c, tgt))) if len(tgt) else 0.0
+            for c, tgt in zip(completions, targets, strict=True)]
 
 
 def prefix_credit(answer: str, target: str) -> float:

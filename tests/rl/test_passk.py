@@ -8,7 +8,8 @@ import torch
 
 from mmrpt.pretrain.warmup import open_rgb
 from mmrpt.rl.fillin import generate
-from mmrpt.rl.passk import blank_hits, main, paired, pass_at_k, summarise
+from mmrpt.rl.passk import main, paired, pass_at_k, summarise
+from mmrpt.rl.rewards import blank_hits
 
 
 @pytest.mark.parametrize("n", [1, 3, 6])
