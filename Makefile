@@ -24,13 +24,28 @@ $(VENV)/.installed: pyproject.toml
 
 main: setup
 	dvc repro
-	python -m mmrpt.report.summary
+	python -m mmrpt summary
 
 lint: setup
-	ruff check mmrpt flows tests
+	ruff check mmrpt flows tests bench
+	ruff format --check mmrpt flows tests bench
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+# `dvc plots show` page template with vega, vega-lite and vega-embed inline, so plots render
+# offline (.dvc/config: plots.html_template); generated from vl-convert-python, git-ignored.
+DVC_PLOTS_PAGE := .dvc/plots_page.html
+setup: $(DVC_PLOTS_PAGE)
+$(DVC_PLOTS_PAGE): mmrpt/report/dvc_plots.py $(VENV)/.installed
+	$(PY) -m mmrpt plots-template --out $@
+
+# Headless Chromium (Debian) for tests/report/test_plots_page.py (the offline plots page).
+.PHONY: browser
+test: browser
+browser:
+	@command -v chromium >/dev/null || (export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null)

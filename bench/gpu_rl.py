@@ -135,7 +135,7 @@ def bench(tmp: Path) -> None:
 
     data = samples(tmp / "world", max(64, 2 * args.batch), args.image_size)
     spec = TinySpec(**SIZES[args.size], image_size=args.image_size)
-    tokenizer = train_tokenizer(world.vocabulary_text() * 20 + [s["prompt"] for s in data],
+    tokenizer = train_tokenizer(world.vocabulary_text() * 20 + [s.prompt for s in data],
                                 spec.vocab_size)
     processor = build_processor(tokenizer, args.image_size)
     with torch.device(device):  # initialise the weights where they will live

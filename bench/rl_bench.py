@@ -46,12 +46,11 @@ KEYS = ("timing/step_s", "timing/generation_s", "timing/reward_s", "timing/updat
         "tokens/s")
 
 
-def source(params, tmp: Path) -> tuple[str, list[dict], Path, str]:
+def source(params, tmp: Path) -> tuple[str, list, Path, str]:
     """(model folder, samples, image root, description): the pipeline's, else synthetic."""
-    from mmrpt.rl.fillin import read_samples
-    from mmrpt.stages.primer import masked_path
+    from mmrpt.masking.samples import read_samples, samples_path
 
-    masked = ROOT / masked_path(params, params.mask.selectors[0], "train")
+    masked = ROOT / samples_path(params.mask.out_dir, params.mask.selectors[0], "train")
     model_dir = ROOT / params.primer.out_dir
     if masked.exists() and (model_dir / "model.safetensors").exists():
         samples = read_samples(masked)[params.primer.n_samples :]
@@ -67,7 +66,7 @@ def source(params, tmp: Path) -> tuple[str, list[dict], Path, str]:
     samples = [s for r in records if (s := label_masked_sample(
         r, params.mask.max_masks, params.mask.instruction, rng))]
     spec = TinySpec(**params.model.tiny.model_dump(), image_size=dp.image_size)
-    texts = world.vocabulary_text() * 20 + [s["prompt"] for s in samples]
+    texts = world.vocabulary_text() * 20 + [s.prompt for s in samples]
     build_tiny_vlm(texts, spec, tmp / "model", seed=params.seed)
     return str(tmp / "model"), samples, tmp / "world", "untrained tiny + label masks (fallback)"
 

@@ -1,34 +1,54 @@
-"""Prefect flow over the pipeline stages: orchestration only, no ML logic.
+"""Prefect flow over the DVC pipeline: orchestration only, no ML logic and no second graph.
 
-Each stage is a Prefect task named after the stage that runs `mmrpt.stages.<stage>.run` with
-the validated params, retries failures that may pass on a second try (not bad params or bad
-input: a ValueError, which ParamsError is, or a missing file), and publishes its metrics table
-and MLflow run link as an artifact. One flow run = one MLflow parent run with the stage runs
-nested under it.
-Deployment parameters (overrides, seed, model path, working directory) go through the same
-schema as params.yaml before any stage starts.
+The graph is DVC's (dvc.yaml, generated from mmrpt/pipeline.py): the flow reads it from the
+DVC project in ``workdir`` and runs one Prefect task per DVC stage (matrix items included,
+``rl@mmrpt-0``), each as ``dvc repro --single-item <stage>``. So DVC decides what is up to
+date, runs the stage's command and records it in dvc.lock: after a flow run ``dvc status``
+says the pipeline is up to date, exactly as after ``dvc repro``. A task waits for the tasks of
+the stages it depends on; stages that do not depend on each other (the arms x seeds) run
+concurrently, up to ``max_parallel`` at a time (DVC releases its lock while a stage command
+runs). Overrides are written into the workdir's params.yaml first (as ``dvc exp run -S``
+does), after validation by the same schema, so DVC sees them as params changes.
+
+Failures: a stage that exits 2 (bad params or input: fails the same way every time) fails its
+task at once; anything else (a killed worker, OOM, I/O) is retried twice. Each stage task
+publishes an artifact with its headline metrics and the link to its MLflow run. One flow run
+is one MLflow parent run; the stage runs nest under it ($MMRPT_PARENT_RUN_ID).
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import wait
 
 from mmrpt import tracking
-from mmrpt.config import ARMS, STAGES, load_params, run_name
+from mmrpt.config import ParamsError, load_params
 
-PER_RUN = ("rl", "sft", "eval")  # once per (arm, seed); the others once
+BAD_INPUT_EXIT = 2  # what `python -m mmrpt` returns for bad params or input
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, code: int, tail: str):
+        super().__init__(f"stage {stage} failed (exit {code}):\n{tail}")
+        self.stage, self.code = stage, code
 
 
 def may_pass_on_retry(task, task_run, state) -> bool:
-    """Prefect's retry condition: a ValueError (bad params or data) or a missing file fails
-    the same way every time, so the stage fails at once, naming the cause."""
+    """Prefect's retry condition: bad params or input fail the same way every time."""
     try:
         state.result()
+    except StageFailed as e:
+        return e.code != BAD_INPUT_EXIT
     except (ValueError, FileNotFoundError):
         return False
     except Exception:  # noqa: BLE001 - everything else (killed worker, OOM, I/O) may pass
@@ -36,56 +56,137 @@ def may_pass_on_retry(task, task_run, state) -> bool:
     return True
 
 
+def dvc_graph(workdir: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """The DVC stages of ``workdir`` in topological order, and each one's upstream stages."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(workdir)) as repo:
+        graph = repo.index.graph  # edges: stage -> the stages it depends on
+        order = list(reversed(list(nx.topological_sort(graph))))
+        names = {s: s.name for s in graph.nodes}  # "rl@mmrpt-0", as `dvc repro` takes it
+        return ([names[s] for s in order],
+                {names[s]: [names[d] for d in graph.successors(s)] for s in order})
+
+
+def select(order: list[str], upstream: dict[str, list[str]],
+           targets: list[str] | None) -> list[str]:
+    """The stages ``dvc repro <targets>`` would consider: the targets (a stage name, a matrix
+    group such as ``rl``, or one item ``rl@mmrpt-0``) and everything upstream of them."""
+    if not targets:
+        return order
+    unknown = [t for t in targets if not any(s == t or s.startswith(t + "@") for s in order)]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; DVC stages: {', '.join(order)}")
+    chosen = {s for s in order for t in targets if s == t or s.startswith(t + "@")}
+    todo = list(chosen)
+    while todo:
+        for dep in upstream[todo.pop()]:
+            if dep not in chosen:
+                chosen.add(dep)
+                todo.append(dep)
+    return [s for s in order if s in chosen]
+
+
+def write_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
+    """Apply dotted-key overrides to params.yaml in place, keeping its comments."""
+    from ruamel.yaml import YAML
+
+    rt = YAML(typ="rt")  # round-trip: safe (plain YAML types only), keeps the comments
+    doc = rt.load(params_file.read_text()) or {}
+    for key, value in overrides.items():
+        node = doc
+        *path, leaf = key.split(".")
+        for k in path:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    with open(params_file, "w") as f:
+        rt.dump(doc, f)
+
+
+_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=may_pass_on_retry)
-def run_stage(stage: str, params_path: str, overrides: dict[str, Any], parent: str) -> dict:
-    params = load_params(params_path, overrides)
-    metrics = importlib.import_module(f"mmrpt.stages.{stage}").run(params)
-    run_id = tracking.child_run_id(parent, stage)
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                     for k, v in sorted(metrics.items()))
-    link = f"[MLflow run]({tracking.run_url(run_id)})" if run_id else "(no MLflow run found)"
-    create_markdown_artifact(key=f"{stage}-metrics", description=f"stage {stage}",
-                             markdown=f"## {stage}\n{link}\n\n| metric | value |\n|---|---|\n{rows}")
+def repro_stage(stage: str, workdir: str, max_parallel: int = 1) -> dict:
+    """``dvc repro --single-item <stage>`` in ``workdir``; returns the stage's metrics."""
+    logger = get_run_logger()
+    slot = _slots.setdefault(max_parallel, threading.BoundedSemaphore(max_parallel))
+    with slot:
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "repro",
+                               "--single-item", stage], cwd=workdir, text=True,
+                              capture_output=True, env=os.environ.copy())
+    out = (proc.stdout + proc.stderr).strip()
+    if proc.returncode:
+        code = BAD_INPUT_EXIT if f"exited with {BAD_INPUT_EXIT}" in out else proc.returncode
+        raise StageFailed(stage, code, out[-3000:])
+    ran = "Running stage" in out
+    logger.info("%s: %s in %.0f s", stage, "ran" if ran else "up to date", time.time() - t0)
+    metrics = stage_metrics(Path(workdir), stage)
+    if ran:
+        publish(stage, metrics)
     return metrics
 
 
+def stage_metrics(workdir: Path, stage: str) -> dict:
+    """The stage's metrics file (per-run stages: metrics/<stage>/<arm>-<seed>.json)."""
+    name, _, run = stage.partition("@")
+    path = workdir / "metrics" / (f"{name}/{run}.json" if run else f"{name}.json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def publish(stage: str, metrics: dict) -> None:
+    parent = os.environ.get(tracking.PARENT_ENV)
+    name, _, run = stage.partition("@")
+    run_id = tracking.child_run_id(parent, f"{name}/{run}" if run else name) if parent else None
+    flat = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in sorted(flat.items())[:60])
+    link = f"[MLflow run]({tracking.run_url(run_id)})" if run_id else "(no MLflow run found)"
+    key = stage.replace("@", "-").replace("_", "-").lower()
+    create_markdown_artifact(key=f"{key}-metrics", description=f"stage {stage}",
+                             markdown=f"## {stage}\n{link}\n\n| metric | value |\n|---|---|\n{rows}")
+
+
 @flow(name="mmrpt-pipeline")
-def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
-             overrides: dict[str, Any] | None = None, seed: int | None = None,
-             model_path: str | None = None, workdir: str | None = None,
-             arms: list[str] | None = None) -> dict[str, dict]:
-    """Run ``stages`` (default: all, in order) with params.yaml plus ``overrides`` (dotted
-    keys, e.g. {"warmup.max_steps": 200}); ``seed`` and ``model_path`` are shortcuts for the
-    seed and model.path overrides; ``workdir`` is where params.yaml and the outputs live;
-    the rl, sft and eval stages run once per arm in ``arms`` (default: all four) and seed in
-    `seeds`, the report once over them."""
-    if workdir:
-        os.chdir(workdir)
+def pipeline(stages: list[str] | None = None, overrides: dict[str, Any] | None = None,
+             seed: int | None = None, model_path: str | None = None,
+             workdir: str | None = None, max_parallel: int = 1) -> dict[str, dict]:
+    """Reproduce the DVC pipeline in ``workdir`` (default: the current directory, the
+    deployed checkout): ``stages`` (default all; a stage, a matrix group such as ``rl`` or an
+    item such as ``rl@mmrpt-0``, with what they depend on) after applying ``overrides``
+    (dotted params keys, e.g. {"warmup.max_steps": 200}; ``seed`` and ``model_path`` are
+    shortcuts) to its params.yaml. Returns {DVC stage: its metrics}."""
+    work = Path(workdir or ".").resolve()
     overrides = dict(overrides or {})
     if seed is not None:
         overrides["seed"] = seed
     if model_path is not None:
         overrides["model.path"] = model_path
-    params = load_params(params_path, overrides)  # fail before any work
-    stages = list(stages or STAGES)
-    unknown = [s for s in stages if s not in STAGES] + [a for a in arms or [] if a not in ARMS]
-    if unknown:
-        raise ValueError(f"unknown stages/arms {unknown}; known: {list(STAGES)}, {list(ARMS)}")
-    results = {}
-    with tracking.pipeline_run(params) as parent:
-        for stage in STAGES:
-            if stage not in stages:
-                continue
-            get_run_logger().info("stage %s", stage)
-            task_ = run_stage.with_options(name=stage)
-            if stage in PER_RUN:
-                results[stage] = {
-                    run_name(arm, s): task_(stage, params_path,
-                                            overrides | {"rl.arm": arm, "rl.seed": s}, parent)
-                    for arm in (arms or ARMS) for s in params.seeds}
-            else:
-                results[stage] = task_(stage, params_path, overrides, parent)
-    return results
+    if max_parallel < 1:
+        raise ParamsError("max_parallel must be >= 1")
+    params = load_params(work / "params.yaml", overrides)  # fail before any work
+    if overrides:
+        write_overrides(work / "params.yaml", overrides)
+    order, upstream = dvc_graph(work)
+    chosen = select(order, upstream, stages)
+    logger = get_run_logger()
+    logger.info("%d DVC stages in %s: %s", len(chosen), work, ", ".join(chosen))
+    cwd = os.getcwd()
+    os.chdir(work)  # the MLflow store of this project (tracking_uri is relative)
+    try:
+        with tracking.pipeline_run(params):
+            futures: dict[str, Any] = {}
+            for s in chosen:
+                task_ = repro_stage.with_options(name=s.partition("@")[0])
+                futures[s] = task_.submit(s, str(work), max_parallel,
+                                          wait_for=[futures[d] for d in upstream[s]
+                                                    if d in futures])
+            wait(list(futures.values()))
+            return {s: f.result() for s, f in futures.items()}
+    finally:
+        os.chdir(cwd)
 
 
 if __name__ == "__main__":

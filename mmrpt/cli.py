@@ -1,45 +1,147 @@
-"""`python -m mmrpt <stage>`: run one pipeline stage with params.yaml (plus overrides)."""
+"""`python -m mmrpt ...`: the one command-line entry point.
+
+    python -m mmrpt <stage> [-S key=value ...]            one pipeline stage
+    python -m mmrpt rl --arm mmrpt --seed 0               a per-run stage (rl, sft, eval)
+    python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--help``)
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
-from mmrpt.config import STAGES, ParamsError, load_params
+from mmrpt.config import ParamsError, load_params
+from mmrpt.pipeline import NAMES, PER_RUN
+
+TOOLS = ("compare", "passk", "summary", "dvc-yaml", "plots-template")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["compare"]:
-        from mmrpt.report.compare import main as compare
-
-        return compare(argv[1:])
-    if argv[:1] == ["passk"]:
-        from mmrpt.rl.passk import main as passk
-
-        return passk(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="mmrpt", description="MMRPT pipeline stages: " + ", ".join(STAGES),
-        epilog="Also: `python -m mmrpt compare --help` compares MLflow runs; `python -m mmrpt "
-               "passk --help` measures a fill-in policy's pass@k (GRPO's headroom).")
-    parser.add_argument("stage", choices=STAGES, help="the stage to run")
+def _params_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a param, e.g. -S warmup.lr=1e-3")
-    args = parser.parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmrpt", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name in NAMES:
+        p = sub.add_parser(name, help=f"run the {name} stage")
+        _params_args(p)
+        if name in PER_RUN:
+            p.add_argument("--arm", required=True, help="the arm (a key of `arms`)")
+            p.add_argument("--seed", type=int, required=True, help="the replicate seed")
+    p = sub.add_parser("compare", help="compare MLflow runs of one stage (table + plot)")
+    p.add_argument("--stage", default="warmup", help="runs of this stage")
+    p.add_argument("--metrics", default="eval/image_gain,eval/loss_true_image",
+                   help="comma-separated metric names")
+    p.add_argument("--params", dest="param_names", default="seed",
+                   help="comma-separated param names")
+    p.add_argument("--max-runs", type=int, default=20)
+    p.add_argument("--out", default="compare.png", help="bar plots of the metrics")
+    p.add_argument("--params-file", default="params.yaml")
+    p = sub.add_parser("passk", help="greedy exact match vs pass@k of a fill-in policy")
+    p.add_argument("--model", required=True, help="a local fill-in model folder")
+    p.add_argument("--samples", required=True, help="masked samples (.jsonl)")
+    p.add_argument("--root", default="data/world", help="image root (default: %(default)s)")
+    p.add_argument("-n", type=int, default=16, help="samples per prompt (default: 16)")
+    p.add_argument("-T", "--temperature", type=float, default=0.8,
+                   help="sampling temperature (default: 0.8, params.yaml rl.temperature)")
+    p.add_argument("--max-new-tokens", type=int, default=96,
+                   help="greedy and sampled alike (default: 96, as the rl stage's eval)")
+    p.add_argument("--limit", type=int, default=300, help="first N samples (default: 300)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", help="also compare greedy exact match per sample with this "
+                   "model folder (e.g. the primer an arm started from)")
+    p.add_argument("--out", help="also write the result here (JSON)")
+    p = sub.add_parser("summary", help="print the headline metrics and the report")
+    p.add_argument("--metrics-dir", default="metrics")
+    p.add_argument("--report", default="reports/report.md")
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml from mmrpt/pipeline.py")
+    p.add_argument("--out", default="dvc.yaml")
+    p = sub.add_parser("plots-template", help="write the offline `dvc plots show` page template")
+    p.add_argument("--out", default=".dvc/plots_page.html")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"mmrpt: {message}", file=sys.stderr)
+    return 2
+
+
+def _tool(args) -> int:
+    if args.command == "dvc-yaml":
+        from mmrpt.pipeline import write_dvc_yaml
+
+        print(f"wrote {write_dvc_yaml(args.out)}")
+        return 0
+    if args.command == "plots-template":
+        from mmrpt.report.dvc_plots import write_page_template
+
+        print(f"wrote {write_page_template(args.out)}")
+        return 0
+    if args.command == "summary":
+        from mmrpt.report.summary import print_summary
+
+        print_summary(args.metrics_dir, args.report)
+        return 0
+    if args.command == "compare":
+        from mmrpt.compare import compare
+
+        return compare(load_params(args.params_file), args.stage,
+                       [m for m in args.metrics.split(",") if m],
+                       [p for p in args.param_names.split(",") if p], args.max_runs,
+                       Path(args.out))
+    from mmrpt.modeling.loader import CheckpointError
+    from mmrpt.rl.passk import run_passk
+
+    if min(args.n, args.max_new_tokens, args.limit) < 1 or args.temperature <= 0:
+        return _fail("passk: -n, --temperature, --max-new-tokens and --limit must be positive")
+    try:
+        result = run_passk(args.model, args.samples, args.root, n=args.n,
+                           temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                           limit=args.limit, seed=args.seed, baseline=args.baseline)
+    except (OSError, KeyError, ValueError, CheckpointError) as e:  # unreadable input
+        return _fail(f"passk: {type(e).__name__}: {e}")
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def run_stage(name: str, params, arm: str | None = None, seed: int | None = None) -> dict:
+    """Run one stage in this process (the CLI and tests call this)."""
+    from mmrpt.pipeline import context
+
+    ctx = context(name, params, arm, seed)
+    try:
+        return importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+    finally:
+        record = os.environ.get("MMRPT_RECORD_READS")
+        if record:  # which declared params the stage really read (tests/test_pipeline.py)
+            with open(record, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"stage": name, "reads": sorted(ctx.params.reads)}) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("MMRPT_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in TOOLS:
+        return _tool(args)
     try:
         params = load_params(args.params, args.overrides)
     except (ParamsError, FileNotFoundError) as e:
-        print(f"mmrpt: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     try:
-        importlib.import_module(f"mmrpt.stages.{args.stage}").run(params)
+        run_stage(args.command, params, getattr(args, "arm", None), getattr(args, "seed", None))
     except ParamsError as e:  # a check that needs the model or data (e.g. score.layers)
-        print(f"mmrpt: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     return 0

@@ -8,19 +8,19 @@ components; components never see this module.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-STAGES = ("data", "warmup", "score", "mask", "primer", "rl", "sft", "eval", "report")
-ARMS = ("ntp", "masked_sft", "random_mask", "mmrpt")
 REWARD_TERMS = ("format", "exact", "prefix", "semantic", "visual")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused for every float (they pass `ge`/`le` checks otherwise)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataParams(Section):
@@ -31,6 +31,12 @@ class DataParams(Section):
     image_size: int = Field(168, ge=28, le=4096)
     max_objects: int = Field(3, ge=1, le=9)
     prior_strength: float = Field(0.7, ge=0.0, le=1.0)
+    # P(a train caption names an object's prior colour when the image shows another): the
+    # descriptive bias of real captions (the study's knob; 0 = captions true to the image)
+    caption_bias: float = Field(0.0, ge=0.0, le=1.0)
+    # held-out probes: one colour question per object (not one per scene): more
+    # prior-conflict probes per scene for the study
+    probe_colour_all: bool = False
     n_train: int = Field(3000, ge=1)
     n_dev: int = Field(300, ge=1)
     n_test: int = Field(300, ge=1)
@@ -172,10 +178,8 @@ class PrimerParams(Section):
 
 
 class RLParams(Section):
-    arm: Literal["ntp", "masked_sft", "random_mask", "mmrpt"] = "mmrpt"
-    # This run's replicate: each (arm, seed) is one run named "<arm>-<seed>" (rl, sft and
-    # eval stages); the replicates the pipeline runs are the top-level `seeds`.
-    seed: int = Field(0, ge=0)
+    """What every arm shares (one run = one arm of `arms` x one seed of `seeds`)."""
+
     out_dir: str = "models/rl"  # per run: <out_dir>/<arm>-<seed>
     checkpoint_dir: str = "checkpoints/rl"
     steps: int = Field(150, ge=1)  # optimizer steps, the same for every arm
@@ -199,24 +203,47 @@ class RLParams(Section):
 
     @model_validator(mode="after")
     def _rewards(self) -> RLParams:
-        unknown = set(self.reward_weights) - set(REWARD_TERMS)
-        if unknown:
-            raise ValueError(f"rl.reward_weights: unknown terms {sorted(unknown)}; "
-                             f"known: {list(REWARD_TERMS)}")
+        _check_rewards(self.reward_weights, "rl.reward_weights")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise ValueError(f"rl.deepspeed: no such config file {self.deepspeed}")
-        if not any(w > 0 for w in self.reward_weights.values()):
-            raise ValueError("rl.reward_weights: at least one weight must be > 0")
         return self
 
-    @property
-    def run_name(self) -> str:
-        return run_name(self.arm, self.seed)
 
 
-def run_name(arm: str, seed: int) -> str:
-    """One replicate of one arm: the folder and DVC matrix name of its rl/sft/eval outputs."""
-    return f"{arm}-{seed}"
+class ArmParams(Section):
+    """One arm of the comparison: an objective on masked samples from the shared primer.
+    ntp: caption next-token prediction on the samples' captions; sft: supervised fill-in
+    (imitation); grpo: GRPO with the reward; an ablation is another entry in `arms`."""
+
+    objective: Literal["ntp", "sft", "grpo"]
+    # whose masks: "primary" (mask.selectors[0]) or a selector named in mask.selectors
+    masks: str = "primary"
+    lr: float | None = Field(None, gt=0, le=1.0)  # null: rl.lr (grpo), rl.sft_lr (ntp, sft)
+    reward_weights: dict[str, float] | None = None  # null: rl.reward_weights (grpo only)
+
+    @model_validator(mode="after")
+    def _arm(self) -> ArmParams:
+        if self.reward_weights is not None:
+            if self.objective != "grpo":
+                raise ValueError("reward_weights only apply to objective grpo")
+            _check_rewards(self.reward_weights, "reward_weights")
+        return self
+
+
+def _check_rewards(weights: dict[str, float], key: str) -> None:
+    unknown = set(weights) - set(REWARD_TERMS)
+    if unknown:
+        raise ValueError(f"{key}: unknown terms {sorted(unknown)}; known: {list(REWARD_TERMS)}")
+    if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+        raise ValueError(f"{key}: weights must be >= 0 with at least one > 0")
+
+
+DEFAULT_ARMS = {
+    "ntp": ArmParams(objective="ntp"),
+    "masked_sft": ArmParams(objective="sft"),
+    "random_mask": ArmParams(objective="grpo", masks="random"),
+    "mmrpt": ArmParams(objective="grpo"),
+}
 
 
 class SFTParams(Section):
@@ -276,11 +303,17 @@ class TrackingParams(Section):
     experiment: str = "mmrpt"
 
 
+SEED_MAX = 2**31 - 1
+
+
 class Params(Section):
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     # Replicates of the arm stages (rl, sft, eval: the dvc.yaml matrix arms x seeds); the
     # report gives mean and spread over them. Top-level, so adding seeds reruns no seed.
     seeds: list[int] = Field([0], min_length=1)
+    # The arms compared (rl, sft and eval run once per arm and seed); names are folder names.
+    arms: dict[str, ArmParams] = Field(default_factory=lambda: dict(DEFAULT_ARMS),
+                                       min_length=1)
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     warmup: WarmupParams = WarmupParams()
@@ -295,16 +328,22 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError("seeds must be distinct non-negative integers")
+        if (len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0
+                or max(self.seeds) > 1000):
+            raise ValueError("seeds must be distinct integers in 0..1000")
+        for name, arm in self.arms.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+                raise ValueError(f"arms.{name}: arm names are folder names: lower-case "
+                                 "letters, digits and _, starting with a letter")
+            if arm.masks != "primary" and arm.masks not in self.mask.selectors:
+                raise ValueError(f"arms.{name}.masks={arm.masks!r} is not in mask.selectors "
+                                 f"{self.mask.selectors}")
         if "counterfactual" in self.mask.selectors and not (
                 self.score.counterfactual and self.score.counterfactual_train):
             raise ValueError("mask.selectors counterfactual needs score.counterfactual and "
                              "score.counterfactual_train")
         if self.mask.selectors[0] == "random":
             raise ValueError("mask.selectors: the first (primary) selector must not be random")
-        if "random" not in self.mask.selectors:
-            raise ValueError("mask.selectors must include random (the random_mask arm)")
         if self.model.path is None and not self.warmup.enabled:
             raise ValueError("warmup.enabled=false needs model.path (the tiny model starts "
                              "untrained and must be warmed up)")

@@ -186,13 +186,17 @@ def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
 
 
 @contextmanager
-def stage_run(stage: str, params: Params, run_id_file: Path | None = None) -> Iterator[str]:
-    """An MLflow run for one stage, logging its params section; yields the run id.
+def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
+    """An MLflow run for one stage (``ctx``: its mmrpt.contract.StageContext), named
+    ``<stage>`` or ``<stage>/<arm>-<seed>``, logging exactly the params the stage declares;
+    yields the run id.
 
     With ``run_id_file``, a run id found there is resumed and a new one is written there.
     Nested under $MMRPT_PARENT_RUN_ID when set (a pipeline run), else top level.
     """
-    experiment_id = configure(params)
+    stage = ctx.stage.name
+    name = f"{stage}/{ctx.run_name}" if ctx.stage.per_run else stage
+    experiment_id = configure(ctx.full)
     run_id = None
     if run_id_file is not None and run_id_file.exists():
         run_id = run_id_file.read_text().strip() or None
@@ -212,19 +216,24 @@ def stage_run(stage: str, params: Params, run_id_file: Path | None = None) -> It
                 client.delete_tag(run_id, CLOSED_TAG)
     parent = os.environ.get(PARENT_ENV)
     kwargs = {"parent_run_id": parent, "nested": True} if parent and run_id is None else {}
-    with mlflow.start_run(run_id=run_id, run_name=stage, experiment_id=experiment_id,
+    with mlflow.start_run(run_id=run_id, run_name=name, experiment_id=experiment_id,
                           **kwargs) as run:
         if run_id is None:
-            section = getattr(params, stage, None)
-            logged = {"seed": params.seed, "model.path": params.model.path or "tiny"}
-            if section is not None:
-                logged |= _flatten(section.model_dump(), f"{stage}.")
-            mlflow.log_params(logged)
-            mlflow.set_tags(run_tags(params) | _owner() | {"stage": stage})
+            mlflow.log_params({k: "null" if v is None else v
+                               for k, v in ctx.logged_params().items()})
+            tags = {"stage": stage}
+            if ctx.stage.per_run:
+                tags |= {"arm": ctx.arm, "replicate": str(ctx.seed), "run": ctx.run_name}
+            mlflow.set_tags(run_tags(ctx.full) | _owner() | tags)
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(run.info.run_id)
         yield run.info.run_id
+
+
+def log_model(folder: str | Path, name: str) -> None:
+    """A stage's final model: its folder as the run's ``model`` artifact."""
+    log_artifact(folder, "model")
 
 
 def run_url(run_id: str) -> str:
@@ -300,7 +309,7 @@ def child_run_id(parent_run_id: str, stage: str) -> str | None:
 def search_stage_runs(params: Params, stage: str | None = None, max_results: int = 50):
     """Runs of the project's experiment as a pandas DataFrame (newest first)."""
     experiment_id = configure(params)
-    filt = f"tags.mlflow.runName = '{stage}'" if stage else ""
+    filt = f"tags.stage = '{stage}'" if stage else ""
     return mlflow.search_runs(experiment_ids=[experiment_id], filter_string=filt,
                               max_results=max_results, order_by=["attributes.start_time DESC"])
 

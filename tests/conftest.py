@@ -35,3 +35,42 @@ def primed_project(tiny_project: Path) -> Path:
                  ["primer"]):
         assert main(args) == 0, args
     return tiny_project
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_params_text() -> str:
+    """The shipped params.yaml with the tiny test sizes merged in."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        if isinstance(values, dict):
+            merged = {**params.get(section, {}), **values}
+            for key, sub in values.items():  # one level deeper (model.tiny)
+                if isinstance(sub, dict) and isinstance(params.get(section, {}).get(key), dict):
+                    merged[key] = {**params[section][key], **sub}
+            params[section] = merged
+        else:
+            params[section] = values
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+def copy_repo(dst: Path, git_env: dict | None = None) -> Path:
+    """A copy of this checkout's tracked and unignored files (not the pipeline's recorded
+    outputs: metrics/, plots/, dvc.lock), with tiny params, as a fresh git + DVC project."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file() and not f.startswith(("metrics/", "plots/", "dvc.lock",
+                                                      "eval/", "docs/")):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    (dst / "params.yaml").write_text(tiny_params_text())
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **(git_env or {})}
+    for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(args, cwd=dst, env=env, check=True, capture_output=True)
+    return dst

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmrpt.config import ARMS, STAGES, Params, ParamsError, load_params
+from mmrpt.config import DEFAULT_ARMS, Params, ParamsError, load_params
+from mmrpt.pipeline import NAMES, PER_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,14 +47,43 @@ def test_overrides_are_validated(tmp_path):
 
 
 def test_stage_names_agree_everywhere():
-    """dvc.yaml stages, the stage list, params.yaml sections and stage modules match."""
+    """Stage names = params.yaml sections = stage modules = dvc.yaml stages and commands."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    assert tuple(dvc["stages"]) == STAGES
-    for stage in ("rl", "sft", "eval"):  # once per arm x replicate seed
-        assert tuple(dvc["stages"][stage]["matrix"]["arm"]) == ARMS
-        assert dvc["stages"][stage]["matrix"]["seed"] == "${seeds}"
+    assert tuple(dvc["stages"]) == NAMES
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert set(STAGES) <= set(raw) and set(STAGES) <= set(Params.model_fields)
-    for stage in STAGES:
+    assert set(NAMES) <= set(raw) and set(NAMES) <= set(Params.model_fields)
+    for stage in NAMES:
         assert (ROOT / "mmrpt" / "stages" / f"{stage}.py").exists()
         assert dvc["stages"][stage]["cmd"].startswith(f"python -m mmrpt {stage}")
+    for stage in PER_RUN:  # once per arm x replicate seed, both from params.yaml
+        assert dvc["stages"][stage]["matrix"] == {"arm": "${arms}", "seed": "${seeds}"}
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+@pytest.mark.parametrize("key", ["warmup.weight_decay", "rl.temperature", "rl.beta", "mask.k",
+                                 "rl.reward_weights.visual", "arms.mmrpt.lr"])
+def test_every_float_is_finite(tmp_path, key, value):
+    with pytest.raises(ParamsError, match=key.split(".")[0]):
+        load_params(write(tmp_path, {}), [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("arms.mmrpt.masks=label", "not in mask.selectors"),
+    ("arms.new_arm.objective=rlhf", "objective"),
+    ("arms.masked_sft.reward_weights={exact: 1}", "only apply to objective grpo"),
+    ("arms.mmrpt.reward_weights={exact: 0}", "at least one > 0"),
+    ("arms.mmrpt.reward_weights={speed: 1}", "unknown terms"),
+    ("arms={../x: {objective: sft}}", "folder names"),
+    ("seed=-1", "seed"),
+])
+def test_arms_are_validated(tmp_path, override, message):
+    arms = {name: arm.model_dump() for name, arm in DEFAULT_ARMS.items()}
+    with pytest.raises(ParamsError, match=message):
+        load_params(write(tmp_path, {"arms": arms}), [override])
+
+
+def test_an_arm_is_a_params_entry(tmp_path):
+    p = load_params(write(tmp_path, {}), ["arms.no_visual.objective=grpo",
+                                          "arms.no_visual.reward_weights={exact: 1, format: 1}"])
+    assert list(p.arms)[-1] == "no_visual"
+    assert p.arms["no_visual"].reward_weights == {"exact": 1.0, "format": 1.0}

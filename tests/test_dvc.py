@@ -1,59 +1,89 @@
 """DVC as its users run it: `dvc repro` (then up to date), `dvc exp run -S`, `dvc exp show`,
-`dvc metrics show`, on a copy of this repository with tiny params."""
+`dvc metrics show`, on a copy of this repository with tiny params. The same run records
+which params each stage really read, against what it declares (mmrpt/pipeline.py)."""
 
 import json
 import os
-import shutil
+import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import yaml
 
-from mmrpt.config import ARMS, STAGES
-from tests.tiny_params import TINY
+from mmrpt.config import DEFAULT_ARMS, Params
+from mmrpt.pipeline import NAMES, PER_RUN, STAGES
+from tests.conftest import copy_repo
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Declared keys the embedded run cannot read: they only matter for real sources (data.inputs
+# ...), other options (warmup.enabled=false) or multi-process runs.
+ONLY_IN_OTHER_CONFIGS = {
+    "data.inputs", "data.min_sentences", "data.max_image_pixels", "sft.inputs",
+    "sft.image_root",
+}
 
 
 def run(args, cwd, env) -> str:
-    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"{args}: {out.stdout}\n{out.stderr}"
     return out.stdout + out.stderr
 
 
+def leaves(key: str) -> set[str]:
+    """The leaf keys under a declared key (a section's fields, recursively)."""
+    from pydantic import BaseModel
+
+    node = Params()
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    if not isinstance(node, BaseModel):
+        return {key}
+    return set().union(*(leaves(f"{key}.{f}") for f in type(node).model_fields))
+
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_pipeline.json"
+# (metrics file, key, absolute tolerance): the tiny pipeline's main numbers. Counts are exact;
+# losses and AUROC to float noise; accuracies and exact match to one item of their sample.
+GOLDEN_KEYS = [
+    ("data", "train/n_records", 0), ("data", "train/n_vision_dependent", 0),
+    ("warmup", "final_train_loss", 1e-4), ("warmup", "loss_true_image", 1e-4),
+    ("warmup", "image_gain", 1e-4), ("score", "auroc", 1e-4),
+    ("score", "auroc_counterfactual", 1e-4), ("mask", "attention/train/n_masked", 0),
+    ("mask", "attention/test_iid/precision", 1e-6), ("primer", "primer_exact_match", 1 / 8),
+    *[(f"rl/{a}-0", "exact_match", 1 / 8) for a in DEFAULT_ARMS],
+    *[(f"sft/{a}-0", "final_loss", 1e-3) for a in DEFAULT_ARMS],
+    *[(f"eval/{a}-0", f"{phase}/lmeval/iid/acc", 1 / 20)
+      for a in DEFAULT_ARMS for phase in ("zero_shot", "sft")],
+]
+
+
+def check_golden(repo: Path) -> None:
+    """The main numbers of the tiny pipeline equal the committed ones (a change in the numbers
+    shows here, and in the diff of tests/golden/ when updated: MMRPT_UPDATE_GOLDEN=1)."""
+    got = {f"{f}:{k}": json.loads((repo / "metrics" / f"{f}.json").read_text())[k]
+           for f, k, _ in GOLDEN_KEYS}
+    if os.environ.get("MMRPT_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(got, indent=2) + "\n")
+    want = json.loads(GOLDEN.read_text())
+    for (_, _, tol), key in zip(GOLDEN_KEYS, got, strict=True):
+        assert got[key] == pytest.approx(want[key], abs=tol), (key, got[key], want[key])
+
+
 @pytest.mark.slow
 def test_dvc_repro_exp_and_metrics(tmp_path: Path):
-    repo = tmp_path / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("metrics/", "dvc.lock")):
-            (repo / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, repo / f)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        if isinstance(values, dict):
-            params[section] = {**params[section], **values}
-            if section == "model":
-                params[section]["tiny"] = {**yaml.safe_load(
-                    (ROOT / "params.yaml").read_text())["model"]["tiny"], **values["tiny"]}
-        else:
-            params[section] = values
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    reads = tmp_path / "reads.jsonl"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    run(["git", "init", "-q"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "init"], repo, env)
+           "MMRPT_RECORD_READS": str(reads), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    repo = copy_repo(tmp_path / "repo")
 
     out = run(["dvc", "repro"], repo, env)
-    for stage in STAGES:
-        if stage in ("rl", "sft", "eval"):
-            for arm in ARMS:
+    for stage in NAMES:
+        if stage in PER_RUN:
+            for arm in DEFAULT_ARMS:
                 assert f"Running stage '{stage}@{arm}-0'" in out
         else:
             assert f"Running stage '{stage}'" in out
@@ -62,16 +92,27 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "repro"], repo, env)
 
+    # every declared param was read by its stage (reading an undeclared one fails the stage)
+    read: dict[str, set] = defaultdict(set)
+    for line in reads.read_text().splitlines():
+        r = json.loads(line)
+        read[r["stage"]] |= {k.split(".")[0] if k.startswith("arms.") else k
+                             for k in r["reads"]}
+    for s in STAGES:
+        declared = set().union(*(leaves(k) for k in s.reads if "${" not in k))
+        templated = {k for t in (*s.deps.values(), *s.outs.values()) for k in
+                     re.findall(r"\$\{([\w.]+)\}", t) if not k.startswith("item")}
+        unread = declared - read[s.name] - templated - ONLY_IN_OTHER_CONFIGS
+        assert not unread, f"stage {s.name} declares params it never read: {sorted(unread)}"
+
+    check_golden(repo)
+
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo, env))
     flat = json.dumps(metrics)
     assert "auroc_counterfactual" in flat and "image_gain" in flat
 
-    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo, env)
-    page = (repo / "dvc_plots" / "index.html").read_text()
-    assert "warmup caption loss" in page and "AUROC of D_vis per decoder layer" in page
-
     report = json.loads((repo / "metrics/report.json").read_text())
-    assert set(ARMS) <= set(report["zero_shot"]["lmeval/iid/acc"])
+    assert set(DEFAULT_ARMS) <= set(report["zero_shot"]["lmeval/iid/acc"])
     assert (repo / "reports/report.md").read_text().startswith("# MMRPT")
 
     out = run(["dvc", "exp", "run", "-S", "eval.blank=false", "-n", "noblank"], repo, env)
@@ -79,3 +120,9 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
     show = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
     flat = json.dumps(show)
     assert '"noblank"' in flat and '"blank": false' in flat
+    # an ablation is one more params entry: only its own arm stages run
+    out = run(["dvc", "exp", "run", "-S",
+               "+arms.no_visual={objective: grpo, reward_weights: {exact: 1, format: 0.2}}",
+               "-n", "ablation"], repo, env)
+    assert "Running stage 'rl@no_visual-0'" in out and "Running stage 'rl@mmrpt-0'" not in out
+    assert "Running stage 'report'" in out

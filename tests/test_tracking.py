@@ -56,6 +56,7 @@ def test_runs_whose_process_died_are_closed_by_the_next_stage(tiny_project: Path
 def test_a_resumed_stage_claims_its_run_and_a_lost_run_starts_anew(tiny_project: Path, caplog):
     from mmrpt import tracking
     from mmrpt.config import load_params
+    from mmrpt.pipeline import context
 
     params = load_params("params.yaml", [])
     experiment = tracking.configure(params)
@@ -68,7 +69,7 @@ def test_a_resumed_stage_claims_its_run_and_a_lost_run_starts_anew(tiny_project:
     id_file = tiny_project / "checkpoints/warmup/mlflow_run_id.txt"
     id_file.parent.mkdir(parents=True)
     id_file.write_text(killed)
-    with tracking.stage_run("warmup", params, run_id_file=id_file) as run_id:
+    with tracking.stage_run(context("warmup", params), run_id_file=id_file) as run_id:
         assert run_id == killed
         assert client.get_run(killed).info.status == "RUNNING"
     run = client.get_run(killed)
@@ -77,7 +78,7 @@ def test_a_resumed_stage_claims_its_run_and_a_lost_run_starts_anew(tiny_project:
     assert tracking.CLOSED_TAG not in run.data.tags
 
     id_file.write_text("0" * 32)  # the store was wiped, the checkpoints were not
-    with tracking.stage_run("warmup", params, run_id_file=id_file) as run_id:
+    with tracking.stage_run(context("warmup", params), run_id_file=id_file) as run_id:
         assert run_id != "0" * 32
     assert "not found: starting a new run" in caplog.text
     assert id_file.read_text() == run_id

@@ -24,8 +24,9 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
+
+from mmrpt.io import write_lines_atomic
 
 
 @dataclass(frozen=True)
@@ -90,22 +91,8 @@ def read_manifest(path: str | os.PathLike) -> list[Record]:
         return [Record.from_dict(json.loads(line)) for line in f if line.strip()]
 
 
-def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[str]) -> int:
-    """Write lines to ``path`` via a temp file and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(row + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
-
-
 def write_manifest(path: str | os.PathLike, records: Iterable[Record]) -> int:
-    return write_jsonl_atomic(path, (r.to_json() for r in records))
+    return write_lines_atomic(path, (r.to_json() for r in records))
 
 
 def iter_manifest(path: str | os.PathLike) -> Iterator[Record]:

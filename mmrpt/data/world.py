@@ -11,6 +11,20 @@ prior colour (circle->red, square->blue, triangle->green) with probability ``pri
 in the ``counter`` distribution (test_counter) it never does, so a model that guesses colours
 from the caption instead of the image fails there.
 
+Caption bias (``caption_bias``, the paper's premise that captions follow linguistic habit
+rather than the image): in the ``train`` split only, an object whose colour is not its shape's
+prior colour is *named* with the prior colour with probability ``caption_bias``, in its object
+sentence and in the relation sentence (one draw per object per caption, so a caption names an
+object consistently; the relation pair is chosen by the names the caption uses). The image,
+``meta["scene"]`` (ground truth), the probes and ``verify_sentence`` stay true to the image;
+``meta["named_colours"]`` (aligned with ``meta["scene"]``) records the colours the caption
+uses. Sentence labels do not change: a biased object sentence still needs the image (to be
+corrected). dev, test_iid and test_counter ignore the bias: their captions stay true to the
+image, so held-out splits are identical across bias levels. The coin flips come from their own
+random stream, so ``caption_bias=0`` gives exactly the world without the option (no
+``named_colours`` key either), and the same seed draws the same scenes and pixels at every
+bias level: only train captions differ.
+
 Deterministic from the seed: the same (seed, split) gives the same scenes, pixels and captions.
 """
 
@@ -18,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +46,12 @@ SIZES = ("small", "large")
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")
 PRIOR_COLOUR = {"circle": "red", "square": "blue", "triangle": "green"}
-RGB = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
+RGB = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (230, 200, 30),
+}
 BACKGROUND = (200, 200, 200)
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -59,6 +78,7 @@ GENERIC = (
     "Large objects are easier to see.",
 )
 SPLITS = {"train": "prior", "dev": "prior", "test_iid": "prior", "test_counter": "counter"}
+BIASED_SPLITS = ("train",)  # caption_bias applies here; held-out captions stay true
 
 
 @dataclass(frozen=True)
@@ -78,8 +98,9 @@ class Obj:
         return f"{self.colour} {self.shape}"
 
 
-def sample_scene(rng: np.random.Generator, max_objects: int, prior_strength: float,
-                 counter_prior: bool) -> list[Obj]:
+def sample_scene(
+    rng: np.random.Generator, max_objects: int, prior_strength: float, counter_prior: bool
+) -> list[Obj]:
     n = int(rng.integers(1, max_objects + 1))
     cells = rng.choice(9, size=n, replace=False)
     objs = []
@@ -123,7 +144,8 @@ def relation(a: Obj, b: Obj) -> str:
 
 
 def describe(objs: list[Obj], rng: np.random.Generator) -> list[tuple[str, int]]:
-    """Caption sentences with their vision-dependency labels (1 = needs the image)."""
+    """Caption sentences with their vision-dependency labels (1 = needs the image), for the
+    objects as the caption names them (``generate_split`` passes renamed copies under bias)."""
     n = len(objs)
     dep = [(f"There {'is' if n == 1 else 'are'} {NUMBERS[n]} object{'s' if n > 1 else ''}.", 1)]
     ordered = sorted(objs, key=lambda o: (o.row, o.col))  # reading order, as people describe
@@ -152,21 +174,49 @@ def join_sentences(sentences: list[tuple[str, int]]) -> tuple[str, tuple[Sentenc
     return caption, tuple(spans)
 
 
-def generate_split(split: str, n: int, out_dir: Path, *, seed: int, image_size: int,
-                   max_objects: int, prior_strength: float) -> Iterator[Record]:
-    """Yield ``n`` records of ``split`` and write their PNGs under ``out_dir/images``."""
+def named_colours(objs: list[Obj], coins: np.ndarray, caption_bias: float) -> list[str]:
+    """The colour a biased caption names each object with: its shape's prior colour where the
+    object's ``coins`` value (uniform in [0, 1), one per object) is below ``caption_bias`` and
+    its colour differs from the prior; its true colour otherwise."""
+    return [
+        PRIOR_COLOUR[o.shape] if u < caption_bias else o.colour
+        for o, u in zip(objs, coins, strict=True)
+    ]
+
+
+def generate_split(
+    split: str,
+    n: int,
+    out_dir: Path,
+    *,
+    seed: int,
+    image_size: int,
+    max_objects: int,
+    prior_strength: float,
+    caption_bias: float = 0.0,
+) -> Iterator[Record]:
+    """Yield ``n`` records of ``split`` and write their PNGs under ``out_dir/images``.
+    ``caption_bias`` (train only): see the module docstring."""
+    if not 0.0 <= caption_bias <= 1.0:
+        raise ValueError(f"caption_bias is a probability, got {caption_bias}")
     distribution = SPLITS[split]
     rng = np.random.default_rng([seed, list(SPLITS).index(split)])
+    biased = caption_bias > 0 and split in BIASED_SPLITS
+    coin_rng = np.random.default_rng([seed, list(SPLITS).index(split), 1])  # never rng
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for k in range(n):
         objs = sample_scene(rng, max_objects, prior_strength, distribution == "counter")
         img = render(objs, image_size, rng)
-        caption, sentences = join_sentences(describe(objs, rng))
+        meta = {"split": split, "distribution": distribution, "scene": [asdict(o) for o in objs]}
+        named = objs
+        if biased:
+            colours = named_colours(objs, coin_rng.random(len(objs)), caption_bias)
+            named = [replace(o, colour=c) for o, c in zip(objs, colours, strict=True)]
+            meta["named_colours"] = colours
+        caption, sentences = join_sentences(describe(named, rng))
         rid = f"{split}-{k:06d}"
         rel = f"images/{rid}.png"
         img.save(out_dir / rel)
-        meta = {"split": split, "distribution": distribution,
-                "scene": [asdict(o) for o in objs]}
         yield Record(rid, rel, caption, sentences, meta)
 
 
@@ -176,8 +226,20 @@ def scene_of(record: Record) -> list[Obj]:
 
 def vocabulary_text() -> list[str]:
     """Every word and template of the world, for tokenizer training."""
-    words = [*SHAPES, *COLOURS, *SIZES, *ROWS, *COLS, *NUMBERS, "object", "objects",
-             "left of", "right of", "above", "below"]
+    words = [
+        *SHAPES,
+        *COLOURS,
+        *SIZES,
+        *ROWS,
+        *COLS,
+        *NUMBERS,
+        "object",
+        "objects",
+        "left of",
+        "right of",
+        "above",
+        "below",
+    ]
     return [*OPENINGS, *CLOSINGS, *GENERIC, " ".join(words)]
 
 
@@ -199,6 +261,11 @@ def verify_sentence(text: str, scene: list[Obj]) -> bool | None:
         return Obj(shape, colour, size, ROWS.index(row), COLS.index(col)) in scene
     if m := _RELATION.fullmatch(text):
         c1, s1, rel, c2, s2 = m.groups()
-        return any(a is not b and (a.colour, a.shape, b.colour, b.shape) == (c1, s1, c2, s2)
-                   and relation(a, b) == rel for a in scene for b in scene)
+        return any(
+            a is not b
+            and (a.colour, a.shape, b.colour, b.shape) == (c1, s1, c2, s2)
+            and relation(a, b) == rel
+            for a in scene
+            for b in scene
+        )
     return None

@@ -25,8 +25,8 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from mmrpt.images import open_rgb
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
-from mmrpt.pretrain.warmup import open_rgb
 
 
 def _user(text: str, image: bool) -> dict:

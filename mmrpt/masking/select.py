@@ -11,9 +11,10 @@ vision-dependent sentences (an oracle for diagnostics).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from mmrpt.masking.samples import MaskedSample
 
 
 def caption_tau(scores: np.ndarray, k: float) -> float:
@@ -46,50 +47,8 @@ def select_by_label(labels: Sequence[int | None], max_masks: int,
     return sorted(int(i) for i in rng.choice(dep, size=n_pick, replace=False))
 
 
-@dataclass(frozen=True)
-class MaskedSample:
-    """An RL/SFT example: the caption with numbered placeholders [1], [2], ... and the hidden
-    texts in order. ``spans`` are caption char spans of the hidden texts."""
-
-    id: str
-    image: str
-    caption: str
-    masked_caption: str
-    targets: list[str]
-    spans: list[tuple[int, int]]
-    sentences: list[int]
-    labels: list[int | None]
-    scores: list[float]
-    meta: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def placeholder(i: int) -> str:
-    return f"[{i + 1}]"
-
-
-def mask_caption(caption: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list[str]]:
-    """Replace each (non-overlapping) span by its numbered placeholder, left to right."""
-    out, targets, pos = [], [], 0
-    for i, (a, b) in enumerate(sorted(spans)):
-        if a < pos:
-            raise ValueError(f"overlapping mask spans at {a}")
-        out += [caption[pos:a], placeholder(i)]
-        targets.append(caption[a:b])
-        pos = b
-    out.append(caption[pos:])
-    return "".join(out), targets
-
-
-def format_answer(targets: Sequence[str]) -> str:
-    """The reference answer text: '[1] first hidden text [2] second ...'."""
-    return " ".join(f"{placeholder(i)} {t}" for i, t in enumerate(targets))
-
-
 def label_masked_sample(record, max_masks: int, instruction: str,
-                        rng: np.random.Generator) -> dict | None:
+                        rng: np.random.Generator):
     """The masked sample (as the mask stage writes it) that hides the record's true
     vision-dependent sentences: the label oracle, no scoring model needed (benchmarks and
     tests build RL data this way). None if no sentence qualifies."""
@@ -97,10 +56,4 @@ def label_masked_sample(record, max_masks: int, instruction: str,
     if not chosen:
         return None
     spans = [(record.sentences[i].start, record.sentences[i].end) for i in chosen]
-    masked, targets = mask_caption(record.caption, spans)
-    return MaskedSample(
-        id=record.id, image=record.image, caption=record.caption, masked_caption=masked,
-        targets=targets, spans=spans, sentences=chosen,
-        labels=[record.sentences[i].label for i in chosen], scores=[1.0] * len(chosen),
-        meta=record.meta).to_dict() | {"prompt": f"{instruction}\nCaption: {masked}",
-                                       "answer": format_answer(targets)}
+    return MaskedSample.build(record, spans, chosen, [1.0] * len(chosen), instruction)

@@ -6,6 +6,7 @@ safe by default: safetensors only, no remote code unless the caller asks for it.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +16,26 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, ProcessorMi
 
 class CheckpointError(RuntimeError):
     """A model folder that cannot be loaded, with the reason."""
+
+
+MODEL_REF = "model_ref.json"
+
+
+def write_model_ref(folder: str | os.PathLike, target: str) -> Path:
+    """A model folder that stands for another model (a local folder or hub id): the warmup
+    output when warmup is off. ``load_vlm`` follows it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MODEL_REF).write_text(json.dumps({"path": str(target)}) + "\n")
+    return folder
+
+
+def resolve_model_path(path: str | os.PathLike) -> str:
+    """``path``, or the model a reference folder (write_model_ref) stands for."""
+    ref = Path(path) / MODEL_REF
+    if ref.is_file():
+        return str(json.loads(ref.read_text())["path"])
+    return str(path)
 
 
 def load_processor(path: str | os.PathLike, trust_remote_code: bool = False) -> ProcessorMixin:
@@ -29,7 +50,8 @@ def load_processor(path: str | os.PathLike, trust_remote_code: bool = False) -> 
 def load_vlm(path: str | os.PathLike, *, trust_remote_code: bool = False,
              attn_implementation: str = "sdpa", dtype: torch.dtype | str = "auto",
              device: str | torch.device = "cpu"):
-    """Load (model, processor) from a local HF folder or a hub id."""
+    """Load (model, processor) from a local HF folder or a hub id (or a reference to one)."""
+    path = resolve_model_path(path)
     p = Path(path)
     if p.exists() and p.is_dir() and not any(p.glob("*.safetensors")):
         raise CheckpointError(f"{path}: no *.safetensors weights (only safetensors are loaded)")

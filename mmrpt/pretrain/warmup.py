@@ -1,9 +1,6 @@
-"""Caption next-token pre-training (the standard objective the paper argues against).
-
-Built on transformers' Trainer (checkpointing, resume with optimizer/scheduler/RNG state,
-gradient accumulation, DeepSpeed via accelerate); this module only supplies the dataset and
-collator. Loss is on caption tokens (and the end-of-turn token), never on the prompt.
-"""
+"""Caption next-token pre-training (the standard objective the paper argues against): the
+dataset for mmrpt.training.make_trainer (loss on caption tokens and the end-of-turn token,
+never on the prompt) and the check that a model uses the image."""
 
 from __future__ import annotations
 
@@ -11,20 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mmrpt.data.records import Record
-from mmrpt.modeling.encode import Encoded, collate, encode
+from mmrpt.images import open_rgb
+from mmrpt.modeling.encode import Encoded, encode
 from mmrpt.modeling.lm import sentence_losses
-from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
-
-
-def open_rgb(path: str | Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
 
 
 class CaptionDataset(Dataset):
@@ -37,29 +26,6 @@ class CaptionDataset(Dataset):
     def __getitem__(self, i: int) -> Encoded:
         r = self.records[i]
         return encode(self.processor, open_rgb(self.root / r.image), self.prompt, r.caption)
-
-
-class ResumableTrainer(LoadsCheckpointsByFromPretrained, Trainer):
-    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin)."""
-
-
-def make_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, max_steps: int,
-                 batch_size: int, lr: float, weight_decay: float, warmup_ratio: float,
-                 save_steps: int, save_total_limit: int, log_steps: int, seed: int,
-                 callbacks: Sequence[TrainerCallback] = (), deepspeed: str | None = None,
-                 bf16: bool = False) -> Trainer:
-    pad_id = processor.tokenizer.pad_token_id
-    args = TrainingArguments(
-        output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=batch_size,
-        learning_rate=lr, weight_decay=weight_decay, warmup_steps=warmup_ratio,
-        lr_scheduler_type="cosine", logging_steps=log_steps, save_steps=save_steps,
-        save_total_limit=save_total_limit, seed=seed, data_seed=seed, report_to=[],
-        remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-        bf16=bf16, deepspeed=deepspeed, save_only_model=False, gradient_checkpointing=False,
-    )
-    return ResumableTrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=lambda items: collate(items, pad_id),
-                            callbacks=list(callbacks))
 
 
 def vision_reliance(model, processor, records: Sequence[Record], root: str | Path, prompt: str,

@@ -104,12 +104,15 @@ def markdown(summary: pd.DataFrame, verdict: dict[str, bool | None]) -> str:
 
 
 def write_report(eval_dir: str | Path, rl_plots_dir: str | Path, out_dir: str | Path,
-                 seeds: list[int] | None = None) -> tuple[dict, pd.DataFrame]:
+                 seeds: list[int] | None = None, arms: list[str] | None = None
+                 ) -> tuple[dict, pd.DataFrame]:
     """Write report.md, runs.csv, summary.csv and PNG plots to ``out_dir``; return
     (report json, summary)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = runs_table(eval_dir, seeds)
+    if arms is not None:
+        runs = runs[runs.arm.isin(arms)]
     if runs.empty:
         raise FileNotFoundError(f"no evaluated runs in {eval_dir}: run the eval stage first")
     summary = summarise(runs)

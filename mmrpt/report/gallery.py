@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from mmrpt.masking.samples import MaskedSample
+
 
 def _img_tag(path: Path, size: int = 168) -> str:
     with Image.open(path) as im:
@@ -21,22 +23,22 @@ def _img_tag(path: Path, size: int = 168) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def masked_gallery(samples: Sequence[dict], root: str | Path, path: str | Path,
+def masked_gallery(samples: Sequence[MaskedSample], root: str | Path, path: str | Path,
                    title: str) -> Path:
-    """``samples``: MaskedSample dicts (caption, spans, scores, labels, image)."""
+    """An HTML page of masked samples: image, caption with the hidden parts highlighted."""
     root = Path(root)
     rows = []
     for s in samples:
-        caption, parts, pos = s["caption"], [], 0
-        for (a, b), score, label in zip(s["spans"], s["scores"], s["labels"], strict=True):
+        caption, parts, pos = s.caption, [], 0
+        for (a, b), score, label in zip(s.spans, s.scores, s.labels, strict=True):
             tag = {1: "dependent", 0: "independent"}.get(label, "unlabelled")
             parts.append(html.escape(caption[pos:a]))
             parts.append(f'<mark class="{tag}" title="score {score:.3f}, label {tag}">'
                          f"{html.escape(caption[a:b])}<sub>{score:.2f}</sub></mark>")
             pos = b
         parts.append(html.escape(caption[pos:]))
-        rows.append(f"<tr><td>{_img_tag(root / s['image'])}</td><td><b>{html.escape(s['id'])}"
-                    f"</b><br>{''.join(parts)}<br><small>{html.escape(s['masked_caption'])}"
+        rows.append(f"<tr><td>{_img_tag(root / s.image)}</td><td><b>{html.escape(s.id)}"
+                    f"</b><br>{''.join(parts)}<br><small>{html.escape(s.masked_caption)}"
                     "</small></td></tr>")
     page = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif}} td{{vertical-align:top;padding:6px}}

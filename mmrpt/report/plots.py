@@ -54,11 +54,18 @@ def head_heatmap(auroc: np.ndarray, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def bar_plot(labels, values, ylabel: str, path: str | Path) -> Path:
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(labels)), 3.5))
-    ax.bar([str(x) for x in labels], values, color="tab:blue")
-    ax.set_ylabel(ylabel)
-    ax.tick_params(axis="x", rotation=60)
+def bar_plots(labels, values: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """One bar chart per column of ``values`` (one bar per label), stacked vertically."""
+    labels = [str(x) for x in labels]
+    n = len(values.columns)
+    fig, axes = plt.subplots(n, 1, figsize=(max(5, 0.6 * len(labels)), 2.6 * n + 0.6),
+                             squeeze=False)
+    for ax, col in zip(axes[:, 0], values.columns, strict=True):
+        ax.bar(labels, values[col], color="tab:blue")
+        ax.set_ylabel(col)
+        ax.tick_params(axis="x", rotation=60)
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 

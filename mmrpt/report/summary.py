@@ -1,13 +1,9 @@
 """Print the headline numbers of the pipeline's metrics files and the arms comparison report
-(what `make main` ends with).
-
-    python -m mmrpt.report.summary [metrics_dir] [report_md]
-"""
+(what `make main` ends with: ``python -m mmrpt summary``)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -25,10 +21,9 @@ HEADLINES = {
              "attention/test_iid/recall"],
     "primer": ["warmup_exact_match", "primer_exact_match"],
 }
-ARMS = ("ntp", "masked_sft", "random_mask", "mmrpt")
 
 
-def main(metrics_dir: str = "metrics", report_md: str = "reports/report.md") -> None:
+def print_summary(metrics_dir: str = "metrics", report_md: str = "reports/report.md") -> None:
     table = Table(title="MMRPT pipeline: headline metrics")
     for col in ("stage", "metric", "value"):
         table.add_column(col)
@@ -52,15 +47,11 @@ def main(metrics_dir: str = "metrics", report_md: str = "reports/report.md") -> 
                           ("primer", "primer_exact_match")):
             if data.get(key) is not None:
                 arms.add_row(name, f"{data[key]:.3f}", "")
-        for arm in ARMS:
-            if arm in data:
-                m = data[arm]
+        for arm, m in data.items():
+            if isinstance(m, dict) and "exact_match" in m:
                 arms.add_row(arm, f"{m['exact_match']:.3f}",
                              f"{m.get('exact_match_test_counter', float('nan')):.3f}")
         Console().print(arms)
     if Path(report_md).exists():
         Console().print(Markdown(Path(report_md).read_text()))
 
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])

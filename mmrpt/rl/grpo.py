@@ -30,20 +30,21 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid
 
+from mmrpt.images import open_rgb
+from mmrpt.masking.samples import MaskedSample
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
-from mmrpt.pretrain.warmup import open_rgb
 from mmrpt.rl.rewards import REWARDS, completion_text
 
 
-def grpo_dataset(samples: Sequence[dict], root: str | Path) -> Dataset:
+def grpo_dataset(samples: Sequence[MaskedSample], root: str | Path) -> Dataset:
     root = Path(root)
 
     def rows():
         for s in samples:
             yield {"prompt": [{"role": "user", "content": [
-                       {"type": "image"}, {"type": "text", "text": s["prompt"]}]}],
-                   "image": open_rgb(root / s["image"]), "targets": s["targets"],
-                   "masked_caption": s["masked_caption"], "meta": json.dumps(s["meta"])}
+                       {"type": "image"}, {"type": "text", "text": s.prompt}]}],
+                   "image": open_rgb(root / s.image), "targets": s.targets,
+                   "masked_caption": s.masked_caption, "meta": json.dumps(s.meta)}
 
     return Dataset.from_generator(rows)
 

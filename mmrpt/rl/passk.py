@@ -17,9 +17,6 @@ metric: each sample's mean over its blanks), with its standard error.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from math import comb
 from pathlib import Path
@@ -27,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmrpt.pretrain.warmup import open_rgb
-from mmrpt.rl.fillin import generate, read_samples
+from mmrpt.generation import generate
+from mmrpt.images import open_rgb
+from mmrpt.masking.samples import MaskedSample, read_samples
 from mmrpt.rl.rewards import blank_hits, exact_reward
 
 
@@ -40,12 +38,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def headroom(model, processor, samples: Sequence[dict], images: Sequence, n: int = 16,
+def headroom(model, processor, samples: Sequence[MaskedSample], images: Sequence, n: int = 16,
              temperature: float = 0.8, ks: Sequence[int] = (1, 2, 4, 8, 16),
              max_new_tokens: int = 96, batch_size: int = 8) -> tuple[dict, list[str]]:
     """Greedy exact match and pass@k per blank of the model's answers (see summarise), and
     its greedy completions (for a paired comparison)."""
-    prompts = [s["prompt"] for s in samples]
+    prompts = [s.prompt for s in samples]
     greedy = generate(model, processor, images, prompts, max_new_tokens, 32)
     sampled = generate(model, processor, images, prompts, max_new_tokens, batch_size,
                        temperature=temperature, num_samples=n, progress=True)
@@ -53,7 +51,7 @@ def headroom(model, processor, samples: Sequence[dict], images: Sequence, n: int
              **summarise(samples, greedy, sampled, n, ks)}, greedy)
 
 
-def summarise(samples: Sequence[dict], greedy: Sequence, sampled: Sequence, n: int,
+def summarise(samples: Sequence[MaskedSample], greedy: Sequence, sampled: Sequence, n: int,
               ks: Sequence[int] = (1, 2, 4, 8, 16)) -> dict:
     """Per blank: greedy right?, how many of its prompt's n samples (``sampled[j*n:(j+1)*n]``)
     right; summarised overall and by label when samples have ``labels`` (1 = the sentence needs
@@ -63,10 +61,10 @@ def summarise(samples: Sequence[dict], greedy: Sequence, sampled: Sequence, n: i
     ks = sorted({k for k in ks if k <= n} | {n})
     rows = []  # (label, greedy right, right of n)
     for j, s in enumerate(samples):
-        g = blank_hits(greedy[j], s["targets"])
-        right = np.sum([blank_hits(c, s["targets"]) for c in sampled[j * n:(j + 1) * n]],
+        g = blank_hits(greedy[j], s.targets)
+        right = np.sum([blank_hits(c, s.targets) for c in sampled[j * n:(j + 1) * n]],
                        axis=0, dtype=int)
-        labels = s.get("labels") or [None] * len(s["targets"])
+        labels = s.labels or [None] * len(s.targets)
         rows += [(label, hit, int(c)) for label, hit, c in zip(labels, g, right, strict=True)]
 
     def part(rs):
@@ -98,60 +96,33 @@ def paired(scores: Sequence[float], baseline: Sequence[float]) -> dict:
             "better": int((d > 0).sum()), "worse": int((d < 0).sum())}
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_passk(model_path: str, samples_path: str, root: str = "data/world", *, n: int = 16,
+              temperature: float = 0.8, max_new_tokens: int = 96, limit: int = 300,
+              seed: int = 0, baseline: str | None = None) -> dict:
+    """pass@k of the model at ``model_path`` on the first ``limit`` samples of
+    ``samples_path`` (see headroom), and with ``baseline`` the paired greedy comparison."""
     from mmrpt.modeling.loader import CheckpointError, load_vlm
-    from mmrpt.stages.common import device
+    from mmrpt.training import device
 
-    parser = argparse.ArgumentParser(prog="mmrpt passk", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True,
-                        help="a local fill-in model folder (primer, an rl arm)")
-    parser.add_argument("--samples", required=True, help="masked samples (.jsonl)")
-    parser.add_argument("--root", default="data/world", help="image root (default: %(default)s)")
-    parser.add_argument("-n", type=int, default=16, help="samples per prompt (default: 16)")
-    parser.add_argument("-T", "--temperature", type=float, default=0.8,
-                        help="sampling temperature (default: 0.8, params.yaml rl.temperature)")
-    parser.add_argument("--max-new-tokens", type=int, default=96,
-                        help="greedy and sampled alike (default: 96, as the rl stage's eval)")
-    parser.add_argument("--limit", type=int, default=300, help="first N samples (default: 300)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline", help="also compare greedy exact match per sample with "
-                        "this model folder (e.g. the primer an arm started from)")
-    parser.add_argument("--out", help="also write the result here (JSON)")
-    args = parser.parse_args(argv)
-    if min(args.n, args.max_new_tokens, args.limit) < 1 or args.temperature <= 0:
-        parser.error("-n, --temperature, --max-new-tokens and --limit must be positive")
-
-    def fail(message) -> int:
-        print(f"mmrpt passk: {message}", file=sys.stderr)
-        return 2
-
-    try:
-        for path in filter(None, (args.model, args.baseline)):
-            if not Path(path).is_dir():
-                raise CheckpointError(f"{path}: not a model folder")
-        samples = read_samples(args.samples)[: args.limit]
-        if not samples or (args.baseline and len(samples) < 2):
-            return fail(f"{args.samples}: {len(samples)} samples (need 1, or 2 with --baseline)")
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        model, processor = load_vlm(args.model, dtype=torch.float32)
-        base = args.baseline and load_vlm(args.baseline, dtype=torch.float32)
-        images = [open_rgb(Path(args.root) / s["image"]) for s in samples]
-        torch.manual_seed(args.seed)
-        summary, greedy = headroom(model.to(device()), processor, samples, images, args.n,
-                                   args.temperature, max_new_tokens=args.max_new_tokens)
-        result = {"model": args.model, "samples_file": args.samples, **summary}
-        if base:
-            base_greedy = generate(base[0].to(device()), base[1], images,
-                                   [s["prompt"] for s in samples], args.max_new_tokens, 32)
-            targets = [s["targets"] for s in samples]
-            result["paired"] = {"baseline": args.baseline,
-                                **paired(exact_reward(greedy, targets),
-                                         exact_reward(base_greedy, targets))}
-    except (OSError, KeyError, ValueError, CheckpointError) as e:  # unreadable input
-        return fail(f"{type(e).__name__}: {e}")
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    return 0
+    for path in filter(None, (model_path, baseline)):
+        if not Path(path).is_dir():
+            raise CheckpointError(f"{path}: not a model folder")
+    samples = read_samples(samples_path)[:limit]
+    if not samples or (baseline and len(samples) < 2):
+        raise ValueError(f"{samples_path}: {len(samples)} samples (need 1, or 2 with a "
+                         "baseline)")
+    model, processor = load_vlm(model_path, dtype=torch.float32)
+    base = baseline and load_vlm(baseline, dtype=torch.float32)
+    images = [open_rgb(Path(root) / s.image) for s in samples]
+    torch.manual_seed(seed)
+    summary, greedy = headroom(model.to(device()), processor, samples, images, n, temperature,
+                               max_new_tokens=max_new_tokens)
+    result = {"model": model_path, "samples_file": samples_path, **summary}
+    if base:
+        base_greedy = generate(base[0].to(device()), base[1], images,
+                               [s.prompt for s in samples], max_new_tokens, 32)
+        targets = [s.targets for s in samples]
+        result["paired"] = {"baseline": baseline,
+                            **paired(exact_reward(greedy, targets),
+                                     exact_reward(base_greedy, targets))}
+    return result

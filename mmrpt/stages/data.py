@@ -5,36 +5,37 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from mmrpt import tracking
-from mmrpt.config import Params
+from mmrpt.contract import StageContext
 from mmrpt.data import world
 from mmrpt.data.probes import make_probes
 from mmrpt.data.records import read_manifest, write_manifest
-from mmrpt.stages.common import write_jsonl_atomic, write_metrics
+from mmrpt.io import write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
 
-def run(params: Params) -> dict:
-    p = params.data
-    out = Path(p.out_dir)
+def run(ctx: StageContext) -> dict:
+    p = ctx.params.data
+    out = ctx.out("data")
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict = {}
-    with tracking.stage_run("data", params):
+    with tracking.stage_run(ctx):
         if p.source == "synthetic":
             sizes = {"train": p.n_train, "dev": p.n_dev, "test_iid": p.n_test,
                      "test_counter": p.n_test}
             for split, n in sizes.items():
-                gen = world.generate_split(split, n, out, seed=params.seed,
+                gen = world.generate_split(split, n, out, seed=ctx.params.seed,
                                            image_size=p.image_size, max_objects=p.max_objects,
-                                           prior_strength=p.prior_strength)
+                                           prior_strength=p.prior_strength,
+                                           caption_bias=p.caption_bias)
                 write_manifest(out / f"{split}.jsonl", tqdm(gen, total=n, desc=split))
-                probes = make_probes(read_manifest(out / f"{split}.jsonl"), seed=params.seed,
-                                     max_objects=p.max_objects)
+                probes = make_probes(read_manifest(out / f"{split}.jsonl"),
+                                     seed=ctx.params.seed, max_objects=p.max_objects,
+                                     colour_all=p.probe_colour_all and split != "train")
                 write_jsonl_atomic(out / "probes" / f"{split}.jsonl", probes)
                 metrics[f"{split}/n_probes"] = len(probes)
             (out / "rejects.jsonl").write_text("")
@@ -63,7 +64,7 @@ def run(params: Params) -> dict:
             metrics[f"{split}/n_sentences"] = sum(labels.values())
             metrics[f"{split}/n_vision_dependent"] = labels.get(1, 0)
             metrics[f"{split}/n_vision_independent"] = labels.get(0, 0)
-        tracking.log_metrics({k: v for k, v in metrics.items()})
-    write_metrics("data", metrics)
+        tracking.log_metrics(metrics)
+    write_json_atomic(ctx.metrics_path(), metrics)
     log.info("data: %s", metrics)
     return metrics

@@ -9,35 +9,26 @@ in ``<out_dir>/skipped.jsonl`` with the reason.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mmrpt import tracking
-from mmrpt.config import Params
-from mmrpt.data.records import read_manifest, write_jsonl_atomic
-from mmrpt.masking.select import (
-    MaskedSample,
-    caption_tau,
-    format_answer,
-    mask_caption,
-    select_by_label,
-    select_by_score,
-    select_random,
-)
+from mmrpt.contract import StageContext
+from mmrpt.data.records import read_manifest
+from mmrpt.io import write_json_atomic, write_jsonl_atomic
+from mmrpt.masking.samples import MaskedSample, write_samples
+from mmrpt.masking.select import caption_tau, select_by_label, select_by_score, select_random
 from mmrpt.report.gallery import masked_gallery
-from mmrpt.stages.common import write_metrics
 
 log = logging.getLogger(__name__)
 
 
-def mask_split(records, by_id, params: Params, selector: str, column: str,
-               corpus_tau: float, rng: np.random.Generator, split: str):
-    """Masked samples of one split with one selector, plus the skipped ids with reasons."""
-    mp = params.mask
+def mask_split(records, by_id, mp, selector: str, column: str, corpus_tau: float,
+               rng: np.random.Generator, split: str):
+    """Masked samples of one split with one selector (``mp``: the mask params), plus the
+    skipped ids with reasons."""
     samples, skipped = [], []
     for r in records:
         g = by_id.get(r.id)
@@ -63,24 +54,18 @@ def mask_split(records, by_id, params: Params, selector: str, column: str,
             spans = [(int(g.peak_start.iloc[i]), int(g.peak_end.iloc[i])) for i in chosen]
         else:
             spans = [(r.sentences[i].start, r.sentences[i].end) for i in chosen]
-        masked, targets = mask_caption(r.caption, spans)
-        samples.append(MaskedSample(
-            id=r.id, image=r.image, caption=r.caption, masked_caption=masked,
-            targets=targets, spans=spans, sentences=chosen,
-            labels=[r.sentences[i].label for i in chosen],
-            scores=[float(scores[i]) for i in chosen], meta=r.meta).to_dict()
-            | {"prompt": f"{mp.instruction}\nCaption: {masked}",
-               "answer": format_answer(targets)})
+        samples.append(MaskedSample.build(r, spans, chosen, [scores[i] for i in chosen],
+                                          mp.instruction))
     return samples, skipped
 
 
-def run(params: Params) -> dict:
-    mp = params.mask
-    root = Path(params.data.out_dir)
-    out = Path(mp.out_dir)
-    table = pd.read_parquet(Path(params.score.out_dir) / "scores.parquet")
+def run(ctx: StageContext) -> dict:
+    mp = ctx.params.mask
+    root = ctx.dep("data")
+    out = ctx.out("masks")
+    table = pd.read_parquet(ctx.dep("scores"))
     metrics: dict = {}
-    with tracking.stage_run("mask", params):
+    with tracking.stage_run(ctx):
         for selector in mp.selectors:
             column = "d_cf" if selector == "counterfactual" else "d_vis"
             if column == "d_cf" and table[column].isna().all():
@@ -88,18 +73,17 @@ def run(params: Params) -> dict:
             train = table.split == "train"
             corpus_tau = float(np.nanquantile(table.loc[train, column] if train.any()
                                               else table[column], mp.quantile))
-            rng = np.random.default_rng(params.seed)
+            rng = np.random.default_rng(ctx.params.seed)
             skipped_all: list[dict] = []
             for split in mp.splits:
                 records = read_manifest(root / f"{split}.jsonl")
                 by_id = {sid: g.sort_values("sentence") for sid, g in
                          table[table.split == split].groupby("sample_id")}
-                samples, skipped = mask_split(records, by_id, params, selector, column,
+                samples, skipped = mask_split(records, by_id, mp, selector, column,
                                               corpus_tau, rng, split)
                 assert len(records) == len(samples) + len(skipped)  # nothing silently lost
                 skipped_all += skipped
-                write_jsonl_atomic(out / selector / f"{split}.jsonl",
-                                   (json.dumps(s, ensure_ascii=False) for s in samples))
+                write_samples(out / selector / f"{split}.jsonl", samples)
                 reasons = {reason: sum(s["reason"] == reason for s in skipped)
                            for reason in ("no scores", "fewer than 2 sentences",
                                           "no sentence qualifies")}
@@ -109,11 +93,11 @@ def run(params: Params) -> dict:
                     f"{key}/n_no_mask": reasons["no sentence qualifies"],
                     f"{key}/n_too_short": reasons["fewer than 2 sentences"],
                     f"{key}/n_unscored": reasons["no scores"],
-                    f"{key}/masks_per_sample": float(np.mean([len(s["targets"])
+                    f"{key}/masks_per_sample": float(np.mean([len(s.targets)
                                                               for s in samples]))
                     if samples else 0.0,
                 }
-                labels = [lab for s in samples for lab in s["labels"] if lab is not None]
+                labels = [lab for s in samples for lab in s.labels if lab is not None]
                 if labels:
                     all_dep = sum(s.label == 1 for r in records for s in r.sentences)
                     metrics[f"{key}/precision"] = float(np.mean(np.array(labels) == 1))
@@ -124,9 +108,8 @@ def run(params: Params) -> dict:
                                              out / selector / "gallery.html",
                                              f"masked samples ({split}, selector={selector})")
                     tracking.log_artifact(gallery, f"gallery/{selector}")
-            write_jsonl_atomic(out / selector / "skipped.jsonl",
-                               (json.dumps(s) for s in skipped_all))
+            write_jsonl_atomic(out / selector / "skipped.jsonl", skipped_all)
         tracking.log_metrics(metrics)
-    write_metrics("mask", metrics)
+    write_json_atomic(ctx.metrics_path(), metrics)
     log.info("mask: %s", {k: v for k, v in metrics.items() if "train/" in k})
     return metrics

@@ -11,7 +11,6 @@ report split, written to metrics/score.json with a histogram of D_vis by label.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +20,16 @@ from tqdm.auto import tqdm
 
 from mmrpt import tracking
 from mmrpt.config import Params, ParamsError
+from mmrpt.contract import StageContext
 from mmrpt.data.records import Record, read_manifest
+from mmrpt.images import open_rgb
+from mmrpt.io import fingerprint_dir, write_csv_atomic, write_json_atomic, write_parquet_atomic
 from mmrpt.modeling.loader import image_token_id, load_vlm
-from mmrpt.pretrain.warmup import open_rgb
 from mmrpt.report.plots import head_heatmap, score_histogram
 from mmrpt.scoring.attention import capture, text_decoder_layers
 from mmrpt.scoring.layers import auroc, band_layers
 from mmrpt.scoring.sentences import attention_scores, counterfactual_scores, token_counts
-from mmrpt.stages.common import (
-    PLOTS_DIR,
-    device,
-    fingerprint_dir,
-    params_hash,
-    seed_everything,
-    trained_model_path,
-    write_csv_atomic,
-    write_metrics,
-)
+from mmrpt.training import device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +134,13 @@ def choose_heads(params: Params, n_layers: int, n_heads: int,
     return chosen
 
 
-def run(params: Params) -> dict:
+def run(ctx: StageContext) -> dict:
+    params = ctx.params
     sp = params.score
     seed_everything(params.seed)
-    root = Path(params.data.out_dir)
-    out = Path(sp.out_dir)
-    model, processor = load_vlm(trained_model_path(params), dtype=torch.float32,
+    root = ctx.dep("data")
+    out = ctx.out("scores")
+    model, processor = load_vlm(ctx.dep("model"), dtype=torch.float32,
                                 trust_remote_code=params.model.trust_remote_code)
     model.to(device()).eval()
     cfg = model.config.get_text_config()
@@ -156,7 +149,7 @@ def run(params: Params) -> dict:
         raise ValueError("model config and decoder modules disagree on the layer count")
     check_heads(params, n_layers, n_heads)
     metrics: dict = {"n_layers": n_layers, "n_heads": n_heads}
-    with tracking.stage_run("score", params):
+    with tracking.stage_run(ctx):
         diag = {}
         for split in dict.fromkeys((sp.diagnostic_split, sp.report_split)):
             path = root / f"{split}.jsonl"
@@ -184,28 +177,21 @@ def run(params: Params) -> dict:
                 heatmap = head_heatmap(dev_auroc, out / f"auroc_heads_{split}.png")
                 tracking.log_artifact(heatmap, "plots")
 
-        shards = fingerprint_dir(out / "shards", params_hash(
-            params.seed, params.data, params.model, params.warmup, metrics["heads"],
-            sp.model_dump(include={"text_keys", "counterfactual", "counterfactual_train",
-                                   "replacements", "counterfactual_reduce",
-                                   "batch_size", "splits"})))
+        # finished shards survive a change of what is reported (the stage's resume_ignores)
+        shards = fingerprint_dir(out / "shards", ctx.fingerprint(metrics["heads"]))
         frames = []
         for split in sp.splits:
             records = read_manifest(root / f"{split}.jsonl")
             starts = range(0, len(records), sp.shard_size)
             for k in tqdm(starts, desc=f"score {split}", unit="shard"):
-                path = shards / f"{split}-{k // sp.shard_size:05d}.parquet"
+                path = shards / f"{split}-{sp.shard_size}-{k // sp.shard_size:05d}.parquet"
                 if not path.exists():
                     df = score_records(model, processor, records[k : k + sp.shard_size], root,
                                        params, heads, split)
-                    tmp = path.with_suffix(".tmp")
-                    df.to_parquet(tmp, index=False)
-                    os.replace(tmp, path)
+                    write_parquet_atomic(path, df)
                 frames.append(pd.read_parquet(path))
         table = pd.concat(frames, ignore_index=True)
-        tmp = out / "scores.parquet.tmp"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, out / "scores.parquet")
+        write_parquet_atomic(out / "scores.parquet", table)
 
         for split in (sp.diagnostic_split, sp.report_split):
             part = table[table.split == split]
@@ -222,10 +208,10 @@ def run(params: Params) -> dict:
         tracking.log_dict(metrics, "score_metrics.json")
         hist = score_histogram(table[table.split == sp.report_split], out / "d_vis_hist.png")
         tracking.log_artifact(hist, "plots")
-    write_metrics("score", metrics)
-    write_csv_atomic(PLOTS_DIR / "score_layers.csv", [
+    write_json_atomic(ctx.metrics_path(), metrics)
+    write_csv_atomic(ctx.table_path("layers"), [
         {"layer": layer, "auroc_report": metrics.get(f"auroc_layer_{layer}"),
          "auroc_dev": metrics.get(f"{sp.diagnostic_split}/auroc_layer_{layer}")}
-        for layer in range(n_layers)])
+        for layer in range(n_layers)], columns=["layer", "auroc_dev", "auroc_report"])
     log.info("score: %s", {k: v for k, v in metrics.items() if "layer_" not in k})
     return metrics

@@ -2,6 +2,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mmrpt.data import world
@@ -36,14 +37,16 @@ def _check_sentence(text: str, scene: list[world.Obj]) -> None:
 def test_verify_sentence_rejects_false_claims():
     scene = [world.Obj("circle", "red", "large", 0, 0), world.Obj("square", "blue", "small", 2, 2)]
     cases = {
-        "There are two objects.": True, "There are three objects.": False,
+        "There are two objects.": True,
+        "There are three objects.": False,
         "A large red circle is at the top left.": True,
         "A small red circle is at the top left.": False,
         "A large red circle is at the bottom left.": False,
         "The red circle is left of the blue square.": True,
         "The red circle is right of the blue square.": False,
         "The blue square is above the red circle.": False,
-        "Circles have no corners.": None, "It was made by a computer program.": None,
+        "Circles have no corners.": None,
+        "It was made by a computer program.": None,
         "A large red circle is at the nowhere left.": False,
     }
     for text, expected in cases.items():
@@ -66,8 +69,9 @@ def test_labels_are_right(tmp_path: Path):
             else:
                 _check_sentence(text, scene)
         # the spans are exactly what a sentence splitter finds
-        assert [(s.start, s.end) for s in split_sentences(r.caption)] == \
-               [(s.start, s.end) for s in r.sentences]
+        assert [(s.start, s.end) for s in split_sentences(r.caption)] == [
+            (s.start, s.end) for s in r.sentences
+        ]
 
 
 def test_priors_and_counter_split(tmp_path: Path):
@@ -93,3 +97,119 @@ def test_pixels_show_the_objects(tmp_path: Path):
 
 def read_manifest_of(recs, root):
     return read_manifest(root / "dev.jsonl")
+
+
+def _digest(chunks) -> str:
+    import hashlib
+
+    return hashlib.sha256(b"".join(chunks)).hexdigest()[:16]
+
+
+# sha256 prefixes of the first 50 records of each split at KW (manifest lines; decoded pixels)
+# and of their default probes, captured from the generator as it was before caption_bias and
+# the probes' prior fields were added (the probes' hash leaves the new fields out).
+BEFORE_BIAS = {
+    "train": ("d6f5cd4d3f6dc1e6", "55371a8903f52c36", "a9852b64eaa1c704"),
+    "dev": ("fedb218842dc84c0", "ecdb017eaab5bd7d", "0f2aaea24536c732"),
+    "test_iid": ("0c840374146ed74d", "b54f066cff766f88", "1ed0e6966b621720"),
+    "test_counter": ("128937c8cb66f155", "6861bddf6b496e1b", "a7a3b46d211327df"),
+}
+
+
+def test_default_world_and_probes_are_unchanged(tmp_path: Path):
+    import json
+
+    from mmrpt.data.probes import make_probes
+
+    for split, (text, pixels, probes) in BEFORE_BIAS.items():
+        recs = list(world.generate_split(split, 50, tmp_path, **KW, caption_bias=0.0))
+        assert _digest(r.to_json().encode() + b"\n" for r in recs) == text, split
+        assert (
+            _digest(np.asarray(Image.open(tmp_path / r.image)).tobytes() for r in recs) == pixels
+        ), split
+        old_fields = [
+            {k: v for k, v in p.items() if k not in ("prior", "conflict")}
+            for p in make_probes(recs, seed=0, max_objects=3)
+        ]
+        assert _digest(json.dumps(p).encode() + b"\n" for p in old_fields) == probes, split
+        assert all("named_colours" not in r.meta for r in recs)
+
+
+def _biased(split: str, n: int, out: Path, bias: float, image_size: int = 24):
+    return list(
+        world.generate_split(split, n, out, **{**KW, "image_size": image_size}, caption_bias=bias)
+    )
+
+
+def _as_named(r) -> list[world.Obj]:
+    """The scene as the caption names it."""
+    return [
+        world.Obj(**{**o, "colour": c})
+        for o, c in zip(r.meta["scene"], r.meta["named_colours"], strict=True)
+    ]
+
+
+@pytest.mark.parametrize("bias", [0.3, 0.8, 1.0])
+def test_caption_bias_rate_and_consistent_naming(tmp_path: Path, bias: float):
+    recs = _biased("train", 3000, tmp_path, bias)
+    renamed, eligible = 0, 0
+    for r in recs:
+        scene, named = world.scene_of(r), _as_named(r)
+        for o, c in zip(scene, r.meta["named_colours"], strict=True):
+            prior = world.PRIOR_COLOUR[o.shape]
+            if o.colour == prior:
+                assert c == o.colour  # nothing to bias: named truly
+            else:
+                eligible += 1
+                renamed += c == prior
+                assert c in (o.colour, prior)
+        # every vision-dependent sentence is true of the scene as named (one name per object)
+        for i, s in enumerate(r.sentences):
+            if s.label == 1:
+                _check_sentence(r.sentence_text(i), named)
+        assert [s.label for s in r.sentences].count(0) == 3
+    # binomial: within 3 standard deviations of caption_bias (exact at 1.0)
+    assert abs(renamed / eligible - bias) <= 3 * np.sqrt(bias * (1 - bias) / eligible)
+    assert eligible > 1500
+
+
+def test_biased_sentences_are_false_of_the_image(tmp_path: Path):
+    recs = _biased("train", 200, tmp_path, 0.5)
+    checked = 0
+    for r in recs:
+        scene = world.scene_of(r)
+        for o, c in zip(scene, r.meta["named_colours"], strict=True):
+            said = f"A {o.size} {c} {o.shape} is at the {o.position}."
+            true = f"A {o.size} {o.colour} {o.shape} is at the {o.position}."
+            if c != o.colour:
+                assert said in r.caption and true not in r.caption
+                assert world.verify_sentence(said, scene) is False  # the verifier sees the image
+                assert world.verify_sentence(true, scene) is True
+                checked += 1
+    assert checked > 30
+
+
+def test_bias_changes_train_captions_only(tmp_path: Path):
+    plain = {s: _biased(s, 200, tmp_path / "plain", 0.0, 56) for s in world.SPLITS}
+    biased = {s: _biased(s, 200, tmp_path / "biased", 0.5, 56) for s in world.SPLITS}
+    for split in world.SPLITS:
+        for p, b in zip(plain[split], biased[split], strict=True):
+            # same scenes and pixels at every bias level: only the caption stream differs
+            assert p.meta["scene"] == b.meta["scene"]
+            assert (tmp_path / "plain" / p.image).read_bytes() == (
+                tmp_path / "biased" / b.image
+            ).read_bytes()
+            if split != "train":  # held-out splits: untouched, true to the image
+                assert b.to_json() == p.to_json()
+                for i, s in enumerate(b.sentences):
+                    if s.label == 1:
+                        _check_sentence(b.sentence_text(i), world.scene_of(b))
+    changed = sum(
+        p.caption != b.caption for p, b in zip(plain["train"], biased["train"], strict=True)
+    )
+    assert changed > 20
+
+
+def test_caption_bias_is_a_probability(tmp_path: Path):
+    with pytest.raises(ValueError, match="caption_bias"):
+        next(world.generate_split("train", 1, tmp_path, **KW, caption_bias=1.5))

@@ -10,8 +10,8 @@ from mmrpt.evaluation.scorer import (
     brute_force_option_scores,
     load_image,
 )
+from mmrpt.generation import generate
 from mmrpt.modeling.encode import chat_prompt
-from mmrpt.rl.fillin import generate
 from tests.evaluation.conftest import read_probes
 
 

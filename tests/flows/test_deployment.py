@@ -13,10 +13,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 
-from mmrpt.config import STAGES
-from tests.tiny_params import TINY
+from mmrpt.config import DEFAULT_ARMS
+from mmrpt.pipeline import NAMES, PER_RUN
+from tests.conftest import copy_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -54,9 +54,7 @@ def prefect(args, env, timeout=180) -> str:
 
 @pytest.mark.slow
 def test_prefect_deployment_run(tmp_path: Path):
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "params.yaml").write_text(yaml.safe_dump(TINY))
+    work = copy_repo(tmp_path / "work")
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
@@ -91,17 +89,22 @@ def test_prefect_deployment_run(tmp_path: Path):
         stop(server)
     assert server.poll() is not None and (worker is None or worker.poll() is not None)
 
-    for stage in STAGES:
-        if stage in ("rl", "sft", "eval"):  # one metrics file per run: every arm ran
+    for stage in NAMES:
+        if stage in PER_RUN:  # one metrics file per run: every arm ran
             assert len(list((work / "metrics" / stage).glob("*-0.json"))) == 4, stage
         else:
             assert (work / "metrics" / f"{stage}.json").exists()
     assert json.loads((work / "metrics/warmup.json").read_text())["steps"] == 10
     assert (work / "data/masked/attention/train.jsonl").exists()
+    # the flow ran the DVC stages: the workspace is as `dvc repro` leaves it
+    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=work, capture_output=True,
+                            text=True, timeout=120)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
     mlflow.set_tracking_uri(f"sqlite:///{work}/mlruns/mlflow.db")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     parent = [r for r in runs if r.data.tags.get("kind") == "pipeline"]
     assert len(parent) == 1
     children = {r.info.run_name for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id}
-    assert children == set(STAGES)
+    assert children == ({s for s in NAMES if s not in PER_RUN}
+                        | {f"{s}/{a}-0" for s in PER_RUN for a in DEFAULT_ARMS})

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -7,10 +9,10 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.pipeline import pipeline
+from flows.pipeline import StageFailed, may_pass_on_retry, pipeline, select
 from mmrpt.cli import main
-from mmrpt.config import ARMS, STAGES, ParamsError
-from tests.tiny_params import TINY
+from mmrpt.config import ParamsError
+from tests.conftest import copy_repo
 
 
 @pytest.fixture(scope="module")
@@ -19,70 +21,112 @@ def harness():
         yield
 
 
+def dvc(args, cwd) -> str:
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
 def nested_stage_runs(tracking_uri: str) -> tuple[list, list]:
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    parents = [r for r in runs if r.data.tags.get("kind") == "pipeline"]
+    parents = sorted((r for r in runs if r.data.tags.get("kind") == "pipeline"),
+                     key=lambda r: r.info.start_time)  # the first pipeline run first
     children = [r for r in runs if parents and
                 r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     return parents, children
 
 
 @pytest.mark.slow
-def test_flow_runs_the_stages(harness, tmp_path: Path, monkeypatch):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
-    monkeypatch.chdir(tmp_path)
-    results = pipeline(overrides={"warmup.max_steps": 10}, seed=1)
-    assert tuple(results) == STAGES
+def test_flow_runs_the_dvc_stages(harness, tmp_path: Path):
+    """One arm's chain (the deployment test in test_deployment.py runs them all)."""
+    repo = copy_repo(tmp_path / "repo")
+    target = "eval@ntp-0"
+    results = pipeline(stages=[target], workdir=str(repo), overrides={"warmup.max_steps": 10},
+                       seed=1)
+    chain = ["data", "warmup", "score", "mask", "primer", "rl@ntp-0", "sft@ntp-0", target]
+    assert list(results) == chain
+    # the workspace is as `dvc repro eval@ntp-0` leaves it: dvc.lock records what ran
+    assert "up to date" in dvc(["status", "--with-deps", target], repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(chain)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["seed"] == 1 and params["warmup"]["max_steps"] == 10
+    assert json.loads((repo / "metrics/warmup.json").read_text())["steps"] == 10
+    assert results["rl@ntp-0"]["arm"] == "ntp" and "zero_shot/lmeval/iid/acc" in results[target]
     with get_client(sync_client=True) as client:
         names = {t.name.rsplit("-", 1)[0] for t in client.read_task_runs()}
-    assert set(STAGES) <= names  # Prefect task names = stage names
-    assert json.loads((tmp_path / "metrics/warmup.json").read_text())["steps"] == 10
-    parents, children = nested_stage_runs("sqlite:///mlruns/mlflow.db")
+    assert {"data", "warmup", "score", "mask", "primer", "rl", "sft", "eval"} <= names
+    parents, children = nested_stage_runs(f"sqlite:///{repo}/mlruns/mlflow.db")
     assert len(parents) == 1
-    names = [r.info.run_name for r in children]
-    assert set(names) == set(STAGES)
-    for stage in ("rl", "sft", "eval"):  # once per arm (one replicate seed here)
-        assert names.count(stage) == len(ARMS)
-        assert set(results[stage]) == {f"{arm}-0" for arm in ARMS}
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(s.replace("@", "/") for s in chain)
     for r in children:
         assert r.data.tags["git_commit"] and r.data.tags["params_hash"]
-        assert r.data.params["seed"] == "1"
+    # a second run finds everything up to date and runs nothing
+    again = pipeline(stages=[target], workdir=str(repo))
+    assert again == results
+    parents, children = nested_stage_runs(f"sqlite:///{repo}/mlruns/mlflow.db")
+    assert len(parents) == 2 and len(children) == len(names)
     with pytest.raises(ParamsError, match="warmup.max_step"):
-        pipeline(overrides={"warmup.max_step": 10})
+        pipeline(workdir=str(repo), overrides={"warmup.max_step": 10})
 
 
-@pytest.mark.parametrize(("error", "calls"), [(ParamsError("score.layers [9] out of range"), 1),
-                                              (RuntimeError("worker lost"), 3)])
-def test_flow_retries_only_what_may_pass(harness, tmp_path: Path, monkeypatch, error, calls):
-    import flows.pipeline as fp
-    import mmrpt.stages.data
+def test_stage_selection_follows_the_dvc_graph():
+    order = ["data", "warmup", "rl@a-0", "rl@b-0", "report"]
+    upstream = {"data": [], "warmup": ["data"], "rl@a-0": ["warmup"], "rl@b-0": ["warmup"],
+                "report": ["rl@a-0", "rl@b-0"]}
+    assert select(order, upstream, None) == order
+    assert select(order, upstream, ["warmup"]) == ["data", "warmup"]
+    assert select(order, upstream, ["rl"]) == ["data", "warmup", "rl@a-0", "rl@b-0"]
+    assert select(order, upstream, ["rl@b-0"]) == ["data", "warmup", "rl@b-0"]
+    with pytest.raises(ValueError, match="unknown stages"):
+        select(order, upstream, ["rlx"])
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fp, "run_stage", fp.run_stage.with_options(retry_delay_seconds=0))
-    seen = []
 
-    def failing(params):
-        seen.append(1)
-        raise error
+class State:
+    def __init__(self, error):
+        self.error = error
 
-    monkeypatch.setattr(mmrpt.stages.data, "run", failing)
-    with pytest.raises(type(error), match=str(error).split()[0]):
-        pipeline(stages=["data"])
-    assert len(seen) == calls  # bad params: once; anything else: 1 + 2 retries
+    def result(self):
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "retry"), [
+    (StageFailed("score", 2, "score.layers [9] out of range"), False),  # bad params or input
+    (StageFailed("rl@mmrpt-0", 1, "worker lost"), True),
+    (StageFailed("rl@mmrpt-0", -9, "killed"), True),
+    (FileNotFoundError("no params.yaml"), False),
+    (OSError("disk"), True)])
+def test_only_what_may_pass_is_retried(error, retry):
+    assert may_pass_on_retry(None, None, State(error)) is retry
+
+
+@pytest.mark.slow
+def test_bad_input_fails_once_with_its_reason(harness, tmp_path: Path):
+    repo = copy_repo(tmp_path / "repo")
+    with pytest.raises(StageFailed, match="score.layers") as err:
+        pipeline(stages=["score"], workdir=str(repo),
+                 overrides={"warmup.max_steps": 5, "score.select": "band", "score.layers": [9]})
+    assert err.value.code == 2
+    with get_client(sync_client=True) as client:
+        score = [t for t in client.read_task_runs() if t.name.startswith("score")]
+    assert score and all(t.run_count == 1 for t in score)
 
 
 @pytest.mark.slow
 def test_compare_prints_runs_and_plots(harness, tmp_path: Path, monkeypatch, capsys):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
-    monkeypatch.chdir(tmp_path)
+    repo = copy_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
     assert main(["compare"]) == 1  # no runs yet: says so
     for seed in (0, 1):
-        pipeline(stages=["data", "warmup"], overrides={"warmup.max_steps": 5}, seed=seed)
+        pipeline(stages=["warmup"], workdir=str(repo), overrides={"warmup.max_steps": 5},
+                 seed=seed)
     capsys.readouterr()
-    assert main(["compare", "--stage", "warmup", "--out", "cmp.png"]) == 0
+    assert main(["compare", "--stage", "warmup", "--params", "seed", "--out", "cmp.png",
+                 "--metrics", "eval/image_gain,train/loss"]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if " warmup " in line]
     assert len(lines) == 2 and {line.split()[5] for line in lines} == {"0", "1"}
-    assert (tmp_path / "cmp.png").stat().st_size > 1000
+    assert (repo / "cmp.png").stat().st_size > 1000

@@ -1,14 +1,8 @@
 import numpy as np
 import pytest
 
-from mmrpt.masking.select import (
-    caption_tau,
-    format_answer,
-    mask_caption,
-    select_by_label,
-    select_by_score,
-    select_random,
-)
+from mmrpt.masking.samples import format_answer, mask_caption
+from mmrpt.masking.select import caption_tau, select_by_label, select_by_score, select_random
 
 NAN = float("nan")
 

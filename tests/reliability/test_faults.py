@@ -73,8 +73,8 @@ def test_score_killed_mid_shard_resumes_and_matches_uninterrupted(warmed_project
     killed(KILL_AT_SHARD, ["score"], p, KILL_AT="3")
     shards = p / "data/scores/shards"
     done = sorted(shards.glob("*.parquet"))
-    assert [f.name for f in done] == [f"train-0000{i}.parquet" for i in range(3)]
-    assert [f.name for f in tmp_files(p)] == ["train-00003.tmp"]  # the shard being written
+    assert [f.name for f in done] == [f"train-20-0000{i}.parquet" for i in range(3)]
+    assert [f.name for f in tmp_files(p)] == ["train-20-00003.parquet.tmp"]  # the shard being written
     assert not (p / "data/scores/scores.parquet").exists()
     assert not (p / "metrics/score.json").exists()
     stamps = {f: f.stat().st_mtime_ns for f in done}

@@ -25,7 +25,7 @@ def tiny_rl(tmp_path: Path, monkeypatch):
     samples = [s for r in records
                if (s := label_masked_sample(r, 2, MaskParams().instruction, rng))]
     spec = TinySpec(**TINY["model"]["tiny"], image_size=112)
-    texts = world.vocabulary_text() * 20 + [s["prompt"] for s in samples]
+    texts = world.vocabulary_text() * 20 + [s.prompt for s in samples]
     model, processor = load_vlm(build_tiny_vlm(texts, spec, tmp_path / "model"),
                                 dtype=torch.float32)
     return model, processor, samples[:8], root

@@ -9,12 +9,13 @@ import pytest
 
 from mmrpt import tracking
 from mmrpt.config import Params
+from mmrpt.pipeline import context
 from mmrpt.rl.grpo import grpo_dataset, make_grpo_trainer
 
 
 def test_grpo_logs_timing_split_and_completion_table(tiny_rl, tmp_path: Path):
     model, processor, samples, root = tiny_rl
-    with tracking.stage_run("rl", Params()) as run_id:
+    with tracking.stage_run(context("rl", Params(), "mmrpt", 0)) as run_id:
         trainer = make_grpo_trainer(
             model, processor, grpo_dataset(samples, root), out_dir=tmp_path / "ck", steps=5,
             batch_size=2, num_generations=2, temperature=1.0, lr=1e-3, beta=0.0,

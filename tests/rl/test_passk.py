@@ -6,10 +6,21 @@ from itertools import combinations
 import pytest
 import torch
 
-from mmrpt.pretrain.warmup import open_rgb
-from mmrpt.rl.fillin import generate
-from mmrpt.rl.passk import main, paired, pass_at_k, summarise
+from mmrpt.cli import main as cli
+from mmrpt.generation import generate
+from mmrpt.images import open_rgb
+from mmrpt.masking.samples import write_samples
+from mmrpt.rl.passk import paired, pass_at_k, summarise
 from mmrpt.rl.rewards import blank_hits
+
+
+def main(args):
+    return cli(["passk", *args])
+
+
+class S:  # the two fields summarise reads of a masked sample
+    def __init__(self, targets, labels):
+        self.targets, self.labels = targets, labels
 
 
 @pytest.mark.parametrize("n", [1, 3, 6])
@@ -43,7 +54,7 @@ def answer(*texts):
 
 
 def test_summarise_counts_blanks_by_label():
-    samples = [{"targets": ["A.", "B."], "labels": [1, 0]}, {"targets": ["C."], "labels": [1]}]
+    samples = [S(["A.", "B."], [1, 0]), S(["C."], [1])]
     greedy = [answer("A.", "x"), answer("x")]
     sampled = [answer("A.", "B."), answer("x", "x"), answer("A.", "x"), answer("A.", "x"),
                answer("x"), answer("x"), answer("x"), answer("C.")]
@@ -63,7 +74,7 @@ def test_summarise_counts_blanks_by_label():
     three = summarise(samples[1:], greedy[1:], sampled[4:7], n=3)
     assert three["all"]["pass@3"] == 0.0 and "pass@4" not in three["all"]
     with pytest.raises(ValueError):  # a label per blank, or none
-        summarise([{"targets": ["A.", "B."], "labels": [1]}], greedy[:1], sampled[:4], n=4)
+        summarise([S(["A.", "B."], [1])], greedy[:1], sampled[:4], n=4)
 
 
 def test_paired_difference_and_its_standard_error():
@@ -84,8 +95,8 @@ def test_sampled_completions_come_grouped_per_prompt(tiny_rl):
     with torch.no_grad():  # untrained weights answer every prompt alike; make them differ
         for p in model.parameters():
             p.normal_(0, 1.0)
-    images = [open_rgb(root / s["image"]) for s in samples[:3]]
-    prompts = [s["prompt"] for s in samples[:3]]
+    images = [open_rgb(root / s.image) for s in samples[:3]]
+    prompts = [s.prompt for s in samples[:3]]
     greedy = generate(model, processor, images, prompts, 12)
     assert len(set(greedy)) > 1  # the check below needs distinct prompts' outputs
     torch.manual_seed(0)
@@ -103,13 +114,13 @@ def test_cli_writes_the_summary(tiny_rl, tmp_path, capsys):
     model.save_pretrained(tmp_path / "m")
     processor.save_pretrained(tmp_path / "m")
     path = tmp_path / "s.jsonl"
-    path.write_text("".join(json.dumps(s) + "\n" for s in samples[:2]))
+    write_samples(path, samples[:2])
     out = tmp_path / "passk.json"
     assert main(["--model", str(tmp_path / "m"), "--samples", str(path), "--root", str(root),
                  "-n", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["samples"] == 2 and result["n"] == 2
-    assert result["all"]["blanks"] == sum(len(s["targets"]) for s in samples[:2])
+    assert result["all"]["blanks"] == sum(len(s.targets) for s in samples[:2])
     assert set(result["all"]) >= {"pass@1", "pass@2", "greedy_exact_match"}
     assert "paired" not in result
     assert main(["--model", str(tmp_path / "m"), "--samples", str(path), "--root", str(root),

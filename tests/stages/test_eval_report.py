@@ -8,7 +8,7 @@ def test_eval_then_report(primed_project: Path, caplog):
     p = primed_project
     for arm in ("ntp", "masked_sft"):
         for stage in ("rl", "sft", "eval"):
-            assert main([stage, "-S", f"rl.arm={arm}"]) == 0, (stage, arm)
+            assert main([stage, "--arm", arm, "--seed", "0"]) == 0, (stage, arm)
     m = json.loads((p / "metrics/eval/masked_sft-0.json").read_text())
     rl = json.loads((p / "metrics/rl/masked_sft-0.json").read_text())
     assert m["zero_shot/masked_em/test_iid"] == rl["exact_match"]  # taken from the rl stage
@@ -24,7 +24,7 @@ def test_eval_then_report(primed_project: Path, caplog):
     # a rerun reuses the finished phases instead of evaluating again
     caplog.clear()
     with caplog.at_level("INFO"):
-        assert main(["eval", "-S", "rl.arm=masked_sft"]) == 0
+        assert main(["eval", "--arm", "masked_sft", "--seed", "0"]) == 0
     assert sum("finished earlier" in r.getMessage() for r in caplog.records) == 2
     assert json.loads((p / "metrics/eval/masked_sft-0.json").read_text()) == m
 

@@ -14,9 +14,9 @@ from mmrpt.modeling.loader import CheckpointError
 def test_sft_trains_the_run_it_names(primed_project: Path):
     p = primed_project
     with pytest.raises(CheckpointError, match="rl output"):
-        main(["sft", "-S", "rl.arm=ntp"])  # its rl stage has not run
-    assert main(["rl", "-S", "rl.arm=masked_sft"]) == 0
-    assert main(["sft", "-S", "rl.arm=masked_sft"]) == 0
+        main(["sft", "--arm", "ntp", "--seed", "0"])  # its rl stage has not run
+    assert main(["rl", "--arm", "masked_sft", "--seed", "0"]) == 0
+    assert main(["sft", "--arm", "masked_sft", "--seed", "0"]) == 0
     before = load_file(p / "models/rl/masked_sft-0/model.safetensors")
     after = load_file(p / "models/sft/masked_sft-0/model.safetensors")
     assert sum(not torch.equal(before[k], after[k]) for k in before) > 0

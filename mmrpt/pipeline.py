@@ -1,0 +1,208 @@
+"""The pipeline, declared once: every stage's reads, inputs and outputs (mmrpt.contract.Stage).
+
+dvc.yaml is generated from this list (``python -m mmrpt dvc-yaml``; tests/test_pipeline.py
+fails on any difference), the Prefect flow reads its graph from DVC, and each stage's entry
+point (mmrpt/stages/<name>.py) gets its params view and paths from its declaration here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmrpt.contract import Stage
+
+RUN = "${item.arm}-${item.seed}"  # one (arm, seed) replicate of a per-run stage
+TRAIN_CODE = ("mmrpt/modeling", "mmrpt/training.py", "mmrpt/images.py")
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "data",
+        reads=("seed", "data"),
+        outs={"data": "${data.out_dir}"},
+        metrics={"metrics": "metrics/data.json"},
+        code=("mmrpt/data", "mmrpt/io.py", "mmrpt/stages/data.py"),
+    ),
+    Stage(
+        "warmup",
+        reads=("seed", "model", "warmup", "data.image_size", "mask.instruction"),
+        deps={"data": "${data.out_dir}"},
+        outs={"model": "${warmup.out_dir}", "checkpoints": "${warmup.checkpoint_dir}"},
+        persist=("checkpoints",),
+        metrics={"metrics": "metrics/warmup.json"},
+        tables={"loss": "plots/warmup_loss.csv"},
+        code=(*TRAIN_CODE, "mmrpt/pretrain", "mmrpt/stages/warmup.py"),
+        resume_ignores=("warmup.eval_split", "warmup.eval_samples"),
+    ),
+    Stage(
+        "score",
+        reads=("seed", "score", "warmup.prompt", "model.trust_remote_code"),
+        deps={"data": "${data.out_dir}", "model": "${warmup.out_dir}"},
+        outs={"scores": "${score.out_dir}"},
+        persist=("scores",),
+        metrics={"metrics": "metrics/score.json"},
+        tables={"layers": "plots/score_layers.csv"},
+        code=("mmrpt/modeling", "mmrpt/images.py", "mmrpt/scoring", "mmrpt/stages/score.py"),
+        # a finished shard is kept when only these change (they choose what to report)
+        resume_ignores=("score.splits", "score.diagnostic_split", "score.report_split",
+                        "score.diagnostic_samples", "score.select", "score.top_heads",
+                        "score.max_top_heads", "score.layers", "score.layer_band",
+                        "score.heads", "score.shard_size"),
+    ),
+    Stage(
+        "mask",
+        reads=("seed", "mask"),
+        deps={"data": "${data.out_dir}", "scores": "${score.out_dir}/scores.parquet"},
+        outs={"masks": "${mask.out_dir}"},
+        metrics={"metrics": "metrics/mask.json"},
+        code=("mmrpt/masking", "mmrpt/report/gallery.py", "mmrpt/stages/mask.py"),
+    ),
+    Stage(
+        "primer",
+        reads=("seed", "primer", "mask.selectors", "warmup.prompt",
+               "model.trust_remote_code"),
+        deps={"data": "${data.out_dir}", "model": "${warmup.out_dir}",
+              "masks": "${mask.out_dir}"},
+        outs={"model": "${primer.out_dir}", "checkpoints": "${primer.checkpoint_dir}"},
+        persist=("checkpoints",),
+        metrics={"metrics": "metrics/primer.json"},
+        code=(*TRAIN_CODE, "mmrpt/generation.py", "mmrpt/rl/fillin.py",
+              "mmrpt/stages/primer.py"),
+        resume_ignores=("primer.eval_split", "primer.eval_samples", "primer.max_new_tokens",
+                        "warmup.prompt"),
+    ),
+    Stage(
+        "rl",
+        per_run=True,
+        reads=("seed", "rl", "arms.${item.arm}", "primer.n_samples", "primer.max_new_tokens",
+               "mask.selectors", "warmup.prompt"),
+        deps={"data": "${data.out_dir}", "masks": "${mask.out_dir}",
+              "model": "${primer.out_dir}"},
+        outs={"model": "${rl.out_dir}/" + RUN, "checkpoints": "${rl.checkpoint_dir}/" + RUN},
+        persist=("checkpoints",),
+        tables={"metrics": "metrics/rl/" + RUN + ".json", "curve": "plots/rl/" + RUN + ".csv"},
+        code=(*TRAIN_CODE, "mmrpt/generation.py", "mmrpt/pretrain", "mmrpt/rl",
+              "mmrpt/stages/rl.py"),
+        resume_ignores=("rl.eval_splits", "rl.eval_samples", "primer.max_new_tokens"),
+    ),
+    Stage(
+        "sft",
+        per_run=True,
+        reads=("seed", "sft", "rl.deepspeed"),
+        deps={"data": "${data.out_dir}", "model": "${rl.out_dir}/" + RUN},
+        outs={"model": "${sft.out_dir}/" + RUN, "checkpoints": "${sft.checkpoint_dir}/" + RUN},
+        persist=("checkpoints",),
+        tables={"metrics": "metrics/sft/" + RUN + ".json"},
+        code=(*TRAIN_CODE, "mmrpt/finetune", "mmrpt/stages/sft.py"),
+    ),
+    Stage(
+        "eval",
+        per_run=True,
+        reads=("eval", "warmup.prompt", "primer.max_new_tokens", "mask.selectors",
+               "rl.eval_splits", "rl.eval_samples", "model.trust_remote_code"),
+        deps={"data": "${data.out_dir}", "masks": "${mask.out_dir}",
+              "zero_shot": "${rl.out_dir}/" + RUN, "sft": "${sft.out_dir}/" + RUN,
+              "rl_metrics": "metrics/rl/" + RUN + ".json"},
+        outs={"eval": "${eval.out_dir}/" + RUN},
+        persist=("eval",),
+        tables={"metrics": "metrics/eval/" + RUN + ".json"},
+        code=("mmrpt/modeling", "mmrpt/images.py", "mmrpt/generation.py", "mmrpt/evaluation",
+              "mmrpt/rl/fillin.py", "mmrpt/stages/eval.py"),
+    ),
+    Stage(
+        "report",
+        reads=("seeds", "arms"),
+        deps={"eval": "metrics/eval", "rl": "metrics/rl", "primer": "metrics/primer.json",
+              "curves": "plots/rl"},
+        outs={"report": "${report.out_dir}"},
+        metrics={"metrics": "metrics/report.json", "rl": "metrics/rl.json"},
+        tables={"accuracy": "plots/report_accuracy.csv"},
+        code=("mmrpt/report", "mmrpt/stages/report.py"),
+    ),
+)
+
+NAMES = tuple(s.name for s in STAGES)
+PER_RUN = tuple(s.name for s in STAGES if s.per_run)
+
+# How `dvc plots show` draws each plot file (titles and axes named; each file drawn once).
+PLOTS: dict[str, dict[str, Any]] = {
+    "plots/warmup_loss.csv": {"x": "step", "y": "loss", "title": "warmup caption loss",
+                              "x_label": "optimizer step", "y_label": "loss (nats/token)"},
+    "plots/score_layers.csv": {"x": "layer", "y": ["auroc_dev", "auroc_report"],
+                               "title": "AUROC of D_vis per decoder layer (all heads)",
+                               "x_label": "decoder layer", "y_label": "AUROC"},
+    "plots/rl": {"x": "step", "y": "loss", "title": "arm training loss per step",
+                 "x_label": "optimizer step", "y_label": "loss"},
+    "plots/report_accuracy.csv": {"x": "mean", "y": "label", "template": "bar_horizontal",
+                                  "title": "probe accuracy per arm and phase",
+                                  "x_label": "accuracy (mean over seeds)", "y_label": ""},
+}
+
+
+def stage(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages: {', '.join(NAMES)}")
+
+
+def _dvc_params(s: Stage) -> list[str]:
+    return list(s.reads)
+
+
+def dvc_stage(s: Stage) -> dict[str, Any]:
+    """One stage of dvc.yaml from its declaration."""
+    d: dict[str, Any] = {}
+    if s.per_run:
+        d["matrix"] = {"arm": "${arms}", "seed": "${seeds}"}
+    d["cmd"] = s.cmd()
+    d["deps"] = [*s.deps.values(), *s.code]
+    d["params"] = _dvc_params(s)
+    d["outs"] = [{p: {"persist": True}} if n in s.persist else p for n, p in s.outs.items()]
+    d["outs"] += [{p: {"cache": False}} for p in s.tables.values()]
+    if s.metrics:
+        d["metrics"] = [{p: {"cache": False}} for p in s.metrics.values()]
+    return d
+
+
+HEADER = """\
+# GENERATED from mmrpt/pipeline.py by `python -m mmrpt dvc-yaml`: edit the declarations there.
+# Stage names = params.yaml sections = CLI subcommands = MLflow run names = Prefect tasks.
+"""
+
+
+def dvc_yaml() -> str:
+    """The text of dvc.yaml."""
+    doc = {
+        "plots": [{k: v} for k, v in PLOTS.items()],
+        "stages": {s.name: dvc_stage(s) for s in STAGES},
+    }
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=100)
+
+
+def write_dvc_yaml(path: str | Path = "dvc.yaml") -> Path:
+    path = Path(path)
+    path.write_text(dvc_yaml())
+    return path
+
+
+def context(name: str, params, arm: str | None = None, seed: int | None = None):
+    """The StageContext of stage ``name`` (and run ``arm``, ``seed`` for a per-run stage)."""
+    from mmrpt.config import ParamsError
+    from mmrpt.contract import ParamsView, StageContext
+
+    s = stage(name)
+    if s.per_run:
+        if arm is None or seed is None:
+            raise ParamsError(f"stage {name} runs once per arm and seed: give --arm and --seed")
+        if arm not in params.arms:
+            raise ParamsError(f"--arm {arm}: not in arms ({', '.join(params.arms)})")
+        if seed < 0:
+            raise ParamsError(f"--seed {seed}: must be >= 0")
+    elif arm is not None or seed is not None:
+        raise ParamsError(f"stage {name} runs once: --arm/--seed do not apply")
+    ctx = StageContext(s, None, params, arm, seed)
+    ctx.params = ParamsView(params, ctx.reads, name)
+    return ctx

@@ -1,0 +1,117 @@
+"""Training plumbing shared by every training stage: the HF Trainer for our datasets, resume
+from the last checkpoint, and saving a trained model atomically.
+
+transformers' Trainer does the work (checkpointing, resume with optimizer/scheduler/RNG state,
+gradient accumulation, DeepSpeed via accelerate); this module supplies the collator, the
+resume that really restores Qwen2-VL weights (LoadsCheckpointsByFromPretrained) and the
+save that never leaves a half-written model folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from mmrpt.modeling.encode import collate
+from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ResumableTrainer(LoadsCheckpointsByFromPretrained, Trainer):
+    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin)."""
+
+
+def make_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, max_steps: int,
+                 batch_size: int, lr: float, weight_decay: float, warmup_ratio: float,
+                 save_steps: int, save_total_limit: int, log_steps: int, seed: int,
+                 callbacks: Sequence[TrainerCallback] = (), deepspeed: str | None = None,
+                 bf16: bool = False) -> Trainer:
+    """A Trainer over ``dataset`` (items: modeling.encode.Encoded), cosine schedule."""
+    pad_id = processor.tokenizer.pad_token_id
+    args = TrainingArguments(
+        output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=batch_size,
+        learning_rate=lr, weight_decay=weight_decay, warmup_steps=warmup_ratio,
+        lr_scheduler_type="cosine", logging_steps=log_steps, save_steps=save_steps,
+        save_total_limit=save_total_limit, seed=seed, data_seed=seed, report_to=[],
+        remove_unused_columns=False, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(), bf16=bf16, deepspeed=deepspeed,
+        save_only_model=False, gradient_checkpointing=False,
+    )
+    return ResumableTrainer(model=model, args=args, train_dataset=dataset,
+                            data_collator=lambda items: collate(items, pad_id),
+                            callbacks=list(callbacks))
+
+
+def train_resumable(trainer, ckpt: Path) -> None:
+    """Train, resuming from the last checkpoint in ``ckpt`` if there is one.
+
+    A last checkpoint at max_steps (the run was killed after training, e.g. during its
+    evaluation) is only loaded, weights and state: Trainer.train would run one step past
+    max_steps from it, so the rerun would differ from an uninterrupted run.
+    """
+    from transformers import TrainerState
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(ckpt))
+    if last:
+        log.info("resuming from %s", last)
+        state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
+        if state.global_step >= trainer.args.max_steps and not trainer.is_deepspeed_enabled:
+            trainer._load_from_checkpoint(last)
+            trainer.state = state
+            return
+    trainer.train(resume_from_checkpoint=last)
+
+
+def last_loss(trainer) -> float:
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return float(losses[-1]) if losses else float("nan")
+
+
+def save_model_atomic(model, processor, out: str | Path) -> Path:
+    """save_pretrained to a temp folder, then rename: never a half-written model folder."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return out
+
+
+def save_trained(trainer, processor, out: str | Path) -> Path | None:
+    """Save the trained model (gathering ZeRO-3 shards if any) to a temp folder, then rename
+    it into place on the main process. Returns the folder on the main process, else None."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if not trainer.is_world_process_zero():
+        return None
+    processor.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return out

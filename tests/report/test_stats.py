@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+
+from mmrpt.report.stats import mcnemar, mde, paired_difference, verdict
+
+Z = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.8}: alpha 0.05, power 0.8
+
+
+def paired_binary(
+    rng: np.random.Generator, n: int, both: float, neither: float, a_only: float, b_only: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """n paired 0/1 outcomes drawn with the given cell probabilities of the 2x2 table."""
+    cell = rng.choice(4, size=n, p=[both, neither, a_only, b_only])
+    return np.isin(cell, (0, 2)).astype(int), np.isin(cell, (0, 3)).astype(int)
+
+
+def from_counts(a_only: int, b_only: int, both: int = 0, neither: int = 0):
+    a = [1] * a_only + [0] * b_only + [1] * both + [0] * neither
+    b = [0] * a_only + [1] * b_only + [1] * both + [0] * neither
+    return np.array(a), np.array(b)
+
+
+def test_simulated_effect_of_a_tenth_is_detected_and_covered():
+    # P(A right) = 0.45 + 0.15 = 0.60, P(B right) = 0.45 + 0.05 = 0.50: true difference +0.10
+    a, b = paired_binary(np.random.default_rng(0), 2000, 0.45, 0.35, 0.15, 0.05)
+    d = paired_difference(a, b)
+    assert d["n"] == 2000 and d["n_clusters"] == 1
+    assert d["diff"] == pytest.approx((a - b).mean())
+    assert d["lo"] > 0 and d["lo"] < 0.10 < d["hi"]
+    # the bootstrap SE is the textbook SE of a mean, sd(a - b) / sqrt(n)
+    assert d["se"] == pytest.approx(np.std(a - b) / np.sqrt(2000), rel=0.05)
+    assert verdict(d, 0.03).startswith(f"effect detected ({d['diff']:+.3f}, 95% CI [")
+    assert mcnemar(a, b)["p_value"] < 1e-10
+
+
+def test_null_is_not_detected_in_most_simulations():
+    # Same distribution for both arms (10% discordant each way), 400 items, 200 simulations:
+    # 197 of 200 are "no effect detected" (98.5%; 1,000 simulations gave 95.6%, the nominal
+    # 95% at this n). The assertion leaves room for the binomial spread of 200 runs.
+    rng = np.random.default_rng(1)
+    detected = 0
+    for i in range(200):
+        a, b = paired_binary(rng, 400, 0.4, 0.4, 0.1, 0.1)
+        d = paired_difference(a, b, n_boot=1000, seed=i)
+        detected += verdict(d, 0.1).startswith("effect detected")
+    assert 1 - detected / 200 >= 0.93
+
+
+@pytest.mark.parametrize(
+    ("a_only", "b_only", "both", "neither", "p"),
+    [
+        (8, 2, 5, 5, 2 * (1 + 10 + 45) / 2**10),  # 2 * P(X <= 2), X ~ Bin(10, 1/2)
+        (2, 8, 0, 0, 2 * (1 + 10 + 45) / 2**10),  # symmetric
+        (6, 1, 30, 0, 2 * (1 + 7) / 2**7),
+        (10, 0, 0, 3, 2 / 2**10),
+        (5, 5, 7, 7, 1.0),
+        (0, 0, 4, 6, 1.0),  # no discordant pair: no evidence either way
+    ],
+)
+def test_mcnemar_exact_binomial(a_only, b_only, both, neither, p):
+    a, b = from_counts(a_only, b_only, both, neither)
+    out = mcnemar(a, b)
+    assert (out["a_only"], out["b_only"], out["discordant"]) == (a_only, b_only, a_only + b_only)
+    assert out["p_value"] == pytest.approx(p, rel=1e-9)
+
+
+def test_mcnemar_rejects_non_binary_and_unpaired():
+    with pytest.raises(ValueError, match="binary"):
+        mcnemar([0.5, 1], [0, 1])
+    with pytest.raises(ValueError, match="same length"):
+        mcnemar([0, 1, 1], [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        (dict(n=2000, p_discordant=0.2), Z * np.sqrt(0.2 / 2000)),  # = 2.8016 * 0.01
+        (dict(n=100, sd_diff=0.5), Z * 0.05),
+        (dict(n=100, sd_diff=0.5, power=0.5), 1.959963984540054 * 0.05),  # z_{0.5} = 0
+        (dict(n=400, sd_diff=1.0, alpha=0.10), (1.6448536269514722 + 0.8416212335729143) / 20),
+    ],
+)
+def test_mde_normal_approximation(kwargs, expected):
+    assert mde(**kwargs) == pytest.approx(expected, rel=1e-9)
+
+
+def test_mde_shrinks_as_one_over_sqrt_n():
+    assert mde(2000, p_discordant=0.2) == pytest.approx(0.0280159, abs=1e-7)
+    for n in (50, 500, 2000):
+        assert mde(4 * n, sd_diff=0.4) == pytest.approx(mde(n, sd_diff=0.4) / 2, rel=1e-12)
+        assert mde(100 * n, p_discordant=0.3) == pytest.approx(
+            mde(n, p_discordant=0.3) / 10, rel=1e-12
+        )
+
+
+def test_mde_needs_exactly_one_spread():
+    with pytest.raises(ValueError, match="exactly one"):
+        mde(100)
+    with pytest.raises(ValueError, match="exactly one"):
+        mde(100, sd_diff=0.3, p_discordant=0.1)
+
+
+def test_hand_case_and_degenerate_difference():
+    d = paired_difference([1, 1, 0, 1, 0], [0, 1, 0, 0, 1])  # differences 1, 0, 0, 1, -1
+    assert d["diff"] == pytest.approx(0.2) and d["n"] == 5
+    assert d["se"] == pytest.approx(np.sqrt(0.56 / 5), rel=0.05)  # population var of d = 0.56
+    same = paired_difference(np.ones(30), np.zeros(30))  # every item differs by exactly 1
+    assert (same["diff"], same["lo"], same["hi"], same["se"]) == (1.0, 1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="clusters"):
+        paired_difference([1, 0], [0, 0], clusters=[0])
+
+
+def test_cluster_bootstrap_is_wider_when_clusters_differ():
+    # four seeds whose mean differences are 0.00, 0.05, 0.10, 0.15 (500 probes each)
+    rng = np.random.default_rng(2)
+    parts = [
+        paired_binary(rng, 500, 0.4, 0.4, 0.1 + s / 2, 0.1 - s / 2) for s in (0.0, 0.05, 0.10, 0.15)
+    ]
+    a = np.concatenate([p[0] for p in parts])
+    b = np.concatenate([p[1] for p in parts])
+    seeds = np.repeat(np.arange(4), 500)
+    items = paired_difference(a, b)
+    clustered = paired_difference(a, b, clusters=seeds)
+    assert clustered["diff"] == items["diff"] and clustered["n_clusters"] == 4
+    assert clustered["hi"] - clustered["lo"] > 2 * (items["hi"] - items["lo"])
+    # two-level variance: (population var of the seed means + mean within var / 500) / 4
+    d = (a - b).reshape(4, 500)
+    expected = np.sqrt((d.mean(1).var() + (d.var(1) / 500).mean()) / 4)
+    assert clustered["se"] == pytest.approx(expected, rel=0.05)
+    assert items["se"] == pytest.approx(np.std(a - b) / np.sqrt(2000), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("diff", "text"),
+    [
+        (dict(diff=0.071, lo=0.032, hi=0.110), "effect detected (+0.071, 95% CI [+0.032, +0.110])"),
+        (dict(diff=-0.05, lo=-0.09, hi=-0.01), "effect detected (-0.050, 95% CI [-0.090, -0.010])"),
+        (dict(diff=0.02, lo=-0.01, hi=0.05), "no effect detected (MDE 0.045)"),
+        (dict(diff=0.0, lo=0.0, hi=0.04), "no effect detected (MDE 0.045)"),  # touching 0
+    ],
+)
+def test_verdict(diff, text):
+    assert verdict(diff, 0.045) == text

@@ -1,0 +1,46 @@
+"""The layering the codebase keeps: components (mmrpt/<package>/ and the shared modules) take
+plain arguments and never reach up to the stages, the CLI, the tracking module, MLflow or
+Prefect; only entry points (mmrpt/stages, cli.py, tracking.py, compare.py, flows/) do."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPONENTS = ("data", "modeling", "scoring", "masking", "rl", "evaluation", "finetune",
+              "pretrain", "report")
+SHARED = ("io.py", "images.py", "training.py", "generation.py", "contract.py", "config.py")
+FORBIDDEN = ("prefect", "mlflow", "flows", "mmrpt.stages", "mmrpt.cli", "mmrpt.tracking",
+             "mmrpt.compare", "mmrpt.pipeline")
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def component_files() -> list[Path]:
+    files = [f for pkg in COMPONENTS for f in (ROOT / "mmrpt" / pkg).rglob("*.py")]
+    return files + [ROOT / "mmrpt" / f for f in SHARED]
+
+
+@pytest.mark.parametrize("path", component_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_components_do_not_import_entry_points(path: Path):
+    bad = sorted(n for n in imports(path)
+                 if any(n == f or n.startswith(f + ".") for f in FORBIDDEN))
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_the_scan_sees_every_form_of_import(tmp_path: Path):
+    src = tmp_path / "m.py"
+    src.write_text("import mlflow\nfrom prefect import flow\nfrom mmrpt import tracking\n"
+                   "def f():\n    from mmrpt.stages.common import run_seed\n")
+    found = imports(src)
+    assert {"mlflow", "prefect", "mmrpt.tracking", "mmrpt.stages.common"} <= found
