@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 def file_overrides(path: str | Path) -> list[str]:
     """A YAML file of params sections as dotted KEY=VALUE overrides (merged key by key)."""
+
     def flat(d: dict, prefix: str = ""):
         for k, v in d.items():
             if isinstance(v, dict) and v:
@@ -49,22 +50,29 @@ def fresh_copy(dest: Path, ref: str, overrides: list[str]) -> None:
     from mmrpt.config import apply_overrides
 
     dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=ROOT, check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     (dest / "dvc.lock").unlink(missing_ok=True)
     shutil.rmtree(dest / "metrics", ignore_errors=True)
     raw = yaml.safe_load((dest / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(apply_overrides(raw, overrides),
-                                                     sort_keys=False))
+    (dest / "params.yaml").write_text(
+        yaml.safe_dump(apply_overrides(raw, overrides), sort_keys=False)
+    )
     env = git_env()
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench copy"]):
         subprocess.run(["git", *args], cwd=dest, env=env, check=True, capture_output=True)
 
 
 def git_env() -> dict[str, str]:
-    return {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+    return {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@localhost",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@localhost",
+    }
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -81,13 +89,27 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dic
     tmp = Path(tempfile.mkdtemp(prefix="mmrpt-mainjob-"))
     repo = tmp / "repo"
     fresh_copy(repo, ref, list(overrides))
-    env = {**git_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "DVC_NO_ANALYTICS": "1", "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1",
-           "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    env = {
+        **git_env(),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(repo),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "DO_NOT_TRACK": "1",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    }
     t0 = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     watched = psutil.Process(proc.pid)
     peak, stages, lines = 0, {}, []
     os.set_blocking(proc.stdout.fileno(), False)
@@ -105,12 +127,19 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dic
     if proc.returncode != 0:
         raise RuntimeError(f"dvc repro failed in {repo}:\n{''.join(lines[-40:])}")
     starts = sorted(stages.items(), key=lambda kv: kv[1])
-    durations = {name: (starts[i + 1][1] if i + 1 < len(starts) else wall) - t
-                 for i, (name, t) in enumerate(starts)}
-    res = {"wall_s": wall, "peak_tree_mb": peak / 2**20,
-           "peak_process_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-           "stages_s": durations, "overrides": list(overrides), "ref": ref,
-           "copy": str(repo) if keep else None}
+    durations = {
+        name: (starts[i + 1][1] if i + 1 < len(starts) else wall) - t
+        for i, (name, t) in enumerate(starts)
+    }
+    res = {
+        "wall_s": wall,
+        "peak_tree_mb": peak / 2**20,
+        "peak_process_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "stages_s": durations,
+        "overrides": list(overrides),
+        "ref": ref,
+        "copy": str(repo) if keep else None,
+    }
     if not keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return res
@@ -118,17 +147,25 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dic
 
 def report(res: dict) -> str:
     over = " ".join(f"-S {o}" for o in res["overrides"]) or "none (the real main job)"
-    lines = [f"main job (dvc repro, fresh copy of {res['ref']}; overrides: {over})",
-             f"wall {res['wall_s']:.0f} s (bar 900 s), peak RSS of the process tree "
-             f"{res['peak_tree_mb']:.0f} MB, largest process {res['peak_process_mb']:.0f} MB",
-             "  " + ", ".join(f"{k} {v:.0f} s" for k, v in res["stages_s"].items())]
+    lines = [
+        f"main job (dvc repro, fresh copy of {res['ref']}; overrides: {over})",
+        f"wall {res['wall_s']:.0f} s (bar 900 s), peak RSS of the process tree "
+        f"{res['peak_tree_mb']:.0f} MB, largest process {res['peak_process_mb']:.0f} MB",
+        "  " + ", ".join(f"{k} {v:.0f} s" for k, v in res["stages_s"].items()),
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("-S", dest="overrides", action="append", default=[],
-                    metavar="KEY=VALUE", help="params override in the copy (repeatable)")
+    ap.add_argument(
+        "-S",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override in the copy (repeatable)",
+    )
     ap.add_argument("--params-file", help="YAML of params sections merged into the copy's")
     ap.add_argument("--ref", default="HEAD", help="the commit to copy")
     ap.add_argument("--keep", action="store_true", help="keep the copy")

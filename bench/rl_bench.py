@@ -42,8 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-KEYS = ("timing/step_s", "timing/generation_s", "timing/reward_s", "timing/update_s",
-        "tokens/s")
+KEYS = ("timing/step_s", "timing/generation_s", "timing/reward_s", "timing/update_s", "tokens/s")
 
 
 def source(params, tmp: Path) -> tuple[str, list, Path, str]:
@@ -60,11 +59,20 @@ def source(params, tmp: Path) -> tuple[str, list, Path, str]:
     from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 
     dp, rng = params.data, np.random.default_rng(params.seed)
-    records = world.generate_split("train", 64, tmp / "world", seed=params.seed,
-                                   image_size=dp.image_size, max_objects=dp.max_objects,
-                                   prior_strength=dp.prior_strength)
-    samples = [s for r in records if (s := label_masked_sample(
-        r, params.mask.max_masks, params.mask.instruction, rng))]
+    records = world.generate_split(
+        "train",
+        64,
+        tmp / "world",
+        seed=params.seed,
+        image_size=dp.image_size,
+        max_objects=dp.max_objects,
+        prior_strength=dp.prior_strength,
+    )
+    samples = [
+        s
+        for r in records
+        if (s := label_masked_sample(r, params.mask.max_masks, params.mask.instruction, rng))
+    ]
     spec = TinySpec(**params.model.tiny.model_dump(), image_size=dp.image_size)
     texts = world.vocabulary_text() * 20 + [s.prompt for s in samples]
     build_tiny_vlm(texts, spec, tmp / "model", seed=params.seed)
@@ -97,8 +105,7 @@ def baton(turn: Path, me: str, other: str, timeout: float = 900.0):
     return Baton()
 
 
-def worker(which: str, params_file: str, steps: int, warmup: int, tmp: str,
-           threads: int) -> dict:
+def worker(which: str, params_file: str, steps: int, warmup: int, tmp: str, threads: int) -> dict:
     """One trainer's run; the data and model are those run() put in ``tmp``."""
     import torch
     from transformers import TrainerCallback
@@ -116,17 +123,32 @@ def worker(which: str, params_file: str, steps: int, warmup: int, tmp: str,
     model, processor = load_vlm(src["model"], dtype=torch.float32)
     dataset = grpo_dataset(src["samples"], src["root"])
     names = [n for n, w in rp.reward_weights.items() if w > 0]
-    settings = dict(out_dir=Path(tmp) / which, steps=steps + warmup, batch_size=rp.batch_size,
-                    num_generations=rp.num_generations, temperature=rp.temperature, lr=0.0,
-                    beta=rp.beta, loss_type=rp.loss_type,
-                    max_completion_length=rp.max_completion_length,
-                    save_steps=10**9, seed=params.seed)
+    settings = dict(
+        out_dir=Path(tmp) / which,
+        steps=steps + warmup,
+        batch_size=rp.batch_size,
+        num_generations=rp.num_generations,
+        temperature=rp.temperature,
+        lr=0.0,
+        beta=rp.beta,
+        loss_type=rp.loss_type,
+        max_completion_length=rp.max_completion_length,
+        save_steps=10**9,
+        seed=params.seed,
+    )
     if which == "ours":
         if "semantic" in names:
             minilm()  # loaded once per stage run, not per step (and not inside the seeded run)
-        trainer = make_grpo_trainer(model, processor, dataset, reward_weights=rp.reward_weights,
-                                    log_completions_steps=0, **settings)
+        trainer = make_grpo_trainer(
+            model,
+            processor,
+            dataset,
+            reward_weights=rp.reward_weights,
+            log_completions_steps=0,
+            **settings,
+        )
     else:
+
         class TimedGRPOTrainer(RolloutTiming, GRPOTrainer):
             pass
 
@@ -135,9 +157,12 @@ def worker(which: str, params_file: str, steps: int, warmup: int, tmp: str,
 
         processor.tokenizer.padding_side = "left"
         trainer = TimedGRPOTrainer(
-            model=model, processing_class=processor, train_dataset=dataset.select_columns(
-                ["prompt", "image"]), reward_funcs=[zero] * len(names),
-            args=grpo_config(reward_weights=[rp.reward_weights[n] for n in names], **settings))
+            model=model,
+            processing_class=processor,
+            train_dataset=dataset.select_columns(["prompt", "image"]),
+            reward_funcs=[zero] * len(names),
+            args=grpo_config(reward_weights=[rp.reward_weights[n] for n in names], **settings),
+        )
     rows: list[dict] = []
 
     class Record(TrainerCallback):
@@ -152,38 +177,72 @@ def worker(which: str, params_file: str, steps: int, warmup: int, tmp: str,
     trainer.train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rows = rows[warmup:]
-    return {"which": which, "rows": rows,
-            "tokens": [r["tokens/s"] * r["timing/step_s"] for r in rows],
-            "peak_train_mb": (peak - base) / 1024, "peak_mb": peak / 1024}
+    return {
+        "which": which,
+        "rows": rows,
+        "tokens": [r["tokens/s"] * r["timing/step_s"] for r in rows],
+        "peak_train_mb": (peak - base) / 1024,
+        "peak_mb": peak / 1024,
+    }
 
 
 def summarise(res: dict) -> dict:
     rows = res["rows"]
     step = float(np.sum([r["timing/step_s"] for r in rows]))
-    mean = {k: float(np.mean([r[f"timing/{k}"] for r in rows]))
-            for k in ("step_s", "generation_s", "reward_s", "update_s")}
-    return {"s_per_step": mean["step_s"], "generation_s": mean["generation_s"],
-            "reward_s": mean["reward_s"], "update_s": mean["update_s"],
-            "tokens_per_s": float(np.sum(res["tokens"])) / step,
-            "tokens_per_step": float(np.mean(res["tokens"])), "peak_mb": res["peak_mb"]}
+    mean = {
+        k: float(np.mean([r[f"timing/{k}"] for r in rows]))
+        for k in ("step_s", "generation_s", "reward_s", "update_s")
+    }
+    return {
+        "s_per_step": mean["step_s"],
+        "generation_s": mean["generation_s"],
+        "reward_s": mean["reward_s"],
+        "update_s": mean["update_s"],
+        "tokens_per_s": float(np.sum(res["tokens"])) / step,
+        "tokens_per_step": float(np.mean(res["tokens"])),
+        "peak_mb": res["peak_mb"],
+    }
 
 
-def run(params_file: str | Path = ROOT / "params.yaml", steps: int = 10, warmup: int = 2,
-        threads: int = 1) -> dict:
+def run(
+    params_file: str | Path = ROOT / "params.yaml",
+    steps: int = 10,
+    warmup: int = 2,
+    threads: int = 1,
+) -> dict:
     """Both trainers in their own processes, taking turns step by step."""
     from mmrpt.config import load_params
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, samples, root, desc = source(load_params(params_file), Path(tmp))
-        (Path(tmp) / "source.json").write_text(json.dumps(
-            {"model": model_dir, "samples": samples, "root": str(root)}))
+        (Path(tmp) / "source.json").write_text(
+            json.dumps({"model": model_dir, "samples": samples, "root": str(root)})
+        )
         (Path(tmp) / "turn").write_text("ours")
-        procs = {which: subprocess.Popen(
-            [sys.executable, __file__, "--worker", which, str(params_file), tmp,
-             "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-            for which in ("ours", "bare")}
+        procs = {
+            which: subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    which,
+                    str(params_file),
+                    tmp,
+                    "--steps",
+                    str(steps),
+                    "--warmup",
+                    str(warmup),
+                    "--threads",
+                    str(threads),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+            )
+            for which in ("ours", "bare")
+        }
         outs = {which: p.communicate() for which, p in procs.items()}
     for which, p in procs.items():
         if p.returncode:
@@ -192,32 +251,47 @@ def run(params_file: str | Path = ROOT / "params.yaml", steps: int = 10, warmup:
             raise RuntimeError(f"rl bench worker {which} failed:\n{outs[which][1][-3000:]}")
     runs = {which: json.loads(out.strip().splitlines()[-1]) for which, (out, _) in outs.items()}
     o, b = summarise(runs["ours"]), summarise(runs["bare"])
-    paired = [x["timing/step_s"] / y["timing/step_s"]
-              for x, y in zip(runs["ours"]["rows"], runs["bare"]["rows"], strict=True)]
-    return {"ours": o, "bare": b, "source": desc, "steps": steps, "threads": threads,
-            "paired_ratio_median": float(np.median(paired)),
-            "paired_ratio_iqr": [float(q) for q in np.percentile(paired, [25, 75])],
-            "same_completions": bool(np.allclose(runs["ours"]["tokens"],
-                                                 runs["bare"]["tokens"], rtol=1e-6)),
-            "overhead": o["s_per_step"] / b["s_per_step"] - 1,
-            "tokens_ratio": o["tokens_per_s"] / b["tokens_per_s"]}
+    paired = [
+        x["timing/step_s"] / y["timing/step_s"]
+        for x, y in zip(runs["ours"]["rows"], runs["bare"]["rows"], strict=True)
+    ]
+    return {
+        "ours": o,
+        "bare": b,
+        "source": desc,
+        "steps": steps,
+        "threads": threads,
+        "paired_ratio_median": float(np.median(paired)),
+        "paired_ratio_iqr": [float(q) for q in np.percentile(paired, [25, 75])],
+        "same_completions": bool(
+            np.allclose(runs["ours"]["tokens"], runs["bare"]["tokens"], rtol=1e-6)
+        ),
+        "overhead": o["s_per_step"] / b["s_per_step"] - 1,
+        "tokens_ratio": o["tokens_per_s"] / b["tokens_per_s"],
+    }
 
 
 def report(res: dict) -> str:
     o, b = res["ours"], res["bare"]
-    lines = [f"rl bench ({res['source']}): {res['steps']} steps per trainer, interleaved, "
-             f"{res['threads']} thread(s) each, "
-             f"{o['tokens_per_step']:.0f} tokens/step, same completions: "
-             f"{res['same_completions']}",
-             f"{'':<10}{'s/step':>8}{'gen s':>8}{'reward s':>10}{'update s':>10}{'tokens/s':>10}"
-             f"{'peak MB':>9}"]
+    lines = [
+        f"rl bench ({res['source']}): {res['steps']} steps per trainer, interleaved, "
+        f"{res['threads']} thread(s) each, "
+        f"{o['tokens_per_step']:.0f} tokens/step, same completions: "
+        f"{res['same_completions']}",
+        f"{'':<10}{'s/step':>8}{'gen s':>8}{'reward s':>10}{'update s':>10}{'tokens/s':>10}"
+        f"{'peak MB':>9}",
+    ]
     for name, r in (("bare TRL", b), ("ours", o)):
-        lines.append(f"{name:<10}{r['s_per_step']:>8.3f}{r['generation_s']:>8.3f}"
-                     f"{r['reward_s']:>10.3f}{r['update_s']:>10.3f}{r['tokens_per_s']:>10.0f}"
-                     f"{r['peak_mb']:>9.0f}")
+        lines.append(
+            f"{name:<10}{r['s_per_step']:>8.3f}{r['generation_s']:>8.3f}"
+            f"{r['reward_s']:>10.3f}{r['update_s']:>10.3f}{r['tokens_per_s']:>10.0f}"
+            f"{r['peak_mb']:>9.0f}"
+        )
     lo, hi = res["paired_ratio_iqr"]
-    lines.append(f"overhead ours/bare: {res['overhead']:+.1%} (target <= +10%); per-step "
-                 f"ratio median {res['paired_ratio_median']:.3f} (IQR {lo:.3f}-{hi:.3f})")
+    lines.append(
+        f"overhead ours/bare: {res['overhead']:+.1%} (target <= +10%); per-step "
+        f"ratio median {res['paired_ratio_median']:.3f} (IQR {lo:.3f}-{hi:.3f})"
+    )
     return "\n".join(lines)
 
 
@@ -231,8 +305,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         which, params_file, tmp = args.worker
-        print(json.dumps(worker(which, params_file, args.steps, args.warmup, tmp,
-                                args.threads)))
+        print(json.dumps(worker(which, params_file, args.steps, args.warmup, tmp, args.threads)))
         return
     print(report(run(args.params, args.steps, args.warmup, args.threads)))
 

@@ -33,26 +33,79 @@ def rows(results: dict) -> list[tuple]:
     out = []
     if s := results.get("score"):
         n, o = s["naive"], s["ours"]
-        out += [("score", "samples/s", "naive eager", n["samples_per_s"], o["samples_per_s"],
-                 "ours/naive", s["speed_ratio"], ">= 3x", s["speed_ratio"] >= 3),
-                ("score", "peak extra MB", "naive eager", n["peak_extra_mb"],
-                 o["peak_extra_mb"], "naive/ours", s["memory_ratio"], ">= 3x",
-                 s["memory_ratio"] >= 3)]
+        out += [
+            (
+                "score",
+                "samples/s",
+                "naive eager",
+                n["samples_per_s"],
+                o["samples_per_s"],
+                "ours/naive",
+                s["speed_ratio"],
+                ">= 3x",
+                s["speed_ratio"] >= 3,
+            ),
+            (
+                "score",
+                "peak extra MB",
+                "naive eager",
+                n["peak_extra_mb"],
+                o["peak_extra_mb"],
+                "naive/ours",
+                s["memory_ratio"],
+                ">= 3x",
+                s["memory_ratio"] >= 3,
+            ),
+        ]
     if r := results.get("rl"):
         b, o = r["bare"], r["ours"]
-        for key, metric in (("s_per_step", "s/step"), ("generation_s", "generation s/step"),
-                            ("update_s", "update s/step"), ("reward_s", "reward s/step")):
+        for key, metric in (
+            ("s_per_step", "s/step"),
+            ("generation_s", "generation s/step"),
+            ("update_s", "update s/step"),
+            ("reward_s", "reward s/step"),
+        ):
             ratio = o[key] / b[key] if b[key] else float("inf")
             target, ok = ("<= 1.10", ratio <= 1.10) if key == "s_per_step" else ("", None)
-            out.append(("rl", metric, "bare TRL", b[key], o[key], "ours/bare", ratio, target,
-                        ok))
-        out.append(("rl", "tokens/s", "bare TRL", b["tokens_per_s"], o["tokens_per_s"],
-                    "ours/bare", r["tokens_ratio"], ">= 0.91", r["tokens_ratio"] >= 1 / 1.1))
+            out.append(("rl", metric, "bare TRL", b[key], o[key], "ours/bare", ratio, target, ok))
+        out.append(
+            (
+                "rl",
+                "tokens/s",
+                "bare TRL",
+                b["tokens_per_s"],
+                o["tokens_per_s"],
+                "ours/bare",
+                r["tokens_ratio"],
+                ">= 0.91",
+                r["tokens_ratio"] >= 1 / 1.1,
+            )
+        )
     if m := results.get("main_job"):
-        out += [("main job", "wall s", "bar", 900.0, m["wall_s"], "ours/bar", m["wall_s"] / 900,
-                 "<= 1", m["wall_s"] <= 900),
-                ("main job", "peak tree MB", "", float("nan"), m["peak_tree_mb"], "", float("nan"),
-                 "", None)]
+        out += [
+            (
+                "main job",
+                "wall s",
+                "bar",
+                900.0,
+                m["wall_s"],
+                "ours/bar",
+                m["wall_s"] / 900,
+                "<= 1",
+                m["wall_s"] <= 900,
+            ),
+            (
+                "main job",
+                "peak tree MB",
+                "",
+                float("nan"),
+                m["peak_tree_mb"],
+                "",
+                float("nan"),
+                "",
+                None,
+            ),
+        ]
     return out
 
 
@@ -61,24 +114,37 @@ def fmt(v: float) -> str:
 
 
 def table(results: dict) -> str:
-    head = (f"{'bench':<9}{'metric':<19}{'baseline':<12}{'base':>9}{'ours':>9}  "
-            f"{'ratio':<11}{'':>7}  {'target':<8}ok")
+    head = (
+        f"{'bench':<9}{'metric':<19}{'baseline':<12}{'base':>9}{'ours':>9}  "
+        f"{'ratio':<11}{'':>7}  {'target':<8}ok"
+    )
     lines = [head, "-" * len(head)]
     for bench, metric, bname, base, ours, rname, ratio, target, ok in rows(results):
         mark = "" if ok is None else ("yes" if ok else "NO")
-        lines.append(f"{bench:<9}{metric:<19}{bname:<12}{fmt(base):>9}{fmt(ours):>9}  "
-                     f"{rname:<11}{'-' if ratio != ratio else f'{ratio:.3f}':>7}  "
-                     f"{target:<8}{mark}")
+        lines.append(
+            f"{bench:<9}{metric:<19}{bname:<12}{fmt(base):>9}{fmt(ours):>9}  "
+            f"{rname:<11}{'-' if ratio != ratio else f'{ratio:.3f}':>7}  "
+            f"{target:<8}{mark}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--main-job", action="store_true", help="also time dvc repro (~15 min)")
-    ap.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="params override for the main-job copy (repeatable)")
-    ap.add_argument("--params-file", help="YAML of params sections merged into the main-job "
-                    "copy's params.yaml (a reduced job for a quick check)")
+    ap.add_argument(
+        "-S",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override for the main-job copy (repeatable)",
+    )
+    ap.add_argument(
+        "--params-file",
+        help="YAML of params sections merged into the main-job "
+        "copy's params.yaml (a reduced job for a quick check)",
+    )
     ap.add_argument("--skip", action="append", default=[], choices=["score", "rl"])
     ap.add_argument("--score-rounds", type=int, default=2)
     ap.add_argument("--rl-steps", type=int, default=10)
@@ -86,14 +152,17 @@ def main() -> None:
     ap.add_argument("--rl-threads", type=int, default=1)
     ap.add_argument("--json", help="also write the raw results here")
     args = ap.parse_args()
-    results: dict = {"date": datetime.date.today().isoformat(),
-                     "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    results: dict = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
     if "score" not in args.skip:
         results["score"] = score_bench.run(rounds=args.score_rounds)
         print(f"score done: {results['score']['speed_ratio']:.2f}x", flush=True)
     if "rl" not in args.skip:
-        results["rl"] = rl_bench.run(steps=args.rl_steps, warmup=args.rl_warmup,
-                                     threads=args.rl_threads)
+        results["rl"] = rl_bench.run(
+            steps=args.rl_steps, warmup=args.rl_warmup, threads=args.rl_threads
+        )
         print(rl_bench.report(results["rl"]), flush=True)
     if args.main_job:
         files = main_job.file_overrides(args.params_file) if args.params_file else []

@@ -29,9 +29,18 @@ def build(dirpath: Path) -> None:
     from mmrpt.data import world
     from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 
-    spec = TinySpec(vocab_size=1024, hidden_size=256, intermediate_size=512, num_layers=8,
-                    num_heads=8, num_kv_heads=4, vision_depth=2, vision_embed_dim=64,
-                    vision_heads=4, image_size=448)
+    spec = TinySpec(
+        vocab_size=1024,
+        hidden_size=256,
+        intermediate_size=512,
+        num_layers=8,
+        num_heads=8,
+        num_kv_heads=4,
+        vision_depth=2,
+        vision_embed_dim=64,
+        vision_heads=4,
+        image_size=448,
+    )
     build_tiny_vlm(world.vocabulary_text() * 20, spec, dirpath)
 
 
@@ -41,8 +50,9 @@ def inputs(n: int):
     rng = np.random.default_rng(0)
     sentence = "A large red circle is at the top left. Squares have four equal sides."
     caption = " ".join([sentence] * 18)
-    images = [Image.fromarray(rng.integers(0, 255, (448, 448, 3), dtype=np.uint8))
-              for _ in range(n)]
+    images = [
+        Image.fromarray(rng.integers(0, 255, (448, 448, 3), dtype=np.uint8)) for _ in range(n)
+    ]
     from mmrpt.data.records import split_sentences
 
     spans = [(s.start, s.end) for s in split_sentences(caption)]
@@ -71,12 +81,14 @@ def worker(method: str, model_dir: str, batch: int, batches: int, threads: int =
     for _ in range(batches):
         if method == "ours":
             with capture(model, layers) as cap:
-                out = attention_scores(model, processor, cap, images, captions, spans, prompt,
-                                       tid, keys)
+                out = attention_scores(
+                    model, processor, cap, images, captions, spans, prompt, tid, keys
+                )
             result = np.stack([a.mean(0) for a, _ in out])
         else:
-            encs = [encode(processor, im, prompt, c) for im, c in
-                    zip(images, captions, strict=True)]
+            encs = [
+                encode(processor, im, prompt, c) for im, c in zip(images, captions, strict=True)
+            ]
             b = collate(encs, processor.tokenizer.pad_token_id)
             b.pop("labels")
             img, txt = key_masks(encs, b["input_ids"].shape[1], tid, keys)
@@ -94,9 +106,13 @@ def worker(method: str, model_dir: str, batch: int, batches: int, threads: int =
             result = np.array(result)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"method": method, "samples_per_s": batch * batches / seconds,
-            "peak_extra_mb": (peak - base) / 1024, "tokens": n_tokens,
-            "scores": result.tolist()}
+    return {
+        "method": method,
+        "samples_per_s": batch * batches / seconds,
+        "peak_extra_mb": (peak - base) / 1024,
+        "tokens": n_tokens,
+        "scores": result.tolist(),
+    }
 
 
 def run(batch: int = 8, batches: int = 3, rounds: int = 1, threads: int = 1) -> dict:
@@ -108,21 +124,41 @@ def run(batch: int = 8, batches: int = 3, rounds: int = 1, threads: int = 1) -> 
         runs: dict[str, list[dict]] = {"naive": [], "ours": []}
         for _ in range(rounds):
             for method in ("naive", "ours"):
-                out = subprocess.run([sys.executable, __file__, "--worker", method, tmp,
-                                      "--batch", str(batch), "--batches", str(batches),
-                                      "--threads", str(threads)],
-                                     check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        method,
+                        tmp,
+                        "--batch",
+                        str(batch),
+                        "--batches",
+                        str(batches),
+                        "--threads",
+                        str(threads),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 runs[method].append(json.loads(out.strip().splitlines()[-1]))
     res = {}
     for method, rs in runs.items():
         res[method] = rs[0] | {
             "samples_per_s": float(np.median([r["samples_per_s"] for r in rs])),
-            "peak_extra_mb": float(np.median([r["peak_extra_mb"] for r in rs]))}
+            "peak_extra_mb": float(np.median([r["peak_extra_mb"] for r in rs])),
+        }
     n, o = res["naive"], res["ours"]
-    return {"naive": n, "ours": o, "tokens": o["tokens"], "rounds": rounds,
-            "speed_ratio": o["samples_per_s"] / n["samples_per_s"],
-            "memory_ratio": n["peak_extra_mb"] / max(o["peak_extra_mb"], 1),
-            "max_abs_diff": float(np.abs(np.array(n["scores"]) - np.array(o["scores"])).max())}
+    return {
+        "naive": n,
+        "ours": o,
+        "tokens": o["tokens"],
+        "rounds": rounds,
+        "speed_ratio": o["samples_per_s"] / n["samples_per_s"],
+        "memory_ratio": n["peak_extra_mb"] / max(o["peak_extra_mb"], 1),
+        "max_abs_diff": float(np.abs(np.array(n["scores"]) - np.array(o["scores"])).max()),
+    }
 
 
 def main() -> None:

@@ -65,12 +65,15 @@ def dvc_graph(workdir: Path) -> tuple[list[str], dict[str, list[str]]]:
         graph = repo.index.graph  # edges: stage -> the stages it depends on
         order = list(reversed(list(nx.topological_sort(graph))))
         names = {s: s.name for s in graph.nodes}  # "rl@mmrpt-0", as `dvc repro` takes it
-        return ([names[s] for s in order],
-                {names[s]: [names[d] for d in graph.successors(s)] for s in order})
+        return (
+            [names[s] for s in order],
+            {names[s]: [names[d] for d in graph.successors(s)] for s in order},
+        )
 
 
-def select(order: list[str], upstream: dict[str, list[str]],
-           targets: list[str] | None) -> list[str]:
+def select(
+    order: list[str], upstream: dict[str, list[str]], targets: list[str] | None
+) -> list[str]:
     """The stages ``dvc repro <targets>`` would consider: the targets (a stage name, a matrix
     group such as ``rl``, or one item ``rl@mmrpt-0``) and everything upstream of them."""
     if not targets:
@@ -114,9 +117,13 @@ def repro_stage(stage: str, workdir: str, max_parallel: int = 1) -> dict:
     slot = _slots.setdefault(max_parallel, threading.BoundedSemaphore(max_parallel))
     with slot:
         t0 = time.time()
-        proc = subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "repro",
-                               "--single-item", stage], cwd=workdir, text=True,
-                              capture_output=True, env=os.environ.copy())
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage],
+            cwd=workdir,
+            text=True,
+            capture_output=True,
+            env=os.environ.copy(),
+        )
     out = (proc.stdout + proc.stderr).strip()
     if proc.returncode:
         code = BAD_INPUT_EXIT if f"exited with {BAD_INPUT_EXIT}" in out else proc.returncode
@@ -141,18 +148,28 @@ def publish(stage: str, metrics: dict) -> None:
     name, _, run = stage.partition("@")
     run_id = tracking.child_run_id(parent, f"{name}/{run}" if run else name) if parent else None
     flat = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                     for k, v in sorted(flat.items())[:60])
+    rows = "\n".join(
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in sorted(flat.items())[:60]
+    )
     link = f"[MLflow run]({tracking.run_url(run_id)})" if run_id else "(no MLflow run found)"
     key = stage.replace("@", "-").replace("_", "-").lower()
-    create_markdown_artifact(key=f"{key}-metrics", description=f"stage {stage}",
-                             markdown=f"## {stage}\n{link}\n\n| metric | value |\n|---|---|\n{rows}")
+    create_markdown_artifact(
+        key=f"{key}-metrics",
+        description=f"stage {stage}",
+        markdown=f"## {stage}\n{link}\n\n| metric | value |\n|---|---|\n{rows}",
+    )
 
 
 @flow(name="mmrpt-pipeline")
-def pipeline(stages: list[str] | None = None, overrides: dict[str, Any] | None = None,
-             seed: int | None = None, model_path: str | None = None,
-             workdir: str | None = None, max_parallel: int = 1) -> dict[str, dict]:
+def pipeline(
+    stages: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
+    model_path: str | None = None,
+    workdir: str | None = None,
+    max_parallel: int = 1,
+) -> dict[str, dict]:
     """Reproduce the DVC pipeline in ``workdir`` (default: the current directory, the
     deployed checkout): ``stages`` (default all; a stage, a matrix group such as ``rl`` or an
     item such as ``rl@mmrpt-0``, with what they depend on) after applying ``overrides``
@@ -180,9 +197,12 @@ def pipeline(stages: list[str] | None = None, overrides: dict[str, Any] | None =
             futures: dict[str, Any] = {}
             for s in chosen:
                 task_ = repro_stage.with_options(name=s.partition("@")[0])
-                futures[s] = task_.submit(s, str(work), max_parallel,
-                                          wait_for=[futures[d] for d in upstream[s]
-                                                    if d in futures])
+                futures[s] = task_.submit(
+                    s,
+                    str(work),
+                    max_parallel,
+                    wait_for=[futures[d] for d in upstream[s] if d in futures],
+                )
             wait(list(futures.values()))
             return {s: f.result() for s, f in futures.items()}
     finally:

@@ -1,8 +1,8 @@
 """`python -m mmrpt ...`: the one command-line entry point.
 
-    python -m mmrpt <stage> [-S key=value ...]            one pipeline stage
-    python -m mmrpt rl --arm mmrpt --seed 0               a per-run stage (rl, sft, eval)
-    python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--help``)
+python -m mmrpt <stage> [-S key=value ...]            one pipeline stage
+python -m mmrpt rl --arm mmrpt --seed 0               a per-run stage (rl, sft, eval)
+python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--help``)
 """
 
 from __future__ import annotations
@@ -22,9 +22,18 @@ TOOLS = ("compare", "passk", "summary", "dvc-yaml", "plots-template")
 
 
 def _params_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a param, e.g. -S warmup.lr=1e-3")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, e.g. -S warmup.lr=1e-3",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,10 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, required=True, help="the replicate seed")
     p = sub.add_parser("compare", help="compare MLflow runs of one stage (table + plot)")
     p.add_argument("--stage", default="warmup", help="runs of this stage")
-    p.add_argument("--metrics", default="eval/image_gain,eval/loss_true_image",
-                   help="comma-separated metric names")
-    p.add_argument("--params", dest="param_names", default="seed",
-                   help="comma-separated param names")
+    p.add_argument(
+        "--metrics",
+        default="eval/image_gain,eval/loss_true_image",
+        help="comma-separated metric names",
+    )
+    p.add_argument(
+        "--params", dest="param_names", default="seed", help="comma-separated param names"
+    )
     p.add_argument("--max-runs", type=int, default=20)
     p.add_argument("--out", default="compare.png", help="bar plots of the metrics")
     p.add_argument("--params-file", default="params.yaml")
@@ -50,14 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True, help="masked samples (.jsonl)")
     p.add_argument("--root", default="data/world", help="image root (default: %(default)s)")
     p.add_argument("-n", type=int, default=16, help="samples per prompt (default: 16)")
-    p.add_argument("-T", "--temperature", type=float, default=0.8,
-                   help="sampling temperature (default: 0.8, params.yaml rl.temperature)")
-    p.add_argument("--max-new-tokens", type=int, default=96,
-                   help="greedy and sampled alike (default: 96, as the rl stage's eval)")
+    p.add_argument(
+        "-T",
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="sampling temperature (default: 0.8, params.yaml rl.temperature)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=96,
+        help="greedy and sampled alike (default: 96, as the rl stage's eval)",
+    )
     p.add_argument("--limit", type=int, default=300, help="first N samples (default: 300)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--baseline", help="also compare greedy exact match per sample with this "
-                   "model folder (e.g. the primer an arm started from)")
+    p.add_argument(
+        "--baseline",
+        help="also compare greedy exact match per sample with this "
+        "model folder (e.g. the primer an arm started from)",
+    )
     p.add_argument("--out", help="also write the result here (JSON)")
     p = sub.add_parser("summary", help="print the headline metrics and the report")
     p.add_argument("--metrics-dir", default="metrics")
@@ -93,19 +118,31 @@ def _tool(args) -> int:
     if args.command == "compare":
         from mmrpt.compare import compare
 
-        return compare(load_params(args.params_file), args.stage,
-                       [m for m in args.metrics.split(",") if m],
-                       [p for p in args.param_names.split(",") if p], args.max_runs,
-                       Path(args.out))
+        return compare(
+            load_params(args.params_file),
+            args.stage,
+            [m for m in args.metrics.split(",") if m],
+            [p for p in args.param_names.split(",") if p],
+            args.max_runs,
+            Path(args.out),
+        )
     from mmrpt.modeling.loader import CheckpointError
     from mmrpt.rl.passk import run_passk
 
     if min(args.n, args.max_new_tokens, args.limit) < 1 or args.temperature <= 0:
         return _fail("passk: -n, --temperature, --max-new-tokens and --limit must be positive")
     try:
-        result = run_passk(args.model, args.samples, args.root, n=args.n,
-                           temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                           limit=args.limit, seed=args.seed, baseline=args.baseline)
+        result = run_passk(
+            args.model,
+            args.samples,
+            args.root,
+            n=args.n,
+            temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens,
+            limit=args.limit,
+            seed=args.seed,
+            baseline=args.baseline,
+        )
     except (OSError, KeyError, ValueError, CheckpointError) as e:  # unreadable input
         return _fail(f"passk: {type(e).__name__}: {e}")
     text = json.dumps(result, indent=2)
@@ -132,8 +169,10 @@ def run_stage(name: str, params, arm: str | None = None, seed: int | None = None
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=os.environ.get("MMRPT_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("MMRPT_LOG", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.command in TOOLS:
         return _tool(args)
     try:

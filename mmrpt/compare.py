@@ -13,8 +13,12 @@ from mmrpt.report.plots import bar_plots
 def compare_table(runs: pd.DataFrame, metrics: list[str], params: list[str]) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame()
-    cols = {"run_id": runs["run_id"].str[:8], "run": runs.get("tags.mlflow.runName"),
-            "start": runs["start_time"].dt.strftime("%m-%d %H:%M"), "status": runs["status"]}
+    cols = {
+        "run_id": runs["run_id"].str[:8],
+        "run": runs.get("tags.mlflow.runName"),
+        "start": runs["start_time"].dt.strftime("%m-%d %H:%M"),
+        "status": runs["status"],
+    }
     for p in params:
         cols[p] = runs.get(f"params.{p}")
     for m in metrics:
@@ -22,11 +26,16 @@ def compare_table(runs: pd.DataFrame, metrics: list[str], params: list[str]) -> 
     return pd.DataFrame(cols)
 
 
-def compare(params, stage: str, metrics: list[str], param_names: list[str],
-            max_runs: int = 20, out: Path = Path("compare.png")) -> int:
+def compare(
+    params,
+    stage: str,
+    metrics: list[str],
+    param_names: list[str],
+    max_runs: int = 20,
+    out: Path = Path("compare.png"),
+) -> int:
     """Print the table of the latest ``max_runs`` runs of ``stage`` and plot ``metrics``."""
-    table = compare_table(tracking.search_stage_runs(params, stage, max_runs), metrics,
-                          param_names)
+    table = compare_table(tracking.search_stage_runs(params, stage, max_runs), metrics, param_names)
     if table.empty:
         print(f"no MLflow runs of stage {stage!r} in {params.tracking.tracking_uri}")
         return 1
@@ -34,7 +43,11 @@ def compare(params, stage: str, metrics: list[str], param_names: list[str],
         print(table.to_string(index=False))
     present = [m for m in metrics if m in table and table[m].notna().any()]
     if present:
-        bar_plots(table["run"].fillna(table["run_id"]), table[present], out,
-                  title=f"{stage}: {', '.join(present)} per run")
+        bar_plots(
+            table["run"].fillna(table["run_id"]),
+            table[present],
+            out,
+            title=f"{stage}: {', '.join(present)} per run",
+        )
         print(f"plot: {out}")
     return 0

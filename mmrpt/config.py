@@ -138,8 +138,10 @@ class ScoreParams(Section):
         if not self.text_keys:
             raise ValueError("score.text_keys must name at least one key role")
         if self.diagnostic_split == self.report_split:
-            raise ValueError("score.diagnostic_split must differ from score.report_split "
-                             "(layers are chosen on the diagnostic split)")
+            raise ValueError(
+                "score.diagnostic_split must differ from score.report_split "
+                "(layers are chosen on the diagnostic split)"
+            )
         return self
 
 
@@ -148,15 +150,19 @@ class MaskParams(Section):
     # The first selector's masks feed the mmrpt and masked_sft arms (and the primer); "random"
     # feeds the random_mask arm. Each writes <out_dir>/<selector>/<split>.jsonl.
     selectors: list[Literal["attention", "counterfactual", "random", "label"]] = [
-        "attention", "random"]
+        "attention",
+        "random",
+    ]
     threshold: Literal["mean_std", "quantile"] = "mean_std"
     k: float = 0.5  # tau = per-caption mean + k * std
     quantile: float = Field(0.6, gt=0, lt=1)  # tau = corpus quantile of the scores
     granularity: Literal["sentence", "span"] = "sentence"
     max_masks: int = Field(2, ge=1)
     splits: list[str] = ["train", "dev", "test_iid", "test_counter"]
-    instruction: str = ("Fill in each numbered blank of the caption using the image. "
-                        "Think in <think></think>, then write <answer>[1] ... [2] ...</answer>.")
+    instruction: str = (
+        "Fill in each numbered blank of the caption using the image. "
+        "Think in <think></think>, then write <answer>[1] ... [2] ...</answer>."
+    )
     gallery_samples: int = Field(24, ge=0)
 
 
@@ -191,8 +197,13 @@ class RLParams(Section):
     beta: float = Field(0.0, ge=0)  # KL coefficient (RPT: 0)
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
     max_completion_length: int = Field(64, ge=8)
-    reward_weights: dict[str, float] = {"format": 0.2, "exact": 1.0, "prefix": 0.5,
-                                        "semantic": 0.1, "visual": 0.2}
+    reward_weights: dict[str, float] = {
+        "format": 0.2,
+        "exact": 1.0,
+        "prefix": 0.5,
+        "semantic": 0.1,
+        "visual": 0.2,
+    }
     save_steps: int = Field(50, ge=1)
     log_completions_steps: int = Field(50, ge=0)  # completions table to MLflow; 0 = off
     # DeepSpeed config (e.g. mmrpt/rl/deepspeed/zero2.json); launch multi-GPU runs with
@@ -207,7 +218,6 @@ class RLParams(Section):
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise ValueError(f"rl.deepspeed: no such config file {self.deepspeed}")
         return self
-
 
 
 class ArmParams(Section):
@@ -312,8 +322,7 @@ class Params(Section):
     # report gives mean and spread over them. Top-level, so adding seeds reruns no seed.
     seeds: list[int] = Field([0], min_length=1)
     # The arms compared (rl, sft and eval run once per arm and seed); names are folder names.
-    arms: dict[str, ArmParams] = Field(default_factory=lambda: dict(DEFAULT_ARMS),
-                                       min_length=1)
+    arms: dict[str, ArmParams] = Field(default_factory=lambda: dict(DEFAULT_ARMS), min_length=1)
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     warmup: WarmupParams = WarmupParams()
@@ -328,25 +337,33 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross(self) -> Params:
-        if (len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0
-                or max(self.seeds) > 1000):
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0 or max(self.seeds) > 1000:
             raise ValueError("seeds must be distinct integers in 0..1000")
         for name, arm in self.arms.items():
             if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
-                raise ValueError(f"arms.{name}: arm names are folder names: lower-case "
-                                 "letters, digits and _, starting with a letter")
+                raise ValueError(
+                    f"arms.{name}: arm names are folder names: lower-case "
+                    "letters, digits and _, starting with a letter"
+                )
             if arm.masks != "primary" and arm.masks not in self.mask.selectors:
-                raise ValueError(f"arms.{name}.masks={arm.masks!r} is not in mask.selectors "
-                                 f"{self.mask.selectors}")
+                raise ValueError(
+                    f"arms.{name}.masks={arm.masks!r} is not in mask.selectors "
+                    f"{self.mask.selectors}"
+                )
         if "counterfactual" in self.mask.selectors and not (
-                self.score.counterfactual and self.score.counterfactual_train):
-            raise ValueError("mask.selectors counterfactual needs score.counterfactual and "
-                             "score.counterfactual_train")
+            self.score.counterfactual and self.score.counterfactual_train
+        ):
+            raise ValueError(
+                "mask.selectors counterfactual needs score.counterfactual and "
+                "score.counterfactual_train"
+            )
         if self.mask.selectors[0] == "random":
             raise ValueError("mask.selectors: the first (primary) selector must not be random")
         if self.model.path is None and not self.warmup.enabled:
-            raise ValueError("warmup.enabled=false needs model.path (the tiny model starts "
-                             "untrained and must be warmed up)")
+            raise ValueError(
+                "warmup.enabled=false needs model.path (the tiny model starts "
+                "untrained and must be warmed up)"
+            )
         return self
 
 
@@ -383,8 +400,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
     return raw
 
 
-def load_params(path: str | os.PathLike = "params.yaml",
-                overrides: list[str] | dict[str, Any] | None = None) -> Params:
+def load_params(
+    path: str | os.PathLike = "params.yaml", overrides: list[str] | dict[str, Any] | None = None
+) -> Params:
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping")

@@ -59,8 +59,14 @@ class ParamsView:
 
     __slots__ = ("_model", "_declared", "_prefix", "_stage", "_reads")
 
-    def __init__(self, model: BaseModel, declared: Iterable[str], stage: str,
-                 prefix: str = "", reads: set[str] | None = None):
+    def __init__(
+        self,
+        model: BaseModel,
+        declared: Iterable[str],
+        stage: str,
+        prefix: str = "",
+        reads: set[str] | None = None,
+    ):
         object.__setattr__(self, "_model", model)
         object.__setattr__(self, "_declared", tuple(declared))
         object.__setattr__(self, "_prefix", prefix)
@@ -78,13 +84,15 @@ class ParamsView:
         if not cover:
             raise UndeclaredParam(
                 f"stage {self._stage} reads params key {key!r} but does not declare it "
-                f"(add it to the stage's reads in mmrpt/pipeline.py)")
+                f"(add it to the stage's reads in mmrpt/pipeline.py)"
+            )
         if isinstance(value, BaseModel):
             return ParamsView(value, self._declared, self._stage, key + ".", self._reads)
         if cover == "section":
             if not isinstance(value, dict):
-                raise UndeclaredParam(f"stage {self._stage} reads all of {key!r} but declares "
-                                      f"only parts of it")
+                raise UndeclaredParam(
+                    f"stage {self._stage} reads all of {key!r} but declares only parts of it"
+                )
             # a dict-valued key (e.g. arms) of which some entries are declared: those only
             value = {k: v for k, v in value.items() if _covers(self._declared, f"{key}.{k}")}
             self._reads.update(f"{key}.{k}" for k in value)
@@ -97,11 +105,13 @@ class ParamsView:
 
     def model_dump(self) -> dict[str, Any]:
         """The declared fields of this section as a dict (each one counts as read)."""
-        return {name: getattr(self, name) if not isinstance(getattr(self._model, name),
-                                                             BaseModel)
-                else getattr(self, name).model_dump()
-                for name in type(self._model).model_fields
-                if _covers(self._declared, self._prefix + name)}
+        return {
+            name: getattr(self, name)
+            if not isinstance(getattr(self._model, name), BaseModel)
+            else getattr(self, name).model_dump()
+            for name in type(self._model).model_fields
+            if _covers(self._declared, self._prefix + name)
+        }
 
     @property
     def reads(self) -> set[str]:
@@ -124,6 +134,7 @@ _TEMPLATE = re.compile(r"\$\{([\w.]+)\}")
 
 def resolve(template: str, params: BaseModel, item: dict[str, Any] | None = None) -> str:
     """Fill ``${a.b}`` from params and ``${item.x}`` from ``item`` (DVC's syntax)."""
+
     def sub(m: re.Match) -> str:
         key = m.group(1)
         if key.startswith("item."):
@@ -131,6 +142,7 @@ def resolve(template: str, params: BaseModel, item: dict[str, Any] | None = None
                 raise KeyError(f"{template}: ${{{key}}} outside a per-run stage")
             return str(item[key.removeprefix("item.")])
         return str(values(params, [key])[key])
+
     return _TEMPLATE.sub(sub, template)
 
 
@@ -216,6 +228,7 @@ class StageContext:
                     walk(f"{key}.{k}", x)
             else:
                 flat[key] = v
+
         for key, v in self.declared_values().items():
             walk(key, v)
         if self.stage.per_run:

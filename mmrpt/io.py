@@ -54,8 +54,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_csv_atomic(path: str | os.PathLike, rows: list[dict],
-                     columns: list[str] | None = None) -> Path:
+def write_csv_atomic(
+    path: str | os.PathLike, rows: list[dict], columns: list[str] | None = None
+) -> Path:
     """One CSV with a stable column order: ``columns`` first (the header when ``rows`` is
     empty), then the rows' other keys sorted by name."""
     import pandas as pd
@@ -78,8 +79,11 @@ def write_parquet_atomic(path: str | os.PathLike, frame) -> Path:
 
 def digest(obj: Any) -> str:
     """A short stable hash of JSON-able data (pydantic models are dumped first)."""
-    blob = json.dumps(obj, sort_keys=True, default=lambda o: o.model_dump()
-                      if hasattr(o, "model_dump") else str(o))
+    blob = json.dumps(
+        obj,
+        sort_keys=True,
+        default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o),
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -60,8 +60,9 @@ def configure(params: Params) -> str:
     t = params.tracking
     uri = t.tracking_uri
     if uri.startswith(("http://", "https://")) and not _reachable(uri):
-        log.warning("MLflow server %s unreachable: logging to the local store %s instead",
-                    uri, FALLBACK_URI)
+        log.warning(
+            "MLflow server %s unreachable: logging to the local store %s instead", uri, FALLBACK_URI
+        )
         uri = FALLBACK_URI
     if uri.startswith("sqlite:///"):
         # absolute, so MLflow's per-URI store cache cannot mix up two working directories
@@ -116,28 +117,35 @@ def close_orphaned_runs(experiment_id: str, keep: str | None = None) -> list[str
     client = mlflow.MlflowClient()
     closed = []
     try:
-        runs = client.search_runs([experiment_id], max_results=1000,
-                                  filter_string=f"attributes.status = 'RUNNING' and "
-                                                f"tags.`{HOST_TAG}` = '{_host()}'")
+        runs = client.search_runs(
+            [experiment_id],
+            max_results=1000,
+            filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{_host()}'",
+        )
         for run in runs:
             pid = run.data.tags.get(PID_TAG, "")
             if run.info.run_id != keep and pid.isdigit() and not _alive(int(pid)):
-                client.set_tag(run.info.run_id, CLOSED_TAG,
-                               f"pid {os.getpid()}: process {pid} gone")
+                client.set_tag(
+                    run.info.run_id, CLOSED_TAG, f"pid {os.getpid()}: process {pid} gone"
+                )
                 client.set_terminated(run.info.run_id, status="KILLED")
                 closed.append(run.info.run_id)
     except (MlflowException, OSError) as e:
         log.warning("could not close MLflow runs of dead processes: %s", e)
     if closed:
-        log.warning("marked %d MLflow run(s) KILLED, their process is gone: %s", len(closed),
-                    ", ".join(closed))
+        log.warning(
+            "marked %d MLflow run(s) KILLED, their process is gone: %s",
+            len(closed),
+            ", ".join(closed),
+        )
     return closed
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
@@ -158,8 +166,10 @@ def dvc_out_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
 
 def run_tags(params: Params) -> dict[str, str]:
     blob = json.dumps(params.model_dump(), sort_keys=True, default=str)
-    tags = {"git_commit": git_commit(),
-            "params_hash": hashlib.sha256(blob.encode()).hexdigest()[:16]}
+    tags = {
+        "git_commit": git_commit(),
+        "params_hash": hashlib.sha256(blob.encode()).hexdigest()[:16],
+    }
     data_hash = dvc_out_hashes().get(params.data.out_dir)
     if data_hash:
         tags["dvc_data_hash"] = data_hash
@@ -206,8 +216,7 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
         try:
             tags = client.get_run(run_id).data.tags
         except MlflowException:  # e.g. mlruns/ was deleted but the checkpoints were kept
-            log.warning("MLflow run %s of %s not found: starting a new run", run_id,
-                        run_id_file)
+            log.warning("MLflow run %s of %s not found: starting a new run", run_id, run_id_file)
             run_id = None
         else:
             for key, value in _owner().items():
@@ -216,11 +225,13 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
                 client.delete_tag(run_id, CLOSED_TAG)
     parent = os.environ.get(PARENT_ENV)
     kwargs = {"parent_run_id": parent, "nested": True} if parent and run_id is None else {}
-    with mlflow.start_run(run_id=run_id, run_name=name, experiment_id=experiment_id,
-                          **kwargs) as run:
+    with mlflow.start_run(
+        run_id=run_id, run_name=name, experiment_id=experiment_id, **kwargs
+    ) as run:
         if run_id is None:
-            mlflow.log_params({k: "null" if v is None else v
-                               for k, v in ctx.logged_params().items()})
+            mlflow.log_params(
+                {k: "null" if v is None else v for k, v in ctx.logged_params().items()}
+            )
             tags = {"stage": stage}
             if ctx.stage.per_run:
                 tags |= {"arm": ctx.arm, "replicate": str(ctx.seed), "run": ctx.run_name}
@@ -249,8 +260,11 @@ def metric_name(key: str) -> str:
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    numeric = {metric_name(k): float(v) for k, v in metrics.items()
-               if isinstance(v, int | float) and not isinstance(v, bool)}
+    numeric = {
+        metric_name(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     mlflow.log_metrics(numeric, step=step)
 
 
@@ -299,10 +313,13 @@ class StepLogger(TrainerCallback):
 def child_run_id(parent_run_id: str, stage: str) -> str | None:
     """The latest stage run named ``stage`` nested under ``parent_run_id``."""
     runs = mlflow.search_runs(
-        search_all_experiments=True, output_format="list", max_results=1,
+        search_all_experiments=True,
+        output_format="list",
+        max_results=1,
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
-                      f"tags.mlflow.runName = '{stage}'",
-        order_by=["attributes.start_time DESC"])
+        f"tags.mlflow.runName = '{stage}'",
+        order_by=["attributes.start_time DESC"],
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -310,8 +327,12 @@ def search_stage_runs(params: Params, stage: str | None = None, max_results: int
     """Runs of the project's experiment as a pandas DataFrame (newest first)."""
     experiment_id = configure(params)
     filt = f"tags.stage = '{stage}'" if stage else ""
-    return mlflow.search_runs(experiment_ids=[experiment_id], filter_string=filt,
-                              max_results=max_results, order_by=["attributes.start_time DESC"])
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=filt,
+        max_results=max_results,
+        order_by=["attributes.start_time DESC"],
+    )
 
 
 def set_tags(tags: dict[str, str]) -> None:

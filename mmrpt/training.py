@@ -40,25 +40,56 @@ class ResumableTrainer(LoadsCheckpointsByFromPretrained, Trainer):
     """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin)."""
 
 
-def make_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, max_steps: int,
-                 batch_size: int, lr: float, weight_decay: float, warmup_ratio: float,
-                 save_steps: int, save_total_limit: int, log_steps: int, seed: int,
-                 callbacks: Sequence[TrainerCallback] = (), deepspeed: str | None = None,
-                 bf16: bool = False) -> Trainer:
+def make_trainer(
+    model,
+    processor,
+    dataset: Dataset,
+    *,
+    out_dir: str | Path,
+    max_steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_ratio: float,
+    save_steps: int,
+    save_total_limit: int,
+    log_steps: int,
+    seed: int,
+    callbacks: Sequence[TrainerCallback] = (),
+    deepspeed: str | None = None,
+    bf16: bool = False,
+) -> Trainer:
     """A Trainer over ``dataset`` (items: modeling.encode.Encoded), cosine schedule."""
     pad_id = processor.tokenizer.pad_token_id
     args = TrainingArguments(
-        output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=batch_size,
-        learning_rate=lr, weight_decay=weight_decay, warmup_steps=warmup_ratio,
-        lr_scheduler_type="cosine", logging_steps=log_steps, save_steps=save_steps,
-        save_total_limit=save_total_limit, seed=seed, data_seed=seed, report_to=[],
-        remove_unused_columns=False, dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(), bf16=bf16, deepspeed=deepspeed,
-        save_only_model=False, gradient_checkpointing=False,
+        output_dir=str(out_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_ratio,
+        lr_scheduler_type="cosine",
+        logging_steps=log_steps,
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        seed=seed,
+        data_seed=seed,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=bf16,
+        deepspeed=deepspeed,
+        save_only_model=False,
+        gradient_checkpointing=False,
     )
-    return ResumableTrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=lambda items: collate(items, pad_id),
-                            callbacks=list(callbacks))
+    return ResumableTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=lambda items: collate(items, pad_id),
+        callbacks=list(callbacks),
+    )
 
 
 def train_resumable(trainer, ckpt: Path) -> None:

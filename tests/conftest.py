@@ -31,8 +31,13 @@ def primed_project(tiny_project: Path) -> Path:
     """A tiny project run through data, warmup, score, mask and primer."""
     from mmrpt.cli import main
 
-    for args in (["data"], ["warmup", "-S", "warmup.max_steps=10"], ["score"], ["mask"],
-                 ["primer"]):
+    for args in (
+        ["data"],
+        ["warmup", "-S", "warmup.max_steps=10"],
+        ["score"],
+        ["mask"],
+        ["primer"],
+    ):
         assert main(args) == 0, args
     return tiny_project
 
@@ -61,16 +66,28 @@ def copy_repo(dst: Path, git_env: dict | None = None) -> Path:
     import shutil
     import subprocess
 
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("metrics/", "plots/", "dvc.lock",
-                                                      "eval/", "docs/")):
+        if (ROOT / f).is_file() and not f.startswith(
+            ("metrics/", "plots/", "dvc.lock", "eval/", "docs/")
+        ):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
     (dst / "params.yaml").write_text(tiny_params_text())
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **(git_env or {})}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        **(git_env or {}),
+    }
     for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         subprocess.run(args, cwd=dst, env=env, check=True, capture_output=True)
     return dst

@@ -20,17 +20,20 @@ def write(tmp_path, raw):
     return path
 
 
-@pytest.mark.parametrize("raw, key", [
-    ({"warmup": {"lrr": 0.1}}, "warmup.lrr"),
-    ({"dta": {}}, "dta"),
-    ({"warmup": {"lr": -1}}, "warmup.lr"),
-    ({"warmup": {"batch_size": "many"}}, "warmup.batch_size"),
-    ({"data": {"image_size": 100}}, "data.image_size"),
-    ({"data": {"source": "csv"}}, "data.source"),
-    ({"data": {"source": "jsonl"}}, "data.inputs"),
-    ({"model": {"tiny": {"hidden_size": 100, "num_heads": 3}}}, "hidden_size / num_heads"),
-    ({"warmup": {"enabled": False}}, "warmup.enabled"),
-])
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"warmup": {"lrr": 0.1}}, "warmup.lrr"),
+        ({"dta": {}}, "dta"),
+        ({"warmup": {"lr": -1}}, "warmup.lr"),
+        ({"warmup": {"batch_size": "many"}}, "warmup.batch_size"),
+        ({"data": {"image_size": 100}}, "data.image_size"),
+        ({"data": {"source": "csv"}}, "data.source"),
+        ({"data": {"source": "jsonl"}}, "data.inputs"),
+        ({"model": {"tiny": {"hidden_size": 100, "num_heads": 3}}}, "hidden_size / num_heads"),
+        ({"warmup": {"enabled": False}}, "warmup.enabled"),
+    ],
+)
 def test_bad_params_name_the_key(tmp_path, raw, key):
     with pytest.raises(ParamsError, match=key.replace(".", r"\.").replace("/", "/")):
         load_params(write(tmp_path, raw))
@@ -60,22 +63,34 @@ def test_stage_names_agree_everywhere():
 
 
 @pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
-@pytest.mark.parametrize("key", ["warmup.weight_decay", "rl.temperature", "rl.beta", "mask.k",
-                                 "rl.reward_weights.visual", "arms.mmrpt.lr"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "warmup.weight_decay",
+        "rl.temperature",
+        "rl.beta",
+        "mask.k",
+        "rl.reward_weights.visual",
+        "arms.mmrpt.lr",
+    ],
+)
 def test_every_float_is_finite(tmp_path, key, value):
     with pytest.raises(ParamsError, match=key.split(".")[0]):
         load_params(write(tmp_path, {}), [f"{key}={value}"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("arms.mmrpt.masks=label", "not in mask.selectors"),
-    ("arms.new_arm.objective=rlhf", "objective"),
-    ("arms.masked_sft.reward_weights={exact: 1}", "only apply to objective grpo"),
-    ("arms.mmrpt.reward_weights={exact: 0}", "at least one > 0"),
-    ("arms.mmrpt.reward_weights={speed: 1}", "unknown terms"),
-    ("arms={../x: {objective: sft}}", "folder names"),
-    ("seed=-1", "seed"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("arms.mmrpt.masks=label", "not in mask.selectors"),
+        ("arms.new_arm.objective=rlhf", "objective"),
+        ("arms.masked_sft.reward_weights={exact: 1}", "only apply to objective grpo"),
+        ("arms.mmrpt.reward_weights={exact: 0}", "at least one > 0"),
+        ("arms.mmrpt.reward_weights={speed: 1}", "unknown terms"),
+        ("arms={../x: {objective: sft}}", "folder names"),
+        ("seed=-1", "seed"),
+    ],
+)
 def test_arms_are_validated(tmp_path, override, message):
     arms = {name: arm.model_dump() for name, arm in DEFAULT_ARMS.items()}
     with pytest.raises(ParamsError, match=message):
@@ -83,7 +98,9 @@ def test_arms_are_validated(tmp_path, override, message):
 
 
 def test_an_arm_is_a_params_entry(tmp_path):
-    p = load_params(write(tmp_path, {}), ["arms.no_visual.objective=grpo",
-                                          "arms.no_visual.reward_weights={exact: 1, format: 1}"])
+    p = load_params(
+        write(tmp_path, {}),
+        ["arms.no_visual.objective=grpo", "arms.no_visual.reward_weights={exact: 1, format: 1}"],
+    )
     assert list(p.arms)[-1] == "no_visual"
     assert p.arms["no_visual"].reward_weights == {"exact": 1.0, "format": 1.0}

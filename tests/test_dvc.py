@@ -20,7 +20,10 @@ BIN = Path(sys.executable).parent
 # Declared keys the embedded run cannot read: they only matter for real sources (data.inputs
 # ...), other options (warmup.enabled=false) or multi-process runs.
 ONLY_IN_OTHER_CONFIGS = {
-    "data.inputs", "data.min_sentences", "data.max_image_pixels", "sft.inputs",
+    "data.inputs",
+    "data.min_sentences",
+    "data.max_image_pixels",
+    "sft.inputs",
     "sft.image_root",
 }
 
@@ -47,23 +50,33 @@ GOLDEN = Path(__file__).parent / "golden" / "tiny_pipeline.json"
 # (metrics file, key, absolute tolerance): the tiny pipeline's main numbers. Counts are exact;
 # losses and AUROC to float noise; accuracies and exact match to one item of their sample.
 GOLDEN_KEYS = [
-    ("data", "train/n_records", 0), ("data", "train/n_vision_dependent", 0),
-    ("warmup", "final_train_loss", 1e-4), ("warmup", "loss_true_image", 1e-4),
-    ("warmup", "image_gain", 1e-4), ("score", "auroc", 1e-4),
-    ("score", "auroc_counterfactual", 1e-4), ("mask", "attention/train/n_masked", 0),
-    ("mask", "attention/test_iid/precision", 1e-6), ("primer", "primer_exact_match", 1 / 8),
+    ("data", "train/n_records", 0),
+    ("data", "train/n_vision_dependent", 0),
+    ("warmup", "final_train_loss", 1e-4),
+    ("warmup", "loss_true_image", 1e-4),
+    ("warmup", "image_gain", 1e-4),
+    ("score", "auroc", 1e-4),
+    ("score", "auroc_counterfactual", 1e-4),
+    ("mask", "attention/train/n_masked", 0),
+    ("mask", "attention/test_iid/precision", 1e-6),
+    ("primer", "primer_exact_match", 1 / 8),
     *[(f"rl/{a}-0", "exact_match", 1 / 8) for a in DEFAULT_ARMS],
     *[(f"sft/{a}-0", "final_loss", 1e-3) for a in DEFAULT_ARMS],
-    *[(f"eval/{a}-0", f"{phase}/lmeval/iid/acc", 1 / 20)
-      for a in DEFAULT_ARMS for phase in ("zero_shot", "sft")],
+    *[
+        (f"eval/{a}-0", f"{phase}/lmeval/iid/acc", 1 / 20)
+        for a in DEFAULT_ARMS
+        for phase in ("zero_shot", "sft")
+    ],
 ]
 
 
 def check_golden(repo: Path) -> None:
     """The main numbers of the tiny pipeline equal the committed ones (a change in the numbers
     shows here, and in the diff of tests/golden/ when updated: MMRPT_UPDATE_GOLDEN=1)."""
-    got = {f"{f}:{k}": json.loads((repo / "metrics" / f"{f}.json").read_text())[k]
-           for f, k, _ in GOLDEN_KEYS}
+    got = {
+        f"{f}:{k}": json.loads((repo / "metrics" / f"{f}.json").read_text())[k]
+        for f, k, _ in GOLDEN_KEYS
+    }
     if os.environ.get("MMRPT_UPDATE_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=2) + "\n")
@@ -75,9 +88,16 @@ def check_golden(repo: Path) -> None:
 @pytest.mark.slow
 def test_dvc_repro_exp_and_metrics(tmp_path: Path):
     reads = tmp_path / "reads.jsonl"
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "MMRPT_RECORD_READS": str(reads), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "MMRPT_RECORD_READS": str(reads),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     repo = copy_repo(tmp_path / "repo")
 
     out = run(["dvc", "repro"], repo, env)
@@ -96,12 +116,15 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
     read: dict[str, set] = defaultdict(set)
     for line in reads.read_text().splitlines():
         r = json.loads(line)
-        read[r["stage"]] |= {k.split(".")[0] if k.startswith("arms.") else k
-                             for k in r["reads"]}
+        read[r["stage"]] |= {k.split(".")[0] if k.startswith("arms.") else k for k in r["reads"]}
     for s in STAGES:
         declared = set().union(*(leaves(k) for k in s.reads if "${" not in k))
-        templated = {k for t in (*s.deps.values(), *s.outs.values()) for k in
-                     re.findall(r"\$\{([\w.]+)\}", t) if not k.startswith("item")}
+        templated = {
+            k
+            for t in (*s.deps.values(), *s.outs.values())
+            for k in re.findall(r"\$\{([\w.]+)\}", t)
+            if not k.startswith("item")
+        }
         unread = declared - read[s.name] - templated - ONLY_IN_OTHER_CONFIGS
         assert not unread, f"stage {s.name} declares params it never read: {sorted(unread)}"
 
@@ -121,8 +144,18 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
     flat = json.dumps(show)
     assert '"noblank"' in flat and '"blank": false' in flat
     # an ablation is one more params entry: only its own arm stages run
-    out = run(["dvc", "exp", "run", "-S",
-               "+arms.no_visual={objective: grpo, reward_weights: {exact: 1, format: 0.2}}",
-               "-n", "ablation"], repo, env)
+    out = run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "+arms.no_visual={objective: grpo, reward_weights: {exact: 1, format: 0.2}}",
+            "-n",
+            "ablation",
+        ],
+        repo,
+        env,
+    )
     assert "Running stage 'rl@no_visual-0'" in out and "Running stage 'rl@mmrpt-0'" not in out
     assert "Running stage 'report'" in out

@@ -8,11 +8,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPONENTS = ("data", "modeling", "scoring", "masking", "rl", "evaluation", "finetune",
-              "pretrain", "report")
+COMPONENTS = (
+    "data",
+    "modeling",
+    "scoring",
+    "masking",
+    "rl",
+    "evaluation",
+    "finetune",
+    "pretrain",
+    "report",
+)
 SHARED = ("io.py", "images.py", "training.py", "generation.py", "contract.py", "config.py")
-FORBIDDEN = ("prefect", "mlflow", "flows", "mmrpt.stages", "mmrpt.cli", "mmrpt.tracking",
-             "mmrpt.compare", "mmrpt.pipeline")
+FORBIDDEN = (
+    "prefect",
+    "mlflow",
+    "flows",
+    "mmrpt.stages",
+    "mmrpt.cli",
+    "mmrpt.tracking",
+    "mmrpt.compare",
+    "mmrpt.pipeline",
+)
 
 
 def imports(path: Path) -> set[str]:
@@ -33,14 +50,17 @@ def component_files() -> list[Path]:
 
 @pytest.mark.parametrize("path", component_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_components_do_not_import_entry_points(path: Path):
-    bad = sorted(n for n in imports(path)
-                 if any(n == f or n.startswith(f + ".") for f in FORBIDDEN))
+    bad = sorted(
+        n for n in imports(path) if any(n == f or n.startswith(f + ".") for f in FORBIDDEN)
+    )
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
 def test_the_scan_sees_every_form_of_import(tmp_path: Path):
     src = tmp_path / "m.py"
-    src.write_text("import mlflow\nfrom prefect import flow\nfrom mmrpt import tracking\n"
-                   "def f():\n    from mmrpt.stages.common import run_seed\n")
+    src.write_text(
+        "import mlflow\nfrom prefect import flow\nfrom mmrpt import tracking\n"
+        "def f():\n    from mmrpt.stages.common import run_seed\n"
+    )
     found = imports(src)
     assert {"mlflow", "prefect", "mmrpt.tracking", "mmrpt.stages.common"} <= found

@@ -58,7 +58,8 @@ def test_templates_resolve_from_params_and_run():
     p = Params()
     assert resolve("${data.out_dir}/x", p) == "data/world/x"
     assert resolve("${rl.out_dir}/${item.arm}-${item.seed}", p, {"arm": "a", "seed": 2}) == (
-        "models/rl/a-2")
+        "models/rl/a-2"
+    )
     assert values(p, ["arms.ntp"]) == {"arms.ntp": p.arms["ntp"].model_dump()}
     with pytest.raises(KeyError, match="per-run"):
         resolve("${item.arm}", p)

@@ -35,16 +35,28 @@ def test_runs_whose_process_died_are_closed_by_the_next_stage(tiny_project: Path
         experiment = tracking.configure(load_params("params.yaml", []))
         client = mlflow.MlflowClient()
         here = tracking._host()
-        ids = {name: client.create_run(experiment, run_name=name, tags={
-                   tracking.HOST_TAG: host, tracking.PID_TAG: str(pid)}).info.run_id
-               for name, host, pid in (("dead", here, dead.pid), ("alive", here, alive.pid),
-                                       ("elsewhere", "another-host", dead.pid),
-                                       ("resumed", here, dead.pid))}
+        ids = {
+            name: client.create_run(
+                experiment,
+                run_name=name,
+                tags={tracking.HOST_TAG: host, tracking.PID_TAG: str(pid)},
+            ).info.run_id
+            for name, host, pid in (
+                ("dead", here, dead.pid),
+                ("alive", here, alive.pid),
+                ("elsewhere", "another-host", dead.pid),
+                ("resumed", here, dead.pid),
+            )
+        }
         assert tracking.close_orphaned_runs(experiment, keep=ids["resumed"]) == [ids["dead"]]
         assert main(["data"]) == 0  # a stage start does the same
         status = {name: client.get_run(i).info.status for name, i in ids.items()}
-        assert status == {"dead": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING",
-                          "resumed": "KILLED"}
+        assert status == {
+            "dead": "KILLED",
+            "alive": "RUNNING",
+            "elsewhere": "RUNNING",
+            "resumed": "KILLED",
+        }
         assert "process is gone" in caplog.text
         data = [r for r in client.search_runs([experiment]) if r.info.run_name == "data"]
         assert data[0].info.status == "FINISHED"
@@ -63,8 +75,11 @@ def test_a_resumed_stage_claims_its_run_and_a_lost_run_starts_anew(tiny_project:
     client = mlflow.MlflowClient()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    killed = client.create_run(experiment, run_name="warmup", tags={
-        tracking.HOST_TAG: tracking._host(), tracking.PID_TAG: str(dead.pid)}).info.run_id
+    killed = client.create_run(
+        experiment,
+        run_name="warmup",
+        tags={tracking.HOST_TAG: tracking._host(), tracking.PID_TAG: str(dead.pid)},
+    ).info.run_id
     assert tracking.close_orphaned_runs(experiment) == [killed]
     id_file = tiny_project / "checkpoints/warmup/mlflow_run_id.txt"
     id_file.parent.mkdir(parents=True)

@@ -64,24 +64,35 @@ class MMRPTLM(LM):
 
     MULTIMODAL = True
 
-    def __init__(self, pretrained: str | None = None, answerer: Answerer | None = None,
-                 batch_size: int | str | None = 32, device: str | None = None,
-                 max_new_tokens: int | str = 8, **_ignored):
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        answerer: Answerer | None = None,
+        batch_size: int | str | None = 32,
+        device: str | None = None,
+        max_new_tokens: int | str = 8,
+        **_ignored,
+    ):
         super().__init__()
         if answerer is None:
             if pretrained is None:
                 raise ValueError("mmrpt-vlm needs pretrained=<checkpoint folder>")
-            answerer = Scorer.load(pretrained, device=device,
-                                   batch_size=int(batch_size or 32),
-                                   max_new_tokens=int(max_new_tokens))
+            answerer = Scorer.load(
+                pretrained,
+                device=device,
+                batch_size=int(batch_size or 32),
+                max_new_tokens=int(max_new_tokens),
+            )
         self.answerer = answerer
 
     @staticmethod
     def _query(request, options: Sequence[str] = ()) -> Query:
         context, aux = request.args[0], request.args[-1]
         if not isinstance(aux, dict) or "visual" not in aux:
-            raise NotImplementedError("mmrpt-vlm scores image-conditioned requests only "
-                                      "(a task without doc_to_image gives none)")
+            raise NotImplementedError(
+                "mmrpt-vlm scores image-conditioned requests only "
+                "(a task without doc_to_image gives none)"
+            )
         visual = aux["visual"]
         images = visual if isinstance(visual, list) else [visual]
         if len(images) != 1:
@@ -96,9 +107,10 @@ class MMRPTLM(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[OptionScore]:
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault((r.args[0], id(r.args[-1].get("visual")
-                                             if isinstance(r.args[-1], dict) else None)),
-                              []).append(i)
+            groups.setdefault(
+                (r.args[0], id(r.args[-1].get("visual") if isinstance(r.args[-1], dict) else None)),
+                [],
+            ).append(i)
         members = list(groups.values())
         queries = [self._query(requests[m[0]], [requests[i].args[1] for i in m]) for m in members]
         out: list[OptionScore | None] = [None] * len(requests)
@@ -130,9 +142,14 @@ def read_probes(data_root: str | Path, split: str) -> list[dict]:
 FORMS = ("statement", "question")
 
 
-def write_tasks(data_root: str | Path, splits: Sequence[str], task_dir: str | Path,
-                variants: Sequence[str] = ("", "_blank"), form: str = "question",
-                prompt: str = "Describe the image.") -> list[str]:
+def write_tasks(
+    data_root: str | Path,
+    splits: Sequence[str],
+    task_dir: str | Path,
+    variants: Sequence[str] = ("", "_blank"),
+    form: str = "question",
+    prompt: str = "Describe the image.",
+) -> list[str]:
     """Write data files, task YAMLs and group YAMLs for ``splits``; returns the group names.
     ``variants``: "" (the image) and/or "_blank" (blank-image control). ``form``: see the
     module docstring; ``prompt`` is the context of the statement form."""
@@ -147,9 +164,14 @@ def write_tasks(data_root: str | Path, splits: Sequence[str], task_dir: str | Pa
             image = root / p["image"]
             statement = form == "statement"
             by_type.setdefault(p["type"], []).append(
-                {**p, "image": str(image), "blank_image": str(_blank_file(image, task_dir)),
-                 "context": PLACEHOLDER + (prompt if statement else p["question"]),
-                 "choices": p["statements"] if statement else p["choices"]})
+                {
+                    **p,
+                    "image": str(image),
+                    "blank_image": str(_blank_file(image, task_dir)),
+                    "context": PLACEHOLDER + (prompt if statement else p["question"]),
+                    "choices": p["statements"] if statement else p["choices"],
+                }
+            )
         for variant in variants:
             group = f"{PREFIX}_{short_name(split)}{variant}"
             template = TEMPLATES / f"_mmrpt_probe{variant}.yaml"
@@ -158,15 +180,28 @@ def write_tasks(data_root: str | Path, splits: Sequence[str], task_dir: str | Pa
                 data = task_dir / "data" / f"{split}-{kind}.jsonl"
                 data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
                 tasks.append(f"{group}_{kind}")
-                _dump(task_dir / f"{tasks[-1]}.yaml", {
-                    "include": str(template), "task": tasks[-1],
-                    "dataset_kwargs": {"data_files": {"test": str(data)},
-                                       "cache_dir": str(task_dir / "hf_datasets_cache")}})
-            _dump(task_dir / f"{group}.yaml", {
-                "group": group, "task": tasks,
-                "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean",
-                                           "weight_by_size": True}],
-                "metadata": {"version": 1.0}})
+                _dump(
+                    task_dir / f"{tasks[-1]}.yaml",
+                    {
+                        "include": str(template),
+                        "task": tasks[-1],
+                        "dataset_kwargs": {
+                            "data_files": {"test": str(data)},
+                            "cache_dir": str(task_dir / "hf_datasets_cache"),
+                        },
+                    },
+                )
+            _dump(
+                task_dir / f"{group}.yaml",
+                {
+                    "group": group,
+                    "task": tasks,
+                    "aggregate_metric_list": [
+                        {"metric": "acc", "aggregation": "mean", "weight_by_size": True}
+                    ],
+                    "metadata": {"version": 1.0},
+                },
+            )
             groups.append(group)
     return groups
 
@@ -198,13 +233,21 @@ def variants(blank: bool | str) -> tuple[bool, ...]:
     raise ValueError(f"blank must be False, True, 'both' or 'only', not {blank!r}")
 
 
-def run_lmeval(model_path: str | Path | None, data_root: str | Path,
-               splits: Sequence[str] = ("test_iid", "test_counter"),
-               out_dir: str | Path = "eval/lmeval", limit: int | None = None,
-               blank: bool | str = False, *, answerer: Answerer | None = None,
-               batch_size: int = 32, device: str | None = None,
-               bootstrap_iters: int = 0, form: str = "question",
-               prompt: str = "Describe the image.") -> dict[str, float]:
+def run_lmeval(
+    model_path: str | Path | None,
+    data_root: str | Path,
+    splits: Sequence[str] = ("test_iid", "test_counter"),
+    out_dir: str | Path = "eval/lmeval",
+    limit: int | None = None,
+    blank: bool | str = False,
+    *,
+    answerer: Answerer | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    bootstrap_iters: int = 0,
+    form: str = "question",
+    prompt: str = "Describe the image.",
+) -> dict[str, float]:
     """Probe accuracies of one checkpoint (or ``answerer``) through lm-eval.
 
     ``limit``: the first ``limit`` probes of each (split, probe type), lm-eval's per-task
@@ -218,8 +261,14 @@ def run_lmeval(model_path: str | Path | None, data_root: str | Path,
     from lm_eval.tasks import TaskManager
 
     out_dir = Path(out_dir)
-    groups = write_tasks(data_root, splits, out_dir / "tasks",
-                         ["_blank" if b else "" for b in variants(blank)], form, prompt)
+    groups = write_tasks(
+        data_root,
+        splits,
+        out_dir / "tasks",
+        ["_blank" if b else "" for b in variants(blank)],
+        form,
+        prompt,
+    )
     if answerer is None:
         if model_path is None:
             raise ValueError("run_lmeval needs model_path or answerer")
@@ -227,10 +276,15 @@ def run_lmeval(model_path: str | Path | None, data_root: str | Path,
     name = str(model_path) if model_path is not None else type(answerer).__name__
     tracker = EvaluationTracker(output_path=str(out_dir))
     results = simple_evaluate(
-        model=MMRPTLM(answerer=answerer), model_args={"pretrained": name}, tasks=groups,
+        model=MMRPTLM(answerer=answerer),
+        model_args={"pretrained": name},
+        tasks=groups,
         task_manager=TaskManager(include_path=str(out_dir / "tasks"), include_defaults=False),
-        limit=limit, log_samples=True, evaluation_tracker=tracker,
-        bootstrap_iters=bootstrap_iters)
+        limit=limit,
+        log_samples=True,
+        evaluation_tracker=tracker,
+        bootstrap_iters=bootstrap_iters,
+    )
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
     for task in results["configs"]:

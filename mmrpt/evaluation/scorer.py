@@ -86,8 +86,13 @@ def load_image(path: str) -> Image.Image:
 def _left_pad(rows: Sequence[Sequence[int]], value: int | None) -> torch.Tensor:
     """(B, max_len) tensor of ``rows`` left-padded with ``value`` (None: the 0/1 mask)."""
     width = max(map(len, rows))
-    return torch.tensor([[0 if value is None else value] * (width - len(r))
-                         + ([1] * len(r) if value is None else list(r)) for r in rows])
+    return torch.tensor(
+        [
+            [0 if value is None else value] * (width - len(r))
+            + ([1] * len(r) if value is None else list(r))
+            for r in rows
+        ]
+    )
 
 
 @dataclass
@@ -114,8 +119,9 @@ class Scorer:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
-    def load(cls, path, *, device: str | None = None, trust_remote_code: bool = False,
-             **kwargs) -> Scorer:
+    def load(
+        cls, path, *, device: str | None = None, trust_remote_code: bool = False, **kwargs
+    ) -> Scorer:
         from mmrpt.modeling.loader import load_vlm
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,24 +149,43 @@ class Scorer:
         grid = pix["image_grid_thw"]
         expanded = [proc.replace_image_token(pix, image_idx=i) for i in range(len(images))]
         row_image = [distinct[id(q.image)] for q in queries]
-        texts = [chat_prompt(proc, q.question).replace(proc.image_token, expanded[u], 1)
-                 for q, u in zip(queries, row_image, strict=True)]
+        texts = [
+            chat_prompt(proc, q.question).replace(proc.image_token, expanded[u], 1)
+            for q, u in zip(queries, row_image, strict=True)
+        ]
         ids = [list(x) for x in self.tok(texts)["input_ids"]]
-        return {"ids": ids, "mm": proc.create_mm_token_type_ids(ids), "grid": grid,
-                "pixels": torch.split(pix["pixel_values"], grid.prod(-1).tolist()),
-                "row_image": row_image}
+        return {
+            "ids": ids,
+            "mm": proc.create_mm_token_type_ids(ids),
+            "grid": grid,
+            "pixels": torch.split(pix["pixel_values"], grid.prod(-1).tolist()),
+            "row_image": row_image,
+        }
 
     def _positions(self, enc: dict) -> list[torch.Tensor]:
         """Multimodal RoPE positions of each prompt, (3, n_tokens) per query."""
-        ids, mask, mm = _left_pad(enc["ids"], self.pad_id), _left_pad(enc["ids"], None), \
-            _left_pad(enc["mm"], 0)
+        ids, mask, mm = (
+            _left_pad(enc["ids"], self.pad_id),
+            _left_pad(enc["ids"], None),
+            _left_pad(enc["mm"], 0),
+        )
         pos, _ = self.model.model.get_rope_index(
-            ids, mm_token_type_ids=mm, image_grid_thw=enc["grid"][enc["row_image"]],
-            attention_mask=mask)
-        return [pos[:, b, ids.shape[1] - len(r):] for b, r in enumerate(enc["ids"])]
+            ids,
+            mm_token_type_ids=mm,
+            image_grid_thw=enc["grid"][enc["row_image"]],
+            attention_mask=mask,
+        )
+        return [pos[:, b, ids.shape[1] - len(r) :] for b, r in enumerate(enc["ids"])]
 
-    def _forward(self, ids: list[list[int]], pos: list[torch.Tensor], cache=None,
-                 past_mask: torch.Tensor | None = None, keep_last: bool = False, **extra):
+    def _forward(
+        self,
+        ids: list[list[int]],
+        pos: list[torch.Tensor],
+        cache=None,
+        past_mask: torch.Tensor | None = None,
+        keep_last: bool = False,
+        **extra,
+    ):
         """Run token segments (left-padded) on top of ``cache`` rows. -> (logits, mask)."""
         dev = self.device
         seg_mask = _left_pad(ids, None).to(dev)
@@ -168,11 +193,16 @@ class Scorer:
         width = seg_mask.shape[1]
         positions = torch.zeros(3, len(ids), width, dtype=torch.long)
         for b, p in enumerate(pos):
-            positions[:, b, width - p.shape[1]:] = p
-        out = self.model(input_ids=_left_pad(ids, self.pad_id).to(dev), attention_mask=mask,
-                         position_ids=positions.to(dev), use_cache=True,
-                         logits_to_keep=1 if keep_last else 0,
-                         **({self._cache_kw: cache} if cache is not None else {}), **extra)
+            positions[:, b, width - p.shape[1] :] = p
+        out = self.model(
+            input_ids=_left_pad(ids, self.pad_id).to(dev),
+            attention_mask=mask,
+            position_ids=positions.to(dev),
+            use_cache=True,
+            logits_to_keep=1 if keep_last else 0,
+            **({self._cache_kw: cache} if cache is not None else {}),
+            **extra,
+        )
         return out, mask
 
     @torch.no_grad()
@@ -191,26 +221,38 @@ class Scorer:
                 raise ValueError("prompt text before the image differs between queries")
         dev = self.device
         out, mask = self._forward(
-            heads, [pos[first[u]][:, : split[first[u]]] for u in range(len(first))],
-            keep_last=True, pixel_values=torch.cat(enc["pixels"]).to(dev),
+            heads,
+            [pos[first[u]][:, : split[first[u]]] for u in range(len(first))],
+            keep_last=True,
+            pixel_values=torch.cat(enc["pixels"]).to(dev),
             image_grid_thw=enc["grid"].to(dev),
-            mm_token_type_ids=_left_pad([enc["mm"][first[u]][: split[first[u]]]
-                                         for u in range(len(first))], 0).to(dev))
+            mm_token_type_ids=_left_pad(
+                [enc["mm"][first[u]][: split[first[u]]] for u in range(len(first))], 0
+            ).to(dev),
+        )
         cache = getattr(out, self._cache_kw)
         index = torch.tensor(rows, device=dev)
         cache.batch_select_indices(index)
-        out, mask = self._forward([r[s:] for r, s in zip(enc["ids"], split, strict=True)],
-                                  [p[:, s:] for p, s in zip(pos, split, strict=True)],
-                                  cache, mask[index], keep_last=True)
+        out, mask = self._forward(
+            [r[s:] for r, s in zip(enc["ids"], split, strict=True)],
+            [p[:, s:] for p, s in zip(pos, split, strict=True)],
+            cache,
+            mask[index],
+            keep_last=True,
+        )
         next_pos = torch.stack([p.max() for p in pos]).to(dev) + 1
         return _Prefill(out.logits[:, -1].float(), cache, mask, next_pos)
 
     def _step(self, pre: _Prefill, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Continue every cached row with ``ids`` (R, L); ``mask`` (R, P + L). -> (R, L, V)."""
         pos = pre.next_pos[:, None] + torch.arange(ids.shape[1], device=ids.device)
-        out = self.model(input_ids=ids, attention_mask=mask,
-                         position_ids=pos[None].expand(3, -1, -1), use_cache=True,
-                         **{self._cache_kw: pre.cache})
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos[None].expand(3, -1, -1),
+            use_cache=True,
+            **{self._cache_kw: pre.cache},
+        )
         return out.logits.float()
 
     # ------------------------------------------------------------------ the two operations
@@ -233,8 +275,11 @@ class Scorer:
 
     @torch.no_grad()
     def _score_batch(self, queries: Sequence[Query]) -> list[list[OptionScore]]:
-        rows = [(qi, self.tok(o, add_special_tokens=False)["input_ids"])
-                for qi, q in enumerate(queries) for o in q.options]
+        rows = [
+            (qi, self.tok(o, add_special_tokens=False)["input_ids"])
+            for qi, q in enumerate(queries)
+            for o in q.options
+        ]
         if not rows:
             return [[] for _ in queries]
         dev = self.device
@@ -287,12 +332,14 @@ class Scorer:
 
 
 @torch.no_grad()
-def brute_force_option_scores(model, processor, query: Query,
-                              padding_side: str = "right") -> list[OptionScore]:
+def brute_force_option_scores(
+    model, processor, query: Query, padding_side: str = "right"
+) -> list[OptionScore]:
     """The reference: one full forward per option (``encode`` + ``collate``, image included
     in every row). Slow by design; the tests check ``Scorer.score_options`` against it."""
-    encs = [encode(processor, query.image, query.question, o, end_of_turn=False)
-            for o in query.options]
+    encs = [
+        encode(processor, query.image, query.question, o, end_of_turn=False) for o in query.options
+    ]
     batch = collate(encs, processor.tokenizer.pad_token_id, padding_side)
     labels = batch.pop("labels")
     logits = model.eval()(**batch).logits

@@ -79,8 +79,9 @@ def is_probe_dataset(name: str | None) -> bool:
     return bool(name) and name.startswith(f"{PREFIX}_")
 
 
-def export_probes(data_root: str | Path, split: str, lmu_data: str | Path,
-                  limit: int | None = None) -> str:
+def export_probes(
+    data_root: str | Path, split: str, lmu_data: str | Path, limit: int | None = None
+) -> str:
     """Write ``$LMUData/<name>.tsv`` for the probes of ``split`` (the first ``limit`` of each
     type, as lm-eval's limit); drops images dumped for an earlier export. Returns the name."""
     root, lmu, name = Path(data_root), Path(lmu_data), dataset_name(split)
@@ -98,9 +99,18 @@ def export_probes(data_root: str | Path, split: str, lmu_data: str | Path,
             first[p["image"]] = index
             image = base64.b64encode((root / p["image"]).read_bytes()).decode()
         options = dict(zip(LETTERS, p["choices"], strict=False))
-        rows.append({"index": index, "image": image, "image_path": Path(p["image"]).name,
-                     "question": p["question"], **{c: options.get(c) for c in LETTERS},
-                     "answer": LETTERS[p["answer"]], "category": p["type"], "id": p["id"]})
+        rows.append(
+            {
+                "index": index,
+                "image": image,
+                "image_path": Path(p["image"]).name,
+                "question": p["question"],
+                **{c: options.get(c) for c in LETTERS},
+                "answer": LETTERS[p["answer"]],
+                "category": p["type"],
+                "id": p["id"],
+            }
+        )
     lmu.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(lmu / "images" / name, ignore_errors=True)
     pd.DataFrame(rows).to_csv(lmu / f"{name}.tsv", sep="\t", index=False)
@@ -130,22 +140,29 @@ class VLMEvalModel(BaseModel):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(base64.b64decode(line["image"]))
         options = [str(line[c]) for c in LETTERS if c in line and not pd.isna(line[c])]
-        return [{"type": "image", "value": str(path)},
-                {"type": "text", "value": str(line["question"]), "options": options}]
+        return [
+            {"type": "image", "value": str(path)},
+            {"type": "text", "value": str(line["question"]), "options": options},
+        ]
 
     def _query(self, message: list[dict], dataset: str | None) -> Query:
         images = [m["value"] for m in message if m["type"] == "image"]
         texts = [m for m in message if m["type"] == "text"]
         if not images:
-            raise ValueError(f"{dataset}: a sample without an image (text-only benchmarks are "
-                             "not supported)")
+            raise ValueError(
+                f"{dataset}: a sample without an image (text-only benchmarks are not supported)"
+            )
         path = images[0]
         if len(images) > 1:  # VLMEvalKit's own single-image fallback (BLINK: concatenated)
             _, path = self.message_to_promptimg(message, dataset)
         image = load_image(path)
         options = next((tuple(m["options"]) for m in texts if m.get("options")), ())
-        return Query(blank_image(image) if self.blank else image,
-                     "\n".join(m["value"] for m in texts), options, source=path)
+        return Query(
+            blank_image(image) if self.blank else image,
+            "\n".join(m["value"] for m in texts),
+            options,
+            source=path,
+        )
 
     @staticmethod
     def _key(message: list[dict]) -> tuple:
@@ -158,8 +175,11 @@ class VLMEvalModel(BaseModel):
         messages = []
         for i in range(len(dataset.data)):
             line = dataset.data.iloc[i]
-            msg = (self.build_prompt(line, name) if self.use_custom_prompt(name)
-                   else dataset.build_prompt(line))
+            msg = (
+                self.build_prompt(line, name)
+                if self.use_custom_prompt(name)
+                else dataset.build_prompt(line)
+            )
             messages.append(self.preproc_content(msg))
         answers = self.answerer.answer([self._query(m, name) for m in messages])
         for m, a in zip(messages, answers, strict=True):
@@ -188,13 +208,21 @@ def _lmu_data(path: Path) -> Iterator[Path]:
             os.environ["LMUData"] = old
 
 
-def run_vlmevalkit(model_path: str | Path | None, data_root: str | Path,
-                   splits: Sequence[str] = ("test_iid", "test_counter"),
-                   out_dir: str | Path = "eval/vlmevalkit", limit: int | None = None,
-                   blank: bool | str = False, *, answerer: Answerer | None = None,
-                   datasets: Sequence[str] = (), lmu_data: str | Path | None = None,
-                   batch_size: int = 32, max_new_tokens: int = 8,
-                   device: str | None = None) -> dict[str, float]:
+def run_vlmevalkit(
+    model_path: str | Path | None,
+    data_root: str | Path,
+    splits: Sequence[str] = ("test_iid", "test_counter"),
+    out_dir: str | Path = "eval/vlmevalkit",
+    limit: int | None = None,
+    blank: bool | str = False,
+    *,
+    answerer: Answerer | None = None,
+    datasets: Sequence[str] = (),
+    lmu_data: str | Path | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int = 8,
+    device: str | None = None,
+) -> dict[str, float]:
     """Probe (and benchmark) accuracies of one checkpoint (or ``answerer``) via VLMEvalKit.
 
     ``limit``: the first ``limit`` probes of each (split, probe type), as in lm-eval.
@@ -211,8 +239,9 @@ def run_vlmevalkit(model_path: str | Path | None, data_root: str | Path,
     if answerer is None:
         if model_path is None:
             raise ValueError("run_vlmevalkit needs model_path or answerer")
-        answerer = Scorer.load(model_path, device=device, batch_size=batch_size,
-                               max_new_tokens=max_new_tokens)
+        answerer = Scorer.load(
+            model_path, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
+        )
     out: dict[str, float] = {}
     with _lmu_data(lmu):
         from vlmeval.dataset import build_dataset
@@ -229,10 +258,10 @@ def run_vlmevalkit(model_path: str | Path | None, data_root: str | Path,
                 for stale in out_dir.glob(f"{model_name}_{name}*"):
                     stale.unlink()
                 model.prefetch(dataset)
-                infer_data_job(model, work_dir=str(out_dir), model_name=model_name,
-                               dataset=dataset)
-                result = dataset.evaluate(str(out_dir / f"{model_name}_{name}.xlsx"),
-                                          model="exact_matching", nproc=1)
+                infer_data_job(model, work_dir=str(out_dir), model_name=model_name, dataset=dataset)
+                result = dataset.evaluate(
+                    str(out_dir / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1
+                )
                 key = name.removeprefix(f"{PREFIX}_") + ("_blank" if is_blank else "")
                 out.update(_flatten(result, f"vlmeval/{key}"))
     return out

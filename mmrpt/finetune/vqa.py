@@ -45,9 +45,13 @@ def probe_rows(probes: Sequence[dict], root: str | Path) -> list[dict]:
     for p in probes:
         if p["image"] not in images:
             images[p["image"]] = open_rgb(root / p["image"])
-        rows.append({"prompt": [_user(p["question"], image=True)],
-                     "completion": [_assistant(p["choices"][p["answer"]])],
-                     "images": [images[p["image"]]]})
+        rows.append(
+            {
+                "prompt": [_user(p["question"], image=True)],
+                "completion": [_assistant(p["choices"][p["answer"]])],
+                "images": [images[p["image"]]],
+            }
+        )
     return rows
 
 
@@ -62,8 +66,9 @@ class Refused:
         self.rows.append({"id": item_id, "reason": reason})
 
 
-def llava_rows(path: str | Path, image_root: str | Path | None = None
-               ) -> tuple[list[dict], Refused]:
+def llava_rows(
+    path: str | Path, image_root: str | Path | None = None
+) -> tuple[list[dict], Refused]:
     """Prompt-completion rows from a LLaVA-style JSON file, and what was refused and why."""
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
@@ -110,18 +115,49 @@ class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, SFTTrainer):
     """TRL's SFTTrainer with a resume that restores Qwen2-VL weights (see the mixin)."""
 
 
-def make_sft_trainer(model, processor, rows: Sequence[dict], *, out_dir: str | Path, steps: int,
-                     batch_size: int, lr: float, save_steps: int, seed: int,
-                     max_length: int | None = None, callbacks: Sequence[TrainerCallback] = (),
-                     deepspeed: str | None = None, bf16: bool = False) -> SFTTrainer:
+def make_sft_trainer(
+    model,
+    processor,
+    rows: Sequence[dict],
+    *,
+    out_dir: str | Path,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    save_steps: int,
+    seed: int,
+    max_length: int | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    deepspeed: str | None = None,
+    bf16: bool = False,
+) -> SFTTrainer:
     processor.tokenizer.padding_side = "right"
     args = SFTConfig(
-        output_dir=str(out_dir), max_steps=steps, per_device_train_batch_size=batch_size,
-        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
-        logging_steps=max(1, min(10, steps // 4)), save_steps=save_steps, save_total_limit=2, seed=seed, data_seed=seed,
-        report_to=[], use_cpu=not torch.cuda.is_available(), bf16=bf16, deepspeed=deepspeed,
-        max_length=max_length, completion_only_loss=True, gradient_checkpointing=False,
+        output_dir=str(out_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=0.0,
+        logging_steps=max(1, min(10, steps // 4)),
+        save_steps=save_steps,
+        save_total_limit=2,
+        seed=seed,
+        data_seed=seed,
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        bf16=bf16,
+        deepspeed=deepspeed,
+        max_length=max_length,
+        completion_only_loss=True,
+        gradient_checkpointing=False,
         dataloader_num_workers=0,
     )
-    return ResumableSFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(list(rows)),
-                               processing_class=processor, callbacks=list(callbacks))
+    return ResumableSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(list(rows)),
+        processing_class=processor,
+        callbacks=list(callbacks),
+    )

@@ -76,16 +76,28 @@ class MaskedSample:
         return format_answer(self.targets)
 
     @staticmethod
-    def build(record, spans: Sequence[tuple[int, int]], sentences: Sequence[int],
-              scores: Sequence[float], instruction: str) -> MaskedSample:
+    def build(
+        record,
+        spans: Sequence[tuple[int, int]],
+        sentences: Sequence[int],
+        scores: Sequence[float],
+        instruction: str,
+    ) -> MaskedSample:
         """Hide ``spans`` of ``record``'s caption (sentence indices ``sentences``)."""
         masked, targets = mask_caption(record.caption, spans)
         return MaskedSample(
-            id=record.id, image=record.image, caption=record.caption, masked_caption=masked,
-            targets=targets, spans=[tuple(s) for s in spans], sentences=list(sentences),
+            id=record.id,
+            image=record.image,
+            caption=record.caption,
+            masked_caption=masked,
+            targets=targets,
+            spans=[tuple(s) for s in spans],
+            sentences=list(sentences),
             labels=[record.sentences[i].label for i in sentences],
-            scores=[float(x) for x in scores], meta=record.meta,
-            prompt=fillin_prompt(instruction, masked))
+            scores=[float(x) for x in scores],
+            meta=record.meta,
+            prompt=fillin_prompt(instruction, masked),
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self) | {"answer": self.answer}, ensure_ascii=False)
@@ -93,11 +105,18 @@ class MaskedSample:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> MaskedSample:
         return MaskedSample(
-            id=str(d["id"]), image=str(d["image"]), caption=d["caption"],
-            masked_caption=d["masked_caption"], targets=list(d["targets"]),
-            spans=[tuple(s) for s in d["spans"]], sentences=list(d["sentences"]),
-            labels=list(d["labels"]), scores=list(d["scores"]),
-            meta=dict(d.get("meta") or {}), prompt=d["prompt"])
+            id=str(d["id"]),
+            image=str(d["image"]),
+            caption=d["caption"],
+            masked_caption=d["masked_caption"],
+            targets=list(d["targets"]),
+            spans=[tuple(s) for s in d["spans"]],
+            sentences=list(d["sentences"]),
+            labels=list(d["labels"]),
+            scores=list(d["scores"]),
+            meta=dict(d.get("meta") or {}),
+            prompt=d["prompt"],
+        )
 
 
 def write_samples(path: str | os.PathLike, samples: Iterable[MaskedSample]) -> int:

@@ -26,8 +26,11 @@ def caption_tau(scores: np.ndarray, k: float) -> float:
 def select_by_score(scores: np.ndarray, tau: float, max_masks: int) -> list[int]:
     """Sentences with score >= tau, at most max_masks (highest first) and at most n - 1."""
     limit = min(max_masks, len(scores) - 1)
-    cand = [i for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
-            if not np.isnan(scores[i]) and scores[i] >= tau]
+    cand = [
+        i
+        for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+        if not np.isnan(scores[i]) and scores[i] >= tau
+    ]
     return sorted(int(i) for i in cand[: max(limit, 0)])
 
 
@@ -38,8 +41,9 @@ def select_random(n_sentences: int, n_pick: int, rng: np.random.Generator) -> li
     return sorted(int(i) for i in rng.choice(n_sentences, size=n_pick, replace=False))
 
 
-def select_by_label(labels: Sequence[int | None], max_masks: int,
-                    rng: np.random.Generator) -> list[int]:
+def select_by_label(
+    labels: Sequence[int | None], max_masks: int, rng: np.random.Generator
+) -> list[int]:
     dep = [i for i, lab in enumerate(labels) if lab == 1]
     n_pick = min(max_masks, len(labels) - 1, len(dep))
     if n_pick <= 0:
@@ -47,8 +51,7 @@ def select_by_label(labels: Sequence[int | None], max_masks: int,
     return sorted(int(i) for i in rng.choice(dep, size=n_pick, replace=False))
 
 
-def label_masked_sample(record, max_masks: int, instruction: str,
-                        rng: np.random.Generator):
+def label_masked_sample(record, max_masks: int, instruction: str, rng: np.random.Generator):
     """The masked sample (as the mask stage writes it) that hides the record's true
     vision-dependent sentences: the label oracle, no scoring model needed (benchmarks and
     tests build RL data this way). None if no sentence qualifies."""

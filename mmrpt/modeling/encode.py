@@ -35,8 +35,9 @@ def chat_prompt(processor, prompt: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def encode(processor, image: Image.Image, prompt: str, target: str,
-           end_of_turn: bool = True) -> Encoded:
+def encode(
+    processor, image: Image.Image, prompt: str, target: str, end_of_turn: bool = True
+) -> Encoded:
     """Encode one example; ``labels`` cover the target (and the end-of-turn token) only."""
     enc = processor(text=[chat_prompt(processor, prompt)], images=[image], return_tensors="pt")
     tok = processor.tokenizer
@@ -83,13 +84,18 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labels[b, t] from positions < t; 0 where labels[b, t] is IGNORE (and at t = 0).
     """
     shifted = labels[:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), shifted.flatten(),
-                           ignore_index=IGNORE, reduction="none").view_as(shifted)
+    loss = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        shifted.flatten(),
+        ignore_index=IGNORE,
+        reduction="none",
+    ).view_as(shifted)
     return F.pad(loss, (1, 0))
 
 
-def sentence_of_tokens(offsets: Sequence[tuple[int, int]],
-                       spans: Sequence[tuple[int, int]]) -> np.ndarray:
+def sentence_of_tokens(
+    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> np.ndarray:
     """For each target token, the index of the sentence span holding its last character
     (-1 for tokens between sentences, e.g. a lone space). Spans must not overlap; empty spans
     hold no character and so no token."""

@@ -17,9 +17,16 @@ from mmrpt.modeling.encode import collate, encode, sentence_of_tokens, token_los
 
 
 @torch.no_grad()
-def sentence_losses(model, processor, images: Sequence[Image.Image], captions: Sequence[str],
-                    spans: Sequence[Sequence[tuple[int, int]]], prompt: str,
-                    batch_size: int = 32, progress: bool = False) -> list[np.ndarray]:
+def sentence_losses(
+    model,
+    processor,
+    images: Sequence[Image.Image],
+    captions: Sequence[str],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    prompt: str,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> list[np.ndarray]:
     """For each example, an array (n_sentences, 2) of [summed token loss, token count]."""
     model.eval()
     device = next(model.parameters()).device
@@ -27,8 +34,10 @@ def sentence_losses(model, processor, images: Sequence[Image.Image], captions: S
     out: list[np.ndarray] = []
     starts = range(0, len(captions), batch_size)
     for i in tqdm(starts, desc="caption loss", disable=not progress, leave=False):
-        encs = [encode(processor, images[j], prompt, captions[j])
-                for j in range(i, min(i + batch_size, len(captions)))]
+        encs = [
+            encode(processor, images[j], prompt, captions[j])
+            for j in range(i, min(i + batch_size, len(captions)))
+        ]
         batch = collate(encs, pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
@@ -38,7 +47,13 @@ def sentence_losses(model, processor, images: Sequence[Image.Image], captions: S
             sent = sentence_of_tokens(e.offsets, spans[i + b])
             tok_loss = losses[b, e.target_start : e.target_start + len(sent)]
             inside, n = sent >= 0, len(spans[i + b])
-            out.append(np.stack([
-                np.bincount(sent[inside], weights=tok_loss[inside], minlength=n),
-                np.bincount(sent[inside], minlength=n).astype(float)], axis=1))
+            out.append(
+                np.stack(
+                    [
+                        np.bincount(sent[inside], weights=tok_loss[inside], minlength=n),
+                        np.bincount(sent[inside], minlength=n).astype(float),
+                    ],
+                    axis=1,
+                )
+            )
     return out

@@ -42,14 +42,21 @@ def load_processor(path: str | os.PathLike, trust_remote_code: bool = False) -> 
     processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     # AutoProcessor silently falls back to a bare tokenizer when it cannot build the full one.
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-        raise CheckpointError(f"{path}: AutoProcessor gave {type(processor).__name__}, not a "
-                              "multimodal processor (missing preprocessor_config.json?)")
+        raise CheckpointError(
+            f"{path}: AutoProcessor gave {type(processor).__name__}, not a "
+            "multimodal processor (missing preprocessor_config.json?)"
+        )
     return processor
 
 
-def load_vlm(path: str | os.PathLike, *, trust_remote_code: bool = False,
-             attn_implementation: str = "sdpa", dtype: torch.dtype | str = "auto",
-             device: str | torch.device = "cpu"):
+def load_vlm(
+    path: str | os.PathLike,
+    *,
+    trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype | str = "auto",
+    device: str | torch.device = "cpu",
+):
     """Load (model, processor) from a local HF folder or a hub id (or a reference to one)."""
     path = resolve_model_path(path)
     p = Path(path)
@@ -57,8 +64,11 @@ def load_vlm(path: str | os.PathLike, *, trust_remote_code: bool = False,
         raise CheckpointError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
     try:
         model = AutoModelForImageTextToText.from_pretrained(
-            str(path), trust_remote_code=trust_remote_code, use_safetensors=True,
-            attn_implementation=attn_implementation, dtype=dtype,
+            str(path),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            attn_implementation=attn_implementation,
+            dtype=dtype,
         )
     except Exception as e:  # safetensors, json and config errors all mean: unreadable
         raise CheckpointError(f"cannot load model from {path}: {e}") from e
@@ -92,7 +102,8 @@ class LoadsCheckpointsByFromPretrained:
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         model = model if model is not None else self.model
-        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype,
-                                             use_safetensors=True)
+        loaded = type(model).from_pretrained(
+            resume_from_checkpoint, dtype=model.dtype, use_safetensors=True
+        )
         model.load_state_dict(loaded.state_dict(), strict=True)
         del loaded

@@ -24,8 +24,15 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
-                  "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 # The Qwen2-VL chat template (images as <|vision_start|><|image_pad|><|vision_end|>).
 CHAT_TEMPLATE = (
@@ -65,14 +72,20 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        unk_token=None, additional_special_tokens=SPECIAL_TOKENS[1:],
-        model_max_length=4096, padding_side="right",
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        model_max_length=4096,
+        padding_side="right",
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -81,41 +94,61 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 def build_processor(tokenizer: PreTrainedTokenizerFast, image_size: int) -> Qwen2VLProcessor:
     pixels = image_size * image_size
     size = {"shortest_edge": min(pixels, 56 * 56), "longest_edge": pixels}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2,
-                                            temporal_patch_size=2)
-    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2,
-                                            temporal_patch_size=2)
-    return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+    image_processor = Qwen2VLImageProcessor(
+        size=size, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    video_processor = Qwen2VLVideoProcessor(
+        size=size, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    return Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
-def build_model(spec: TinySpec, tokenizer: PreTrainedTokenizerFast,
-                seed: int = 0) -> Qwen2VLForConditionalGeneration:
+def build_model(
+    spec: TinySpec, tokenizer: PreTrainedTokenizerFast, seed: int = 0
+) -> Qwen2VLForConditionalGeneration:
     head_dim = spec.hidden_size // spec.num_heads
     if head_dim % 2 or spec.hidden_size % spec.num_heads:
-        raise ValueError(f"hidden_size {spec.hidden_size} / num_heads {spec.num_heads} must give "
-                         "an even head_dim")
+        raise ValueError(
+            f"hidden_size {spec.hidden_size} / num_heads {spec.num_heads} must give "
+            "an even head_dim"
+        )
     half = head_dim // 2
     mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]  # Qwen's 16:24:24 shape
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
-            intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
-            num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
-            max_position_embeddings=spec.max_position_embeddings, tie_word_embeddings=True,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                             "mrope_section": mrope},
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.num_layers,
+            num_attention_heads=spec.num_heads,
+            num_key_value_heads=spec.num_kv_heads,
+            max_position_embeddings=spec.max_position_embeddings,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
-            depth=spec.vision_depth, embed_dim=spec.vision_embed_dim,
-            hidden_size=spec.hidden_size, num_heads=spec.vision_heads, mlp_ratio=2,
-            patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+            depth=spec.vision_depth,
+            embed_dim=spec.vision_embed_dim,
+            hidden_size=spec.hidden_size,
+            num_heads=spec.vision_heads,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
         ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
@@ -125,8 +158,9 @@ def build_model(spec: TinySpec, tokenizer: PreTrainedTokenizerFast,
     return model
 
 
-def build_tiny_vlm(texts: Iterable[str], spec: TinySpec, out_dir: str | Path,
-                   seed: int = 0) -> Path:
+def build_tiny_vlm(
+    texts: Iterable[str], spec: TinySpec, out_dir: str | Path, seed: int = 0
+) -> Path:
     """Train the tokenizer, build model + processor, and save them as one HF folder."""
     tokenizer = train_tokenizer(texts, spec.vocab_size)
     processor = build_processor(tokenizer, spec.image_size)

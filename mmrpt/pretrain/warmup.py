@@ -18,7 +18,12 @@ from mmrpt.modeling.lm import sentence_losses
 
 class CaptionDataset(Dataset):
     def __init__(self, records: Sequence[Record], root: str | Path, processor, prompt: str):
-        self.records, self.root, self.processor, self.prompt = records, Path(root), processor, prompt
+        self.records, self.root, self.processor, self.prompt = (
+            records,
+            Path(root),
+            processor,
+            prompt,
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -28,8 +33,9 @@ class CaptionDataset(Dataset):
         return encode(self.processor, open_rgb(self.root / r.image), self.prompt, r.caption)
 
 
-def vision_reliance(model, processor, records: Sequence[Record], root: str | Path, prompt: str,
-                    batch_size: int = 32) -> dict[str, float]:
+def vision_reliance(
+    model, processor, records: Sequence[Record], root: str | Path, prompt: str, batch_size: int = 32
+) -> dict[str, float]:
     """Mean caption token loss with the true image vs a shuffled one (image of the next record),
     split by the sentences' ground-truth label (unlabelled sentences count as dependent)."""
     root = Path(root)
@@ -45,11 +51,15 @@ def vision_reliance(model, processor, records: Sequence[Record], root: str | Pat
         tot = sum(a[lab == label].sum(axis=0) for a, lab in zip(losses, labels, strict=True))
         return float(tot[0] / max(tot[1], 1))
 
-    out = {"loss_true_image": mean(true, 1), "loss_shuffled_image": mean(swap, 1),
-           "loss_true_image_independent": mean(true, 0),
-           "loss_shuffled_image_independent": mean(swap, 0)}
+    out = {
+        "loss_true_image": mean(true, 1),
+        "loss_shuffled_image": mean(swap, 1),
+        "loss_true_image_independent": mean(true, 0),
+        "loss_shuffled_image_independent": mean(swap, 0),
+    }
     out["image_gain"] = 1 - out["loss_true_image"] / out["loss_shuffled_image"]
     if out["loss_shuffled_image_independent"] > 0:
-        out["image_gain_independent"] = (1 - out["loss_true_image_independent"]
-                                         / out["loss_shuffled_image_independent"])
+        out["image_gain_independent"] = (
+            1 - out["loss_true_image_independent"] / out["loss_shuffled_image_independent"]
+        )
     return out

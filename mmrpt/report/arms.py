@@ -36,8 +36,15 @@ def runs_table(eval_dir: str | Path, seeds: list[int] | None = None) -> pd.DataF
         for key, value in m.items():
             phase, _, metric = key.partition("/")
             if phase in PHASES and isinstance(value, int | float):
-                rows.append({"arm": m["arm"], "seed": m["seed"], "phase": phase,
-                             "metric": metric, "value": float(value)})
+                rows.append(
+                    {
+                        "arm": m["arm"],
+                        "seed": m["seed"],
+                        "phase": phase,
+                        "metric": metric,
+                        "value": float(value),
+                    }
+                )
     return pd.DataFrame(rows, columns=["arm", "seed", "phase", "metric", "value"])
 
 
@@ -63,29 +70,37 @@ def claims(summary: pd.DataFrame) -> dict[str, bool | None]:
             ours = _mean(summary, phase, metric, "mmrpt")
             rivals = [_mean(summary, phase, metric, a) for a in ("ntp", "masked_sft")]
             out[f"{phase}/{h}/mmrpt_beats_ntp_and_masked_sft_counter"] = (
-                None if ours is None or None in rivals else all(ours > r for r in rivals))
+                None if ours is None or None in rivals else all(ours > r for r in rivals)
+            )
         rel = {a: _mean(summary, phase, "lmeval/counter/reliance", a) for a in ARM_ORDER}
         known = {a: v for a, v in rel.items() if v is not None}
         out[f"{phase}/mmrpt_largest_reliance_counter"] = (
-            None if "mmrpt" not in known or len(known) < 2
-            else max(known, key=known.get) == "mmrpt")
+            None if "mmrpt" not in known or len(known) < 2 else max(known, key=known.get) == "mmrpt"
+        )
     return out
 
 
 def markdown(summary: pd.DataFrame, verdict: dict[str, bool | None]) -> str:
     arms = [a for a in ARM_ORDER if a in set(summary.arm)]
-    lines = ["# MMRPT: arms x benchmarks", "",
-             "Mean ± std over seeds (n = seeds). acc = accuracy on the scene probes; reliance ="
-             " accuracy with the image minus with the image blanked; masked-span EM = held-out"
-             " exact match of the hidden caption sentences.", ""]
+    lines = [
+        "# MMRPT: arms x benchmarks",
+        "",
+        "Mean ± std over seeds (n = seeds). acc = accuracy on the scene probes; reliance ="
+        " accuracy with the image minus with the image blanked; masked-span EM = held-out"
+        " exact match of the hidden caption sentences.",
+        "",
+    ]
     for phase in PHASES:
         part = summary[summary.phase == phase]
         cols = [m for m in HEADLINE if m in set(part.metric)]
         if not cols:
             continue
-        lines += [f"## {phase.replace('_', '-')}", "",
-                  "| arm | " + " | ".join(HEADLINE[c] for c in cols) + " |",
-                  "|---|" + "---|" * len(cols)]
+        lines += [
+            f"## {phase.replace('_', '-')}",
+            "",
+            "| arm | " + " | ".join(HEADLINE[c] for c in cols) + " |",
+            "|---|" + "---|" * len(cols),
+        ]
         for arm in arms:
             cells = []
             for c in cols:
@@ -98,14 +113,20 @@ def markdown(summary: pd.DataFrame, verdict: dict[str, bool | None]) -> str:
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## The paper's claims on these numbers", ""]
-    lines += [f"- {k}: {'yes' if v else 'no' if v is not None else 'not measured'}"
-              for k, v in verdict.items()]
+    lines += [
+        f"- {k}: {'yes' if v else 'no' if v is not None else 'not measured'}"
+        for k, v in verdict.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(eval_dir: str | Path, rl_plots_dir: str | Path, out_dir: str | Path,
-                 seeds: list[int] | None = None, arms: list[str] | None = None
-                 ) -> tuple[dict, pd.DataFrame]:
+def write_report(
+    eval_dir: str | Path,
+    rl_plots_dir: str | Path,
+    out_dir: str | Path,
+    seeds: list[int] | None = None,
+    arms: list[str] | None = None,
+) -> tuple[dict, pd.DataFrame]:
     """Write report.md, runs.csv, summary.csv and PNG plots to ``out_dir``; return
     (report json, summary)."""
     out = Path(out_dir)
@@ -123,8 +144,13 @@ def write_report(eval_dir: str | Path, rl_plots_dir: str | Path, out_dir: str | 
     for phase in PHASES:
         part = summary[(summary.phase == phase) & summary.metric.isin(list(HEADLINE))]
         if len(part):
-            grouped_bars(part, HEADLINE, ARM_ORDER, out / f"arms_{phase}.png",
-                         title=f"arms, {phase.replace('_', '-')} (mean ± std over seeds)")
+            grouped_bars(
+                part,
+                HEADLINE,
+                ARM_ORDER,
+                out / f"arms_{phase}.png",
+                title=f"arms, {phase.replace('_', '-')} (mean ± std over seeds)",
+            )
     curves = {}
     for f in sorted(Path(rl_plots_dir).glob("*.csv")):
         df = pd.read_csv(f) if f.stat().st_size else pd.DataFrame()
@@ -135,5 +161,8 @@ def write_report(eval_dir: str | Path, rl_plots_dir: str | Path, out_dir: str | 
     report: dict = {"claims": verdict, "seeds": sorted(runs.seed.unique().tolist())}
     for r in summary.itertuples():
         report.setdefault(r.phase, {}).setdefault(r.metric, {})[r.arm] = {
-            "mean": r.mean, "std": None if pd.isna(r.std) else r.std, "n": int(r.n)}
+            "mean": r.mean,
+            "std": None if pd.isna(r.std) else r.std,
+            "n": int(r.n),
+        }
     return report, summary

@@ -86,4 +86,3 @@ def _version(dist: str) -> str:
     from importlib.metadata import version
 
     return version(dist)
-

@@ -26,16 +26,22 @@ def score_histogram(table: pd.DataFrame, path: str | Path) -> Path:
     cols = [c for c in ("d_vis", "d_cf") if c in table and table[c].notna().any()]
     fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 3.5), squeeze=False)
     for ax, col in zip(axes[0], cols, strict=True):
-        for label, name, colour in ((1, "vision-dependent", "tab:red"),
-                                    (0, "vision-independent", "tab:blue")):
+        for label, name, colour in (
+            (1, "vision-dependent", "tab:red"),
+            (0, "vision-independent", "tab:blue"),
+        ):
             vals = table.loc[table.label == label, col].dropna()
             if len(vals):
                 ax.hist(vals, bins=40, alpha=0.6, label=f"{name} (n={len(vals)})", color=colour)
         unlabelled = table.loc[table.label.isna(), col].dropna()
         if len(unlabelled):
             ax.hist(unlabelled, bins=40, alpha=0.6, label="unlabelled", color="grey")
-        ax.set_xlabel({"d_vis": "D_vis (attention share on image)",
-                       "d_cf": "counterfactual loss rise (nats/token)"}[col])
+        ax.set_xlabel(
+            {
+                "d_vis": "D_vis (attention share on image)",
+                "d_cf": "counterfactual loss rise (nats/token)",
+            }[col]
+        )
         ax.set_ylabel("sentences")
         ax.legend(fontsize=8)
     return _save(fig, path)
@@ -58,8 +64,9 @@ def bar_plots(labels, values: pd.DataFrame, path: str | Path, title: str = "") -
     """One bar chart per column of ``values`` (one bar per label), stacked vertically."""
     labels = [str(x) for x in labels]
     n = len(values.columns)
-    fig, axes = plt.subplots(n, 1, figsize=(max(5, 0.6 * len(labels)), 2.6 * n + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n, 1, figsize=(max(5, 0.6 * len(labels)), 2.6 * n + 0.6), squeeze=False
+    )
     for ax, col in zip(axes[:, 0], values.columns, strict=True):
         ax.bar(labels, values[col], color="tab:blue")
         ax.set_ylabel(col)
@@ -69,8 +76,9 @@ def bar_plots(labels, values: pd.DataFrame, path: str | Path, title: str = "") -
     return _save(fig, path)
 
 
-def grouped_bars(summary: pd.DataFrame, labels: dict[str, str], arms, path: str | Path,
-                 title: str = "") -> Path:
+def grouped_bars(
+    summary: pd.DataFrame, labels: dict[str, str], arms, path: str | Path, title: str = ""
+) -> Path:
     """One group of bars per metric, one bar per arm, error bars = std over seeds."""
     metrics = [m for m in labels if m in set(summary.metric)]
     arms = [a for a in arms if a in set(summary.arm)]
@@ -79,8 +87,14 @@ def grouped_bars(summary: pd.DataFrame, labels: dict[str, str], arms, path: str 
     x = np.arange(len(metrics))
     for i, arm in enumerate(arms):
         part = summary[summary.arm == arm].set_index("metric").reindex(metrics)
-        ax.bar(x + (i - (len(arms) - 1) / 2) * width, part["mean"], width,
-               yerr=part["std"].fillna(0), label=arm, capsize=2)
+        ax.bar(
+            x + (i - (len(arms) - 1) / 2) * width,
+            part["mean"],
+            width,
+            yerr=part["std"].fillna(0),
+            label=arm,
+            capsize=2,
+        )
     ax.set_xticks(x, [labels[m] for m in metrics], rotation=25, ha="right")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_title(title)

@@ -12,13 +12,30 @@ from rich.table import Table
 
 HEADLINES = {
     "data": ["train/n_records", "train/n_vision_dependent", "train/n_vision_independent"],
-    "warmup": ["steps", "loss_true_image", "loss_shuffled_image", "image_gain",
-               "image_gain_independent"],
-    "score": ["heads", "auroc", "auroc_counterfactual", "auroc_paper_band",
-              "auroc_layer_0", "auroc_layer_1", "auroc_layer_2", "auroc_layer_3"],
-    "mask": ["attention/train/n_masked", "attention/train/n_no_mask",
-             "attention/train/masks_per_sample", "attention/test_iid/precision",
-             "attention/test_iid/recall"],
+    "warmup": [
+        "steps",
+        "loss_true_image",
+        "loss_shuffled_image",
+        "image_gain",
+        "image_gain_independent",
+    ],
+    "score": [
+        "heads",
+        "auroc",
+        "auroc_counterfactual",
+        "auroc_paper_band",
+        "auroc_layer_0",
+        "auroc_layer_1",
+        "auroc_layer_2",
+        "auroc_layer_3",
+    ],
+    "mask": [
+        "attention/train/n_masked",
+        "attention/train/n_no_mask",
+        "attention/train/masks_per_sample",
+        "attention/test_iid/precision",
+        "attention/test_iid/recall",
+    ],
     "primer": ["warmup_exact_match", "primer_exact_match"],
 }
 
@@ -43,15 +60,19 @@ def print_summary(metrics_dir: str = "metrics", report_md: str = "reports/report
         arms = Table(title="Held-out masked-span exact match by arm (equal steps and samples)")
         for col in ("arm", "test_iid", "test_counter"):
             arms.add_column(col)
-        for name, key in (("warmup (caption continuation)", "warmup_exact_match"),
-                          ("primer", "primer_exact_match")):
+        for name, key in (
+            ("warmup (caption continuation)", "warmup_exact_match"),
+            ("primer", "primer_exact_match"),
+        ):
             if data.get(key) is not None:
                 arms.add_row(name, f"{data[key]:.3f}", "")
         for arm, m in data.items():
             if isinstance(m, dict) and "exact_match" in m:
-                arms.add_row(arm, f"{m['exact_match']:.3f}",
-                             f"{m.get('exact_match_test_counter', float('nan')):.3f}")
+                arms.add_row(
+                    arm,
+                    f"{m['exact_match']:.3f}",
+                    f"{m.get('exact_match_test_counter', float('nan')):.3f}",
+                )
         Console().print(arms)
     if Path(report_md).exists():
         Console().print(Markdown(Path(report_md).read_text()))
-

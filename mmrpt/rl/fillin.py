@@ -26,23 +26,38 @@ class FillInDataset(Dataset):
 
     def __getitem__(self, i: int) -> Encoded:
         s = self.samples[i]
-        return encode(self.processor, open_rgb(self.root / s.image), s.prompt,
-                      fillin_target(s.targets))
+        return encode(
+            self.processor, open_rgb(self.root / s.image), s.prompt, fillin_target(s.targets)
+        )
 
 
-def fillin_exact_match(model, processor, samples: Sequence[MaskedSample], root: str | Path,
-                       max_new_tokens: int = 96, batch_size: int = 32) -> tuple[float, list[str]]:
+def fillin_exact_match(
+    model,
+    processor,
+    samples: Sequence[MaskedSample],
+    root: str | Path,
+    max_new_tokens: int = 96,
+    batch_size: int = 32,
+) -> tuple[float, list[str]]:
     """Mean exact match over samples (each the mean over its placeholders), greedy."""
     root = Path(root)
     images = [open_rgb(root / s.image) for s in samples]
-    completions = generate(model, processor, images, [s.prompt for s in samples],
-                           max_new_tokens, batch_size)
+    completions = generate(
+        model, processor, images, [s.prompt for s in samples], max_new_tokens, batch_size
+    )
     scores = exact_reward(completions, [s.targets for s in samples])
     return float(np.mean(scores)) if scores else float("nan"), completions
 
 
-def caption_exact_match(model, processor, samples: Sequence[MaskedSample], root: str | Path,
-                        prompt: str, max_new_tokens: int = 24, batch_size: int = 32) -> float:
+def caption_exact_match(
+    model,
+    processor,
+    samples: Sequence[MaskedSample],
+    root: str | Path,
+    prompt: str,
+    max_new_tokens: int = 24,
+    batch_size: int = 32,
+) -> float:
     """How a caption-only model reconstructs hidden sentences: given the image and the
     caption up to a hidden span, it continues the caption; exact match of the next sentence."""
     root = Path(root)
@@ -53,7 +68,15 @@ def caption_exact_match(model, processor, samples: Sequence[MaskedSample], root:
             images.append(img)
             prefixes.append(s.caption[:a].rstrip())
             targets.append(t)
-    outs = generate(model, processor, images, [prompt] * len(images), max_new_tokens,
-                    batch_size, prefixes=prefixes, stop_at=".")
+    outs = generate(
+        model,
+        processor,
+        images,
+        [prompt] * len(images),
+        max_new_tokens,
+        batch_size,
+        prefixes=prefixes,
+        stop_at=".",
+    )
     hits = [normalise(o) == normalise(t) for o, t in zip(outs, targets, strict=True)]
     return float(np.mean(hits)) if hits else float("nan")

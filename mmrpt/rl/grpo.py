@@ -41,10 +41,18 @@ def grpo_dataset(samples: Sequence[MaskedSample], root: str | Path) -> Dataset:
 
     def rows():
         for s in samples:
-            yield {"prompt": [{"role": "user", "content": [
-                       {"type": "image"}, {"type": "text", "text": s.prompt}]}],
-                   "image": open_rgb(root / s.image), "targets": s.targets,
-                   "masked_caption": s.masked_caption, "meta": json.dumps(s.meta)}
+            yield {
+                "prompt": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": s.prompt}],
+                    }
+                ],
+                "image": open_rgb(root / s.image),
+                "targets": s.targets,
+                "masked_caption": s.masked_caption,
+                "meta": json.dumps(s.meta),
+            }
 
     return Dataset.from_generator(rows)
 
@@ -52,9 +60,11 @@ def grpo_dataset(samples: Sequence[MaskedSample], root: str | Path) -> Dataset:
 def _with_scene(fn):
     """TRL passes dataset columns as lists; meta travels as JSON text (datasets cannot hold
     free-form dicts with varying keys), so decode it for the reward functions."""
+
     def reward(completions, meta=None, **columns):
         metas = [json.loads(m) if isinstance(m, str) else m for m in (meta or [])]
         return fn(completions, meta=metas, **columns)
+
     reward.__name__ = fn.__name__.removesuffix("_reward")
     return reward
 
@@ -98,8 +108,7 @@ class RolloutTiming:
             self._clock[key] += time.perf_counter() - t0
 
     def _generate_and_score_completions(self, *args, **kwargs):
-        return self._timed("generation", super()._generate_and_score_completions, *args,
-                           **kwargs)
+        return self._timed("generation", super()._generate_and_score_completions, *args, **kwargs)
 
     def _calculate_rewards(self, *args, **kwargs):
         return self._timed("reward", super()._calculate_rewards, *args, **kwargs)
@@ -107,8 +116,9 @@ class RolloutTiming:
     def _generate(self, prompts):
         out = super()._generate(prompts)
         prompt_ids, completion_ids, tool_mask = out[:3]
-        completion = (sum(map(sum, tool_mask)) if tool_mask is not None
-                      else sum(map(len, completion_ids)))
+        completion = (
+            sum(map(sum, tool_mask)) if tool_mask is not None else sum(map(len, completion_ids))
+        )
         self._clock["tokens"] += sum(map(len, prompt_ids)) + completion
         return out
 
@@ -126,10 +136,20 @@ class RolloutTiming:
         self._clock = {"start": None, "generation": 0.0, "reward": 0.0, "tokens": 0}
 
 
-PER_ROLLOUT_KEYS = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask",
-                    "advantages", "old_per_token_logps", "sampling_per_token_logps",
-                    "ref_per_token_logps", "importance_sampling_ratio", "mm_token_type_ids",
-                    "token_type_ids", "tool_mask"}
+PER_ROLLOUT_KEYS = {
+    "prompt_ids",
+    "prompt_mask",
+    "completion_ids",
+    "completion_mask",
+    "advantages",
+    "old_per_token_logps",
+    "sampling_per_token_logps",
+    "ref_per_token_logps",
+    "importance_sampling_ratio",
+    "mm_token_type_ids",
+    "token_type_ids",
+    "tool_mask",
+}
 
 
 def rows_with_signal(inputs: dict) -> dict:
@@ -141,15 +161,21 @@ def rows_with_signal(inputs: dict) -> dict:
     adv = inputs["advantages"]
     keep = adv != 0 if adv.dim() == 1 else (adv != 0).any(dim=1)
     images = {"pixel_values", "image_grid_thw", "num_images"}
-    if (keep.all() or not set(inputs) <= PER_ROLLOUT_KEYS | images | {"num_items_in_batch"}
-            or ("pixel_values" in inputs and not images <= set(inputs))):
+    if (
+        keep.all()
+        or not set(inputs) <= PER_ROLLOUT_KEYS | images | {"num_items_in_batch"}
+        or ("pixel_values" in inputs and not images <= set(inputs))
+    ):
         return inputs
     if not keep.any():
         keep[0] = True
     rows = keep.tolist()
     split = split_pixel_values_by_grid(inputs)  # image keys become per-rollout lists
-    out = {k: [x for x, r in zip(v, rows, strict=True) if r] if isinstance(v, list) else v
-           for k, v in split.items() if k in images}
+    out = {
+        k: [x for x, r in zip(v, rows, strict=True) if r] if isinstance(v, list) else v
+        for k, v in split.items()
+        if k in images
+    }
     out |= {k: v[keep] for k, v in inputs.items() if k in PER_ROLLOUT_KEYS}
     out["num_items_in_batch"] = inputs["num_items_in_batch"]
     return unsplit_pixel_values_by_grid(out)
@@ -163,11 +189,15 @@ class SkipsZeroAdvantageRows:
     statistics across processes, which needs the same number of rollouts on each)."""
 
     def skips_zero_advantage_rows(self) -> bool:
-        return (self.beta == 0.0 and self.loss_type in ("dapo", "cispo")
-                and self.top_entropy_quantile == 1.0 and self.off_policy_mask_threshold is None
-                and not getattr(self, "_entropy_bonus_enabled", True)
-                and not getattr(self, "aux_loss_enabled", True)
-                and (self.accelerator.num_processes == 1 or self.loss_type == "cispo"))
+        return (
+            self.beta == 0.0
+            and self.loss_type in ("dapo", "cispo")
+            and self.top_entropy_quantile == 1.0
+            and self.off_policy_mask_threshold is None
+            and not getattr(self, "_entropy_bonus_enabled", True)
+            and not getattr(self, "aux_loss_enabled", True)
+            and (self.accelerator.num_processes == 1 or self.loss_type == "cispo")
+        )
 
     def _compute_loss(self, model, inputs):
         if self.skips_zero_advantage_rows():
@@ -175,8 +205,9 @@ class SkipsZeroAdvantageRows:
         return super()._compute_loss(model, inputs)
 
 
-class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, SkipsZeroAdvantageRows,
-                           RolloutTiming, GRPOTrainer):
+class ResumableGRPOTrainer(
+    LoadsCheckpointsByFromPretrained, SkipsZeroAdvantageRows, RolloutTiming, GRPOTrainer
+):
     """TRL's GRPOTrainer with a resume that restores Qwen2-VL weights (see the mixin), the
     update on rollouts with signal only (SkipsZeroAdvantageRows), the step timing of RolloutTiming, and every ``log_completions_steps`` steps (0 = never) the
     latest rollouts as a table for callbacks with ``on_completions(args, state, control,
@@ -190,9 +221,11 @@ class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, SkipsZeroAdvantageR
         logs = self._logs  # TRL keeps the latest generation batch here (gathered)
         n = len(logs["completion"])
         images = list(logs["images"]) if len(logs["images"]) == n else [None] * n
-        table = {"step": [self.state.global_step] * n,
-                 "prompt": [completion_text(p) for p in logs["prompt"]],
-                 "completion": [completion_text(c) for c in logs["completion"]]}
+        table = {
+            "step": [self.state.global_step] * n,
+            "prompt": [completion_text(p) for p in logs["prompt"]],
+            "completion": [completion_text(c) for c in logs["completion"]],
+        }
         table |= {f"reward/{k}": list(v) for k, v in logs["rewards"].items()}
         table["advantage"] = list(logs["advantages"])
         table["image"] = [imgs[0] if imgs else None for imgs in images]
@@ -210,51 +243,112 @@ class ResumableGRPOTrainer(LoadsCheckpointsByFromPretrained, SkipsZeroAdvantageR
                 cb.on_completions(self.args, self.state, self.control, table=table)
 
 
-def grpo_config(*, out_dir: str | Path, steps: int, batch_size: int, num_generations: int,
-                temperature: float, lr: float, beta: float, loss_type: str,
-                max_completion_length: int, reward_weights: Sequence[float], save_steps: int,
-                seed: int, deepspeed: str | None = None, bf16: bool = False,
-                micro_batches: int = 1) -> GRPOConfig:
+def grpo_config(
+    *,
+    out_dir: str | Path,
+    steps: int,
+    batch_size: int,
+    num_generations: int,
+    temperature: float,
+    lr: float,
+    beta: float,
+    loss_type: str,
+    max_completion_length: int,
+    reward_weights: Sequence[float],
+    save_steps: int,
+    seed: int,
+    deepspeed: str | None = None,
+    bf16: bool = False,
+    micro_batches: int = 1,
+) -> GRPOConfig:
     """TRL's config for our runs: ``batch_size`` prompts per optimizer step, each with
     ``num_generations`` rollouts, one weight per reward function. The rollouts of a step are
     generated at once and trained on in ``micro_batches`` gradient-accumulation slices
     (still on-policy: one optimizer step per generation)."""
     rollouts = batch_size * num_generations
     if rollouts % micro_batches:
-        raise ValueError(f"batch_size x num_generations = {rollouts} is not divisible by "
-                         f"micro_batches = {micro_batches}")
+        raise ValueError(
+            f"batch_size x num_generations = {rollouts} is not divisible by "
+            f"micro_batches = {micro_batches}"
+        )
     return GRPOConfig(
-        output_dir=str(out_dir), max_steps=steps, learning_rate=lr, seed=seed,
+        output_dir=str(out_dir),
+        max_steps=steps,
+        learning_rate=lr,
+        seed=seed,
         per_device_train_batch_size=rollouts // micro_batches,
-        gradient_accumulation_steps=micro_batches, steps_per_generation=micro_batches,
-        num_generations=num_generations, temperature=temperature, beta=beta,
-        loss_type=loss_type, max_completion_length=max_completion_length,
-        reward_weights=list(reward_weights), logging_steps=5,
-        save_steps=save_steps, save_total_limit=2, report_to=[],
-        use_cpu=not torch.cuda.is_available(), bf16=bf16, deepspeed=deepspeed,
-        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
+        gradient_accumulation_steps=micro_batches,
+        steps_per_generation=micro_batches,
+        num_generations=num_generations,
+        temperature=temperature,
+        beta=beta,
+        loss_type=loss_type,
+        max_completion_length=max_completion_length,
+        reward_weights=list(reward_weights),
+        logging_steps=5,
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        bf16=bf16,
+        deepspeed=deepspeed,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
         gradient_checkpointing=False,  # TRL turns it on by default; pure cost at our size
     )
 
 
-def make_grpo_trainer(model, processor, dataset: Dataset, *, out_dir: str | Path, steps: int,
-                      batch_size: int, num_generations: int, temperature: float, lr: float,
-                      beta: float, loss_type: str, max_completion_length: int,
-                      reward_weights: dict[str, float], save_steps: int, seed: int,
-                      callbacks: Sequence[TrainerCallback] = (), deepspeed: str | None = None,
-                      bf16: bool = False, log_completions_steps: int = 50,
-                      micro_batches: int = 1) -> GRPOTrainer:
+def make_grpo_trainer(
+    model,
+    processor,
+    dataset: Dataset,
+    *,
+    out_dir: str | Path,
+    steps: int,
+    batch_size: int,
+    num_generations: int,
+    temperature: float,
+    lr: float,
+    beta: float,
+    loss_type: str,
+    max_completion_length: int,
+    reward_weights: dict[str, float],
+    save_steps: int,
+    seed: int,
+    callbacks: Sequence[TrainerCallback] = (),
+    deepspeed: str | None = None,
+    bf16: bool = False,
+    log_completions_steps: int = 50,
+    micro_batches: int = 1,
+) -> GRPOTrainer:
     """Our trainer with the reward table's terms of weight > 0 (see grpo_config); every
     ``log_completions_steps`` steps (0 = off) a completions table goes to the callbacks."""
     names = [n for n, w in reward_weights.items() if w > 0]
     processor.tokenizer.padding_side = "left"
     args = grpo_config(
-        out_dir=out_dir, steps=steps, batch_size=batch_size, num_generations=num_generations,
-        temperature=temperature, lr=lr, beta=beta, loss_type=loss_type,
+        out_dir=out_dir,
+        steps=steps,
+        batch_size=batch_size,
+        num_generations=num_generations,
+        temperature=temperature,
+        lr=lr,
+        beta=beta,
+        loss_type=loss_type,
         max_completion_length=max_completion_length,
-        reward_weights=[reward_weights[n] for n in names], save_steps=save_steps, seed=seed,
-        deepspeed=deepspeed, bf16=bf16, micro_batches=micro_batches)
+        reward_weights=[reward_weights[n] for n in names],
+        save_steps=save_steps,
+        seed=seed,
+        deepspeed=deepspeed,
+        bf16=bf16,
+        micro_batches=micro_batches,
+    )
     return ResumableGRPOTrainer(
-        model=model, processing_class=processor, args=args, train_dataset=dataset,
-        reward_funcs=[_with_scene(REWARDS[n]) for n in names], callbacks=list(callbacks),
-        log_completions_steps=log_completions_steps)
+        model=model,
+        processing_class=processor,
+        args=args,
+        train_dataset=dataset,
+        reward_funcs=[_with_scene(REWARDS[n]) for n in names],
+        callbacks=list(callbacks),
+        log_completions_steps=log_completions_steps,
+    )

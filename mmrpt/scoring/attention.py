@@ -49,23 +49,33 @@ class _Done(Exception):
     """Raised after the last chosen layer's shares are recorded: nothing later is needed."""
 
 
-def _capture_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
-                       **kwargs):
+def _capture_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
+):
     cap: _Capture | None = getattr(module, "_mmrpt_capture", None)
     if cap is not None and cap.image_keys is not None:
         heads = cap.heads.get(module.layer_idx) if isinstance(cap.heads, Mapping) else cap.heads
         cap.shares[module.layer_idx] = _visual_share(
-            query, key, attention_mask, scaling, cap.q_lo, cap.q_hi, cap.image_keys,
-            cap.text_keys, heads, cap.per_head)
+            query,
+            key,
+            attention_mask,
+            scaling,
+            cap.q_lo,
+            cap.q_hi,
+            cap.image_keys,
+            cap.text_keys,
+            heads,
+            cap.per_head,
+        )
         if module.layer_idx == cap.last_layer:
             raise _Done  # this layer's attention output is never used: no SDPA for it
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask,
-                                    dropout=dropout, scaling=scaling, **kwargs)
+    out, _ = sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
     return out, None
 
 
-def _visual_share(query, key, mask, scaling, lo, hi, image_keys, text_keys, heads,
-                  per_head=False):
+def _visual_share(query, key, mask, scaling, lo, hi, image_keys, text_keys, heads, per_head=False):
     """query (B, H, T, d), key (B, Hkv, T, d), mask (B, 1, T, T) boolean (True = attend, as
     SDPA's), additive float, or None (causal, no padding) -> (B, hi - lo): image mass /
     (image + text mass) of query rows lo..hi, heads averaged (or (B, H', hi - lo) per head
@@ -101,16 +111,20 @@ ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 
 def text_decoder_layers(model) -> list[torch.nn.Module]:
     """The self-attention modules of the language decoder, in order."""
-    attn = [m for name, m in model.named_modules()
-            if name.endswith("self_attn") and hasattr(m, "layer_idx") and "visual" not in name]
+    attn = [
+        m
+        for name, m in model.named_modules()
+        if name.endswith("self_attn") and hasattr(m, "layer_idx") and "visual" not in name
+    ]
     if not attn:
         raise ValueError(f"{type(model).__name__}: no decoder self_attn modules found")
     return attn
 
 
 @contextmanager
-def capture(model, layers: Sequence[int], heads: Heads = None,
-            per_head: bool = False) -> Iterator[_Capture]:
+def capture(
+    model, layers: Sequence[int], heads: Heads = None, per_head: bool = False
+) -> Iterator[_Capture]:
     """Within the block, forward passes record visual shares of the chosen layers, averaged
     over ``heads`` (all heads if None; a mapping gives each layer its own heads). With
     ``per_head`` every (layer, head) pair acts as one layer, layer-major."""
@@ -133,8 +147,15 @@ def capture(model, layers: Sequence[int], heads: Heads = None,
 
 
 @torch.no_grad()
-def visual_shares(model, batch: dict, cap: _Capture, image_keys: torch.Tensor,
-                  text_keys: torch.Tensor, q_lo: int, q_hi: int) -> torch.Tensor:
+def visual_shares(
+    model,
+    batch: dict,
+    cap: _Capture,
+    image_keys: torch.Tensor,
+    text_keys: torch.Tensor,
+    q_lo: int,
+    q_hi: int,
+) -> torch.Tensor:
     """One forward pass; returns (L, B, q_hi - q_lo) visual shares, layers in capture order
     ((L * H, B, q_hi - q_lo) with per-head capture)."""
     cap.image_keys, cap.text_keys, cap.q_lo, cap.q_hi = image_keys, text_keys, q_lo, q_hi

@@ -22,8 +22,9 @@ from mmrpt.scoring.attention import visual_shares
 TEXT_KEY_ROLES = ("sink", "prompt", "caption")
 
 
-def key_masks(encs: Sequence[Encoded], width: int, image_token_id: int,
-              text_keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def key_masks(
+    encs: Sequence[Encoded], width: int, image_token_id: int, text_keys: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) boolean masks of image keys and of the keys that count as text."""
     unknown = set(text_keys) - set(TEXT_KEY_ROLES)
     if unknown:
@@ -46,9 +47,17 @@ def key_masks(encs: Sequence[Encoded], width: int, image_token_id: int,
 
 
 @torch.no_grad()
-def attention_scores(model, processor, cap, images, captions: Sequence[str],
-                     spans: Sequence[Sequence[tuple[int, int]]], prompt: str,
-                     image_token_id: int, text_keys: Sequence[str]) -> list[np.ndarray]:
+def attention_scores(
+    model,
+    processor,
+    cap,
+    images,
+    captions: Sequence[str],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    prompt: str,
+    image_token_id: int,
+    text_keys: Sequence[str],
+) -> list[np.ndarray]:
     """One teacher-forced pass for a batch. Per example: (scores, peaks) where scores is
     (L, n_sentences), D_vis per captured layer (mean over the sentence's tokens; NaN for a
     sentence without tokens), and peaks gives per sentence the caption char span of the word
@@ -62,8 +71,12 @@ def attention_scores(model, processor, cap, images, captions: Sequence[str],
     lo = min(e.target_start for e in encs)
     hi = max(len(e.input_ids) for e in encs)
     batch = {k: v.to(device) for k, v in batch.items()}
-    shares = visual_shares(model, batch, cap, image_keys.to(device), text_mask.to(device),
-                           lo, hi).float().cpu().numpy()  # (L, B, hi - lo)
+    shares = (
+        visual_shares(model, batch, cap, image_keys.to(device), text_mask.to(device), lo, hi)
+        .float()
+        .cpu()
+        .numpy()
+    )  # (L, B, hi - lo)
     out = []
     for b, e in enumerate(encs):
         sent = sentence_of_tokens(e.offsets, spans[b])
@@ -71,16 +84,20 @@ def attention_scores(model, processor, cap, images, captions: Sequence[str],
         n, inside = len(spans[b]), sent >= 0
         count = np.bincount(sent[inside], minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):  # no tokens: NaN
-            scores = np.stack([np.bincount(sent[inside], weights=r[inside], minlength=n)
-                               for r in rows]) / count
+            scores = (
+                np.stack([np.bincount(sent[inside], weights=r[inside], minlength=n) for r in rows])
+                / count
+            )
         # per sentence, its token with the highest share (the first of equals)
         token_share = rows.mean(axis=0)
         idx = np.flatnonzero(inside)
         by_sentence = idx[np.lexsort((idx, -token_share[idx], sent[idx]))]
         first = by_sentence[np.r_[True, np.diff(sent[by_sentence]) != 0]] if len(idx) else idx
         top = dict(zip(sent[first].tolist(), first.tolist(), strict=True))
-        peaks = [word_span(captions[b], *e.offsets[top[s]], spans[b][s]) if s in top
-                 else spans[b][s] for s in range(n)]
+        peaks = [
+            word_span(captions[b], *e.offsets[top[s]], spans[b][s]) if s in top else spans[b][s]
+            for s in range(n)
+        ]
         out.append((scores, peaks))
     return out
 
@@ -90,8 +107,10 @@ def word_span(text: str, a: int, z: int, within: tuple[int, int]) -> tuple[int, 
     lo, hi = within
     while a < z and text[a].isspace():
         a += 1
+
     def is_word(ch: str) -> bool:
         return ch.isalnum() or ch in "'-"
+
     while a > lo and is_word(text[a - 1]):
         a -= 1
     while z < hi and is_word(text[z]):
@@ -109,9 +128,17 @@ def token_counts(processor, captions, spans) -> list[np.ndarray]:
     return out
 
 
-def counterfactual_scores(model, processor, images, others: Sequence[Sequence],
-                          captions, spans, prompt: str, batch_size: int,
-                          reduce: str = "max") -> list[np.ndarray]:
+def counterfactual_scores(
+    model,
+    processor,
+    images,
+    others: Sequence[Sequence],
+    captions,
+    spans,
+    prompt: str,
+    batch_size: int,
+    reduce: str = "max",
+) -> list[np.ndarray]:
     """Per example: (n_sentences,) mean per-token loss rise when the image is replaced by
     each of ``others[k]`` (k replacements), reduced over replacements by ``reduce``: "mean",
     or "max" (our default, chosen on the dev split: a replacement that happens to agree with
@@ -120,7 +147,8 @@ def counterfactual_scores(model, processor, images, others: Sequence[Sequence],
     rises = []
     for swap in others:
         alt = sentence_losses(model, processor, swap, captions, spans, prompt, batch_size)
-        rises.append([(a[:, 0] - t[:, 0]) / np.maximum(t[:, 1], 1) for a, t in
-                      zip(alt, true, strict=True)])
+        rises.append(
+            [(a[:, 0] - t[:, 0]) / np.maximum(t[:, 1], 1) for a, t in zip(alt, true, strict=True)]
+        )
     fn = {"mean": np.mean, "max": np.max}[reduce]
     return [fn([r[i] for r in rises], axis=0) for i in range(len(captions))]

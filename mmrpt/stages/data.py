@@ -25,17 +25,30 @@ def run(ctx: StageContext) -> dict:
     metrics: dict = {}
     with tracking.stage_run(ctx):
         if p.source == "synthetic":
-            sizes = {"train": p.n_train, "dev": p.n_dev, "test_iid": p.n_test,
-                     "test_counter": p.n_test}
+            sizes = {
+                "train": p.n_train,
+                "dev": p.n_dev,
+                "test_iid": p.n_test,
+                "test_counter": p.n_test,
+            }
             for split, n in sizes.items():
-                gen = world.generate_split(split, n, out, seed=ctx.params.seed,
-                                           image_size=p.image_size, max_objects=p.max_objects,
-                                           prior_strength=p.prior_strength,
-                                           caption_bias=p.caption_bias)
+                gen = world.generate_split(
+                    split,
+                    n,
+                    out,
+                    seed=ctx.params.seed,
+                    image_size=p.image_size,
+                    max_objects=p.max_objects,
+                    prior_strength=p.prior_strength,
+                    caption_bias=p.caption_bias,
+                )
                 write_manifest(out / f"{split}.jsonl", tqdm(gen, total=n, desc=split))
-                probes = make_probes(read_manifest(out / f"{split}.jsonl"),
-                                     seed=ctx.params.seed, max_objects=p.max_objects,
-                                     colour_all=p.probe_colour_all and split != "train")
+                probes = make_probes(
+                    read_manifest(out / f"{split}.jsonl"),
+                    seed=ctx.params.seed,
+                    max_objects=p.max_objects,
+                    colour_all=p.probe_colour_all and split != "train",
+                )
                 write_jsonl_atomic(out / "probes" / f"{split}.jsonl", probes)
                 metrics[f"{split}/n_probes"] = len(probes)
             (out / "rejects.jsonl").write_text("")
@@ -46,8 +59,15 @@ def run(ctx: StageContext) -> dict:
             rejects.write_text("")  # one ingest = one rejects file
             seen: dict[str, str] = {}  # ids are unique across splits (they name the images)
             for split, inputs in p.inputs.items():
-                report = ingest(p.source, inputs, out, split, min_sentences=p.min_sentences,
-                                max_pixels=p.max_image_pixels, seen=seen)
+                report = ingest(
+                    p.source,
+                    inputs,
+                    out,
+                    split,
+                    min_sentences=p.min_sentences,
+                    max_pixels=p.max_image_pixels,
+                    seen=seen,
+                )
                 report.check()
                 metrics[f"{split}/n_input"] = report.n_input
                 metrics[f"{split}/n_accepted"] = report.n_accepted

@@ -39,33 +39,51 @@ def reliance(results: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def evaluate_model(ctx: StageContext, model_path: Path, out: Path,
-                   masked_em: bool = True) -> dict[str, float]:
+def evaluate_model(
+    ctx: StageContext, model_path: Path, out: Path, masked_em: bool = True
+) -> dict[str, float]:
     from mmrpt.evaluation.lmeval import run_lmeval
     from mmrpt.evaluation.scorer import Scorer
     from mmrpt.evaluation.vlmevalkit import run_vlmevalkit
 
     p = ctx.params
     ep, root = p.eval, ctx.dep("data")
-    model, processor = load_vlm(model_path, dtype=torch.float32,
-                                trust_remote_code=p.model.trust_remote_code)
+    model, processor = load_vlm(
+        model_path, dtype=torch.float32, trust_remote_code=p.model.trust_remote_code
+    )
     model.to(device())
     scorer = Scorer(model, processor)  # one model for both harnesses
     results: dict[str, float] = {}
     if "lmeval" in ep.harnesses:
-        results |= run_lmeval(model_path, root, ep.splits, out / "lmeval", limit=ep.limit,
-                              blank=ep.blank, answerer=scorer, form="statement",
-                              prompt=p.warmup.prompt)
+        results |= run_lmeval(
+            model_path,
+            root,
+            ep.splits,
+            out / "lmeval",
+            limit=ep.limit,
+            blank=ep.blank,
+            answerer=scorer,
+            form="statement",
+            prompt=p.warmup.prompt,
+        )
     if "vlmevalkit" in ep.harnesses:
-        results |= run_vlmevalkit(model_path, root, ep.splits, out / "vlmevalkit",
-                                  limit=ep.limit, blank=ep.blank, answerer=scorer,
-                                  datasets=ep.vlmevalkit_datasets)
+        results |= run_vlmevalkit(
+            model_path,
+            root,
+            ep.splits,
+            out / "vlmevalkit",
+            limit=ep.limit,
+            blank=ep.blank,
+            answerer=scorer,
+            datasets=ep.vlmevalkit_datasets,
+        )
     results |= reliance(results)
     if ep.masked_samples and masked_em:
         for split in ep.splits:
             held_out = read_samples(samples_path(ctx.dep("masks"), p.mask.selectors[0], split))
             results[f"masked_em/{split}"], _ = fillin_exact_match(
-                model, processor, held_out[: ep.masked_samples], root, p.primer.max_new_tokens)
+                model, processor, held_out[: ep.masked_samples], root, p.primer.max_new_tokens
+            )
     return results
 
 
@@ -77,9 +95,12 @@ def masked_em_of_rl(ctx: StageContext) -> dict[str, float]:
         raise FileNotFoundError(f"{path}: run the rl stage for {ctx.run_name} first")
     m = json.loads(path.read_text())
     if rp.eval_samples != p.eval.masked_samples:
-        log.warning("rl.eval_samples=%d differs from eval.masked_samples=%d: zero-shot and "
-                    "after-SFT masked EM use different sample counts", rp.eval_samples,
-                    p.eval.masked_samples)
+        log.warning(
+            "rl.eval_samples=%d differs from eval.masked_samples=%d: zero-shot and "
+            "after-SFT masked EM use different sample counts",
+            rp.eval_samples,
+            p.eval.masked_samples,
+        )
     out = {}
     for split in p.eval.splits:
         key = "exact_match" if split == rp.eval_splits[0] else f"exact_match_{split}"
@@ -95,10 +116,13 @@ def run(ctx: StageContext) -> dict:
         for phase in ("zero_shot", "sft"):
             path = ctx.dep(phase)
             if not path.is_dir():
-                raise CheckpointError(f"{path}: no model for run {name} ({phase}); run the "
-                                      f"{'rl' if phase == 'zero_shot' else 'sft'} stage first")
-            out = fingerprint_dir(ctx.out("eval") / phase,
-                                  ctx.fingerprint(phase, inputs=["data", "masks", phase]))
+                raise CheckpointError(
+                    f"{path}: no model for run {name} ({phase}); run the "
+                    f"{'rl' if phase == 'zero_shot' else 'sft'} stage first"
+                )
+            out = fingerprint_dir(
+                ctx.out("eval") / phase, ctx.fingerprint(phase, inputs=["data", "masks", phase])
+            )
             done = out / "metrics.json"
             if done.exists():
                 log.info("eval %s %s: finished earlier, reusing %s", name, phase, done)
@@ -112,6 +136,9 @@ def run(ctx: StageContext) -> dict:
             metrics |= {f"{phase}/{k}": v for k, v in results.items()}
         tracking.log_metrics(metrics)
     write_json_atomic(ctx.table_path("metrics"), metrics)
-    log.info("eval %s: %s", name, {k: round(v, 3) for k, v in metrics.items()
-                                   if isinstance(v, float) and k.count("/") <= 3})
+    log.info(
+        "eval %s: %s",
+        name,
+        {k: round(v, 3) for k, v in metrics.items() if isinstance(v, float) and k.count("/") <= 3},
+    )
     return metrics

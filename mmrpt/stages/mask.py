@@ -25,8 +25,16 @@ from mmrpt.report.gallery import masked_gallery
 log = logging.getLogger(__name__)
 
 
-def mask_split(records, by_id, mp, selector: str, column: str, corpus_tau: float,
-               rng: np.random.Generator, split: str):
+def mask_split(
+    records,
+    by_id,
+    mp,
+    selector: str,
+    column: str,
+    corpus_tau: float,
+    rng: np.random.Generator,
+    split: str,
+):
     """Masked samples of one split with one selector (``mp``: the mask params), plus the
     skipped ids with reasons."""
     samples, skipped = [], []
@@ -54,8 +62,9 @@ def mask_split(records, by_id, mp, selector: str, column: str, corpus_tau: float
             spans = [(int(g.peak_start.iloc[i]), int(g.peak_end.iloc[i])) for i in chosen]
         else:
             spans = [(r.sentences[i].start, r.sentences[i].end) for i in chosen]
-        samples.append(MaskedSample.build(r, spans, chosen, [scores[i] for i in chosen],
-                                          mp.instruction))
+        samples.append(
+            MaskedSample.build(r, spans, chosen, [scores[i] for i in chosen], mp.instruction)
+        )
     return samples, skipped
 
 
@@ -71,42 +80,52 @@ def run(ctx: StageContext) -> dict:
             if column == "d_cf" and table[column].isna().all():
                 raise ValueError("mask selector counterfactual needs score.counterfactual=true")
             train = table.split == "train"
-            corpus_tau = float(np.nanquantile(table.loc[train, column] if train.any()
-                                              else table[column], mp.quantile))
+            corpus_tau = float(
+                np.nanquantile(
+                    table.loc[train, column] if train.any() else table[column], mp.quantile
+                )
+            )
             rng = np.random.default_rng(ctx.params.seed)
             skipped_all: list[dict] = []
             for split in mp.splits:
                 records = read_manifest(root / f"{split}.jsonl")
-                by_id = {sid: g.sort_values("sentence") for sid, g in
-                         table[table.split == split].groupby("sample_id")}
-                samples, skipped = mask_split(records, by_id, mp, selector, column,
-                                              corpus_tau, rng, split)
+                by_id = {
+                    sid: g.sort_values("sentence")
+                    for sid, g in table[table.split == split].groupby("sample_id")
+                }
+                samples, skipped = mask_split(
+                    records, by_id, mp, selector, column, corpus_tau, rng, split
+                )
                 assert len(records) == len(samples) + len(skipped)  # nothing silently lost
                 skipped_all += skipped
                 write_samples(out / selector / f"{split}.jsonl", samples)
-                reasons = {reason: sum(s["reason"] == reason for s in skipped)
-                           for reason in ("no scores", "fewer than 2 sentences",
-                                          "no sentence qualifies")}
+                reasons = {
+                    reason: sum(s["reason"] == reason for s in skipped)
+                    for reason in ("no scores", "fewer than 2 sentences", "no sentence qualifies")
+                }
                 key = f"{selector}/{split}"
                 metrics |= {
-                    f"{key}/n_records": len(records), f"{key}/n_masked": len(samples),
+                    f"{key}/n_records": len(records),
+                    f"{key}/n_masked": len(samples),
                     f"{key}/n_no_mask": reasons["no sentence qualifies"],
                     f"{key}/n_too_short": reasons["fewer than 2 sentences"],
                     f"{key}/n_unscored": reasons["no scores"],
-                    f"{key}/masks_per_sample": float(np.mean([len(s.targets)
-                                                              for s in samples]))
-                    if samples else 0.0,
+                    f"{key}/masks_per_sample": float(np.mean([len(s.targets) for s in samples]))
+                    if samples
+                    else 0.0,
                 }
                 labels = [lab for s in samples for lab in s.labels if lab is not None]
                 if labels:
                     all_dep = sum(s.label == 1 for r in records for s in r.sentences)
                     metrics[f"{key}/precision"] = float(np.mean(np.array(labels) == 1))
-                    metrics[f"{key}/recall"] = float(sum(np.array(labels) == 1)
-                                                     / max(all_dep, 1))
+                    metrics[f"{key}/recall"] = float(sum(np.array(labels) == 1) / max(all_dep, 1))
                 if split == mp.splits[0] and mp.gallery_samples:
-                    gallery = masked_gallery(samples[: mp.gallery_samples], root,
-                                             out / selector / "gallery.html",
-                                             f"masked samples ({split}, selector={selector})")
+                    gallery = masked_gallery(
+                        samples[: mp.gallery_samples],
+                        root,
+                        out / selector / "gallery.html",
+                        f"masked samples ({split}, selector={selector})",
+                    )
                     tracking.log_artifact(gallery, f"gallery/{selector}")
             write_jsonl_atomic(out / selector / "skipped.jsonl", skipped_all)
         tracking.log_metrics(metrics)

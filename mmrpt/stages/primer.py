@@ -32,30 +32,50 @@ def run(ctx: StageContext) -> dict:
     primary = p.mask.selectors[0]
     samples = read_samples(samples_path(masks, primary, "train"))[: pp.n_samples]
     held_out = read_samples(samples_path(masks, primary, pp.eval_split))[: pp.eval_samples]
-    model, processor = load_vlm(ctx.dep("model"), dtype=torch.float32,
-                                trust_remote_code=p.model.trust_remote_code)
+    model, processor = load_vlm(
+        ctx.dep("model"), dtype=torch.float32, trust_remote_code=p.model.trust_remote_code
+    )
     model.to(device())
     ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
     metrics: dict = {"n_samples": len(samples)}
     with tracking.stage_run(ctx, run_id_file=ckpt / "mlflow_run_id.txt"):
-        metrics["warmup_exact_match"] = caption_exact_match(model, processor, held_out, root,
-                                                            p.warmup.prompt)
+        metrics["warmup_exact_match"] = caption_exact_match(
+            model, processor, held_out, root, p.warmup.prompt
+        )
         metrics["warmup_fillin_exact_match"], _ = fillin_exact_match(
-            model, processor, held_out, root, pp.max_new_tokens)
+            model, processor, held_out, root, pp.max_new_tokens
+        )
         trainer = make_trainer(
-            model, processor, FillInDataset(samples, root, processor), out_dir=ckpt,
-            max_steps=pp.max_steps, batch_size=pp.batch_size, lr=pp.lr, weight_decay=0.0,
-            warmup_ratio=0.05, save_steps=pp.save_steps, save_total_limit=2, log_steps=10,
-            seed=p.seed, callbacks=[tracking.StepLogger()])
+            model,
+            processor,
+            FillInDataset(samples, root, processor),
+            out_dir=ckpt,
+            max_steps=pp.max_steps,
+            batch_size=pp.batch_size,
+            lr=pp.lr,
+            weight_decay=0.0,
+            warmup_ratio=0.05,
+            save_steps=pp.save_steps,
+            save_total_limit=2,
+            log_steps=10,
+            seed=p.seed,
+            callbacks=[tracking.StepLogger()],
+        )
         train_resumable(trainer, ckpt)
         out = save_model_atomic(model, processor, ctx.out("model"))
         metrics["primer_exact_match"], completions = fillin_exact_match(
-            model, processor, held_out, root, pp.max_new_tokens)
+            model, processor, held_out, root, pp.max_new_tokens
+        )
         tracking.log_metrics(metrics)
-        tracking.log_dict({"samples": [{"id": s.id, "masked": s.masked_caption,
-                                        "targets": s.targets, "completion": c}
-                                       for s, c in zip(held_out[:20], completions, strict=False)]},
-                          "primer_completions.json")
+        tracking.log_dict(
+            {
+                "samples": [
+                    {"id": s.id, "masked": s.masked_caption, "targets": s.targets, "completion": c}
+                    for s, c in zip(held_out[:20], completions, strict=False)
+                ]
+            },
+            "primer_completions.json",
+        )
         tracking.log_model(out, "primer")
     write_json_atomic(ctx.metrics_path(), metrics)
     log.info("primer: %s", metrics)

@@ -26,12 +26,18 @@ def collect_rl_metrics(rl_dir: Path, primer: Path, arms: list[str], seeds: list[
         out["warmup_exact_match"] = p.get("warmup_exact_match")
         out["primer_exact_match"] = p.get("primer_exact_match")
     for arm in arms:
-        mine = {s: json.loads((rl_dir / f"{arm}-{s}.json").read_text()) for s in seeds
-                if (rl_dir / f"{arm}-{s}.json").exists()}
+        mine = {
+            s: json.loads((rl_dir / f"{arm}-{s}.json").read_text())
+            for s in seeds
+            if (rl_dir / f"{arm}-{s}.json").exists()
+        }
         if not mine:
             continue
-        keys = [k for k, v in next(iter(mine.values())).items()
-                if k.startswith("exact_match") and isinstance(v, float)]
+        keys = [
+            k
+            for k, v in next(iter(mine.values())).items()
+            if k.startswith("exact_match") and isinstance(v, float)
+        ]
         out[arm] = {k: sum(r[k] for r in mine.values()) / len(mine) for k in keys}
         out[arm]["seeds"] = {str(s): {k: r[k] for k in keys} for s, r in sorted(mine.items())}
     return out
@@ -42,15 +48,26 @@ def run(ctx: StageContext) -> dict:
     out = ctx.out("report")
     arms = list(p.arms)
     with tracking.stage_run(ctx):
-        report, summary = write_report(ctx.dep("eval"), ctx.dep("curves"), out, seeds=p.seeds,
-                                       arms=arms)
-        rows = [{"label": f"{r.arm} {r.phase} {r.metric}", "arm": r.arm, "phase": r.phase,
-                 "metric": r.metric, "mean": r.mean} for r in summary.itertuples()
-                if r.metric.endswith("/acc") and r.metric.count("/") == 2]
-        write_csv_atomic(ctx.table_path("accuracy"), rows,
-                         columns=["label", "arm", "phase", "metric", "mean"])
-        tracking.log_metrics({f"{r.phase}/{r.metric}/{r.arm}": r.mean
-                              for r in summary.itertuples()})
+        report, summary = write_report(
+            ctx.dep("eval"), ctx.dep("curves"), out, seeds=p.seeds, arms=arms
+        )
+        rows = [
+            {
+                "label": f"{r.arm} {r.phase} {r.metric}",
+                "arm": r.arm,
+                "phase": r.phase,
+                "metric": r.metric,
+                "mean": r.mean,
+            }
+            for r in summary.itertuples()
+            if r.metric.endswith("/acc") and r.metric.count("/") == 2
+        ]
+        write_csv_atomic(
+            ctx.table_path("accuracy"), rows, columns=["label", "arm", "phase", "metric", "mean"]
+        )
+        tracking.log_metrics(
+            {f"{r.phase}/{r.metric}/{r.arm}": r.mean for r in summary.itertuples()}
+        )
         for f in sorted(out.iterdir()):
             tracking.log_artifact(f, "report")
         rl = collect_rl_metrics(ctx.dep("rl"), ctx.dep("primer"), arms, list(p.seeds))

@@ -43,43 +43,84 @@ def run(ctx: StageContext) -> dict:
     selector = primary if arm.masks == "primary" else arm.masks
     samples = read_samples(samples_path(masks, selector, "train"))[p.primer.n_samples :]
     if not samples:
-        raise ValueError(f"no masked train samples left after the primer's "
-                         f"{p.primer.n_samples}: lower primer.n_samples")
+        raise ValueError(
+            f"no masked train samples left after the primer's "
+            f"{p.primer.n_samples}: lower primer.n_samples"
+        )
     model, processor = load_vlm(ctx.dep("model"), dtype=torch.float32)
     model.to(device())
     ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
     bf16 = torch.cuda.is_available()
     lr = arm.lr if arm.lr is not None else rp.lr if arm.objective == "grpo" else rp.sft_lr
-    common = dict(out_dir=ckpt, max_steps=rp.steps, batch_size=rp.batch_size, lr=lr,
-                  weight_decay=0.0, warmup_ratio=0.0, save_steps=rp.save_steps,
-                  save_total_limit=2, log_steps=5, seed=seed,
-                  callbacks=[tracking.StepLogger()], deepspeed=rp.deepspeed, bf16=bf16)
+    common = dict(
+        out_dir=ckpt,
+        max_steps=rp.steps,
+        batch_size=rp.batch_size,
+        lr=lr,
+        weight_decay=0.0,
+        warmup_ratio=0.0,
+        save_steps=rp.save_steps,
+        save_total_limit=2,
+        log_steps=5,
+        seed=seed,
+        callbacks=[tracking.StepLogger()],
+        deepspeed=rp.deepspeed,
+        bf16=bf16,
+    )
     with tracking.stage_run(ctx, run_id_file=ckpt / "mlflow_run_id.txt"):
         if arm.objective == "ntp":
             by_id = {r.id: r for r in read_manifest(root / "train.jsonl")}
             records = [by_id[s.id] for s in samples]
-            trainer = make_trainer(model, processor,
-                                   CaptionDataset(records, root, processor, p.warmup.prompt),
-                                   **common)
+            trainer = make_trainer(
+                model,
+                processor,
+                CaptionDataset(records, root, processor, p.warmup.prompt),
+                **common,
+            )
         elif arm.objective == "sft":
-            trainer = make_trainer(model, processor, FillInDataset(samples, root, processor),
-                                   **common)
+            trainer = make_trainer(
+                model, processor, FillInDataset(samples, root, processor), **common
+            )
         else:
             weights = arm.reward_weights if arm.reward_weights is not None else rp.reward_weights
             trainer = make_grpo_trainer(
-                model, processor, grpo_dataset(samples, root), out_dir=ckpt, steps=rp.steps,
-                batch_size=rp.batch_size, num_generations=rp.num_generations,
-                temperature=rp.temperature, lr=lr, beta=rp.beta, loss_type=rp.loss_type,
-                max_completion_length=rp.max_completion_length, reward_weights=weights,
-                save_steps=rp.save_steps, seed=seed, callbacks=[tracking.StepLogger()],
-                deepspeed=rp.deepspeed, bf16=bf16,
-                log_completions_steps=rp.log_completions_steps)
+                model,
+                processor,
+                grpo_dataset(samples, root),
+                out_dir=ckpt,
+                steps=rp.steps,
+                batch_size=rp.batch_size,
+                num_generations=rp.num_generations,
+                temperature=rp.temperature,
+                lr=lr,
+                beta=rp.beta,
+                loss_type=rp.loss_type,
+                max_completion_length=rp.max_completion_length,
+                reward_weights=weights,
+                save_steps=rp.save_steps,
+                seed=seed,
+                callbacks=[tracking.StepLogger()],
+                deepspeed=rp.deepspeed,
+                bf16=bf16,
+                log_completions_steps=rp.log_completions_steps,
+            )
         train_resumable(trainer, ckpt)
-        write_csv_atomic(ctx.table_path("curve"), [
-            {"step": h["step"], **{k: v for k, v in h.items()
-                                   if isinstance(v, int | float) and k not in ("step", "epoch")}}
-            for h in trainer.state.log_history if "loss" in h or "reward" in h],
-            columns=["step", "loss"])
+        write_csv_atomic(
+            ctx.table_path("curve"),
+            [
+                {
+                    "step": h["step"],
+                    **{
+                        k: v
+                        for k, v in h.items()
+                        if isinstance(v, int | float) and k not in ("step", "epoch")
+                    },
+                }
+                for h in trainer.state.log_history
+                if "loss" in h or "reward" in h
+            ],
+            columns=["step", "loss"],
+        )
         processor.tokenizer.padding_side = "right"
         out = save_trained(trainer, processor, ctx.out("model"))
         if out is None:  # not the main process of a multi-process run
@@ -87,12 +128,16 @@ def run(ctx: StageContext) -> dict:
         del trainer, model
         model, processor = load_vlm(out, dtype=torch.float32)  # evaluate what was saved
         model.to(device())
-        metrics: dict = {"arm": ctx.arm, "seed": ctx.seed, "objective": arm.objective,
-                         "steps": rp.steps, "train_samples": len(samples)}
+        metrics: dict = {
+            "arm": ctx.arm,
+            "seed": ctx.seed,
+            "objective": arm.objective,
+            "steps": rp.steps,
+            "train_samples": len(samples),
+        }
         for split in rp.eval_splits:
             held_out = read_samples(samples_path(masks, primary, split))[: rp.eval_samples]
-            em, _ = fillin_exact_match(model, processor, held_out, root,
-                                       p.primer.max_new_tokens)
+            em, _ = fillin_exact_match(model, processor, held_out, root, p.primer.max_new_tokens)
             metrics["exact_match" if split == rp.eval_splits[0] else f"exact_match_{split}"] = em
         tracking.log_metrics(metrics)
         tracking.log_model(out, f"rl-{name}")

@@ -40,8 +40,15 @@ def _inputs(records: list[Record], root: Path):
     return images, [r.caption for r in records], spans
 
 
-def score_records(model, processor, records: list[Record], root: Path, params: Params,
-                  heads: dict[int, list[int]], split: str) -> pd.DataFrame:
+def score_records(
+    model,
+    processor,
+    records: list[Record],
+    root: Path,
+    params: Params,
+    heads: dict[int, list[int]],
+    split: str,
+) -> pd.DataFrame:
     """The score table rows of ``records``: D_vis over the chosen (layer, head) pairs."""
     sp = params.score
     images, captions, spans = _inputs(records, root)
@@ -50,15 +57,32 @@ def score_records(model, processor, records: list[Record], root: Path, params: P
     for i in range(0, len(records), sp.batch_size):
         j = slice(i, i + sp.batch_size)
         with capture(model, sorted(heads), heads) as cap:
-            att += attention_scores(model, processor, cap, images[j], captions[j], spans[j],
-                                    params.warmup.prompt, tid, sp.text_keys)
+            att += attention_scores(
+                model,
+                processor,
+                cap,
+                images[j],
+                captions[j],
+                spans[j],
+                params.warmup.prompt,
+                tid,
+                sp.text_keys,
+            )
     cf = None
     if sp.counterfactual and (split != "train" or sp.counterfactual_train):
         n = len(images)
         others = [[images[(i + k) % n] for i in range(n)] for k in range(1, sp.replacements + 1)]
-        cf = counterfactual_scores(model, processor, images, others, captions, spans,
-                                   params.warmup.prompt, sp.batch_size,
-                                   reduce=sp.counterfactual_reduce)
+        cf = counterfactual_scores(
+            model,
+            processor,
+            images,
+            others,
+            captions,
+            spans,
+            params.warmup.prompt,
+            sp.batch_size,
+            reduce=sp.counterfactual_reduce,
+        )
     counts = token_counts(processor, captions, spans)
     weights = np.array([len(heads[layer]) for layer in sorted(heads)], dtype=float)
     rows = []
@@ -66,12 +90,21 @@ def score_records(model, processor, records: list[Record], root: Path, params: P
         scores, peaks = att[i]  # scores: (layers, sentences), each a mean over its heads
         for s, sent in enumerate(r.sentences):
             d_vis = float(weights @ scores[:, s] / weights.sum()) if counts[i][s] else np.nan
-            rows.append({
-                "split": split, "sample_id": r.id, "sentence": s, "start": sent.start,
-                "end": sent.end, "label": sent.label, "n_tokens": int(counts[i][s]),
-                "d_vis": d_vis, "peak_start": peaks[s][0], "peak_end": peaks[s][1],
-                "d_cf": float(cf[i][s]) if cf is not None else np.nan,
-            })
+            rows.append(
+                {
+                    "split": split,
+                    "sample_id": r.id,
+                    "sentence": s,
+                    "start": sent.start,
+                    "end": sent.end,
+                    "label": sent.label,
+                    "n_tokens": int(counts[i][s]),
+                    "d_vis": d_vis,
+                    "peak_start": peaks[s][0],
+                    "peak_end": peaks[s][1],
+                    "d_cf": float(cf[i][s]) if cf is not None else np.nan,
+                }
+            )
     df = pd.DataFrame(rows)
     df["label"] = df["label"].astype("Int8")
     return df
@@ -88,9 +121,20 @@ def head_scores(model, processor, records, root, params: Params) -> tuple[np.nda
     for i in range(0, len(records), sp.batch_size):
         j = slice(i, i + sp.batch_size)
         with capture(model, list(range(n_layers)), per_head=True) as cap:
-            out += [a for a, _ in attention_scores(
-                model, processor, cap, images[j], captions[j], spans[j],
-                params.warmup.prompt, image_token_id(model), sp.text_keys)]
+            out += [
+                a
+                for a, _ in attention_scores(
+                    model,
+                    processor,
+                    cap,
+                    images[j],
+                    captions[j],
+                    spans[j],
+                    params.warmup.prompt,
+                    image_token_id(model),
+                    sp.text_keys,
+                )
+            ]
     labels = [s.label for r in records for s in r.sentences]
     return np.concatenate(out, axis=1).reshape(n_layers, n_heads, -1), labels
 
@@ -98,16 +142,23 @@ def head_scores(model, processor, records, root, params: Params) -> tuple[np.nda
 def check_heads(params: Params, n_layers: int, n_heads: int) -> None:
     """score.layers / score.heads must index the loaded model: checked before any work (the
     depth is only known once the model is, e.g. for model.path)."""
-    for key, given, n, what in (("score.layers", params.score.layers, n_layers, "layers"),
-                                ("score.heads", params.score.heads, n_heads, "heads per layer")):
+    for key, given, n, what in (
+        ("score.layers", params.score.layers, n_layers, "layers"),
+        ("score.heads", params.score.heads, n_heads, "heads per layer"),
+    ):
         if given is not None and (not given or not all(0 <= i < n for i in given)):
-            raise ParamsError(f"{key}={given} out of range: the model has {n} {what} "
-                              f"(indices 0..{n - 1})")
+            raise ParamsError(
+                f"{key}={given} out of range: the model has {n} {what} (indices 0..{n - 1})"
+            )
 
 
-def choose_heads(params: Params, n_layers: int, n_heads: int,
-                 dev_auroc: np.ndarray | None,
-                 dev: tuple[np.ndarray, list] | None = None) -> dict[int, list[int]]:
+def choose_heads(
+    params: Params,
+    n_layers: int,
+    n_heads: int,
+    dev_auroc: np.ndarray | None,
+    dev: tuple[np.ndarray, list] | None = None,
+) -> dict[int, list[int]]:
     """The (layer, head) pairs D_vis averages. select=dev: the score.top_heads best heads by
     dev AUROC, or (top_heads null) the k best, 1 <= k <= max_top_heads, whose averaged score
     has the highest dev AUROC (``dev`` = the dev per-head scores and labels)."""
@@ -116,16 +167,20 @@ def choose_heads(params: Params, n_layers: int, n_heads: int,
         layers = sp.layers if sp.layers is not None else band_layers(n_layers, sp.layer_band)
         heads = sp.heads if sp.heads is not None else list(range(n_heads))
         if max(layers) >= n_layers or max(heads) >= n_heads:
-            raise ValueError(f"score.layers {layers} / score.heads {heads} out of range: the "
-                             f"model has {n_layers} layers of {n_heads} heads")
+            raise ValueError(
+                f"score.layers {layers} / score.heads {heads} out of range: the "
+                f"model has {n_layers} layers of {n_heads} heads"
+            )
         return {layer: list(heads) for layer in layers}
     order = np.argsort(-np.nan_to_num(dev_auroc, nan=-1).ravel(), kind="stable")
     k = sp.top_heads
     if k is None:
         scores, labels = dev
         flat = scores.reshape(n_layers * n_heads, -1)
-        combined = [auroc(flat[order[:j]].mean(axis=0), labels)
-                    for j in range(1, min(sp.max_top_heads, len(order)) + 1)]
+        combined = [
+            auroc(flat[order[:j]].mean(axis=0), labels)
+            for j in range(1, min(sp.max_top_heads, len(order)) + 1)
+        ]
         k = int(np.nanargmax(combined)) + 1
     order = order[:k]
     chosen: dict[int, list[int]] = {}
@@ -140,8 +195,9 @@ def run(ctx: StageContext) -> dict:
     seed_everything(params.seed)
     root = ctx.dep("data")
     out = ctx.out("scores")
-    model, processor = load_vlm(ctx.dep("model"), dtype=torch.float32,
-                                trust_remote_code=params.model.trust_remote_code)
+    model, processor = load_vlm(
+        ctx.dep("model"), dtype=torch.float32, trust_remote_code=params.model.trust_remote_code
+    )
     model.to(device()).eval()
     cfg = model.config.get_text_config()
     n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
@@ -154,18 +210,18 @@ def run(ctx: StageContext) -> dict:
         for split in dict.fromkeys((sp.diagnostic_split, sp.report_split)):
             path = root / f"{split}.jsonl"
             if path.exists():
-                diag[split] = head_scores(model, processor,
-                                          read_manifest(path)[: sp.diagnostic_samples], root,
-                                          params)
+                diag[split] = head_scores(
+                    model, processor, read_manifest(path)[: sp.diagnostic_samples], root, params
+                )
         dev_auroc = None
         if sp.diagnostic_split in diag:
             scores, labels = diag[sp.diagnostic_split]
-            dev_auroc = np.array([[auroc(scores[la, h], labels) for h in range(n_heads)]
-                                  for la in range(n_layers)])
+            dev_auroc = np.array(
+                [[auroc(scores[la, h], labels) for h in range(n_heads)] for la in range(n_layers)]
+            )
         elif sp.select == "dev":
             raise ValueError(f"score.select=dev needs the {sp.diagnostic_split} split")
-        heads = choose_heads(params, n_layers, n_heads, dev_auroc,
-                             diag.get(sp.diagnostic_split))
+        heads = choose_heads(params, n_layers, n_heads, dev_auroc, diag.get(sp.diagnostic_split))
         metrics["heads"] = {str(k): v for k, v in heads.items()}
         for split, (scores, labels) in diag.items():
             prefix = "" if split == sp.report_split else f"{split}/"
@@ -186,8 +242,9 @@ def run(ctx: StageContext) -> dict:
             for k in tqdm(starts, desc=f"score {split}", unit="shard"):
                 path = shards / f"{split}-{sp.shard_size}-{k // sp.shard_size:05d}.parquet"
                 if not path.exists():
-                    df = score_records(model, processor, records[k : k + sp.shard_size], root,
-                                       params, heads, split)
+                    df = score_records(
+                        model, processor, records[k : k + sp.shard_size], root, params, heads, split
+                    )
                     write_parquet_atomic(path, df)
                 frames.append(pd.read_parquet(path))
         table = pd.concat(frames, ignore_index=True)
@@ -209,9 +266,17 @@ def run(ctx: StageContext) -> dict:
         hist = score_histogram(table[table.split == sp.report_split], out / "d_vis_hist.png")
         tracking.log_artifact(hist, "plots")
     write_json_atomic(ctx.metrics_path(), metrics)
-    write_csv_atomic(ctx.table_path("layers"), [
-        {"layer": layer, "auroc_report": metrics.get(f"auroc_layer_{layer}"),
-         "auroc_dev": metrics.get(f"{sp.diagnostic_split}/auroc_layer_{layer}")}
-        for layer in range(n_layers)], columns=["layer", "auroc_dev", "auroc_report"])
+    write_csv_atomic(
+        ctx.table_path("layers"),
+        [
+            {
+                "layer": layer,
+                "auroc_report": metrics.get(f"auroc_layer_{layer}"),
+                "auroc_dev": metrics.get(f"{sp.diagnostic_split}/auroc_layer_{layer}"),
+            }
+            for layer in range(n_layers)
+        ],
+        columns=["layer", "auroc_dev", "auroc_report"],
+    )
     log.info("score: %s", {k: v for k, v in metrics.items() if "layer_" not in k})
     return metrics

@@ -26,8 +26,10 @@ def run(ctx: StageContext) -> dict:
     seed_everything(seed)
     start = ctx.dep("model")
     if not start.is_dir():
-        raise CheckpointError(f"{start}: no rl output for run {name}; run "
-                              f"`python -m mmrpt rl --arm {ctx.arm} --seed {ctx.seed}`")
+        raise CheckpointError(
+            f"{start}: no rl output for run {name}; run "
+            f"`python -m mmrpt rl --arm {ctx.arm} --seed {ctx.seed}`"
+        )
     metrics: dict = {"arm": ctx.arm, "seed": ctx.seed, "steps": sp.steps}
     out, refused = ctx.out("model"), None
     if sp.source == "probes":
@@ -40,18 +42,27 @@ def run(ctx: StageContext) -> dict:
         metrics |= {"n_input": refused.n_input, "n_rejected": sum(refused.reasons.values())}
         metrics |= {f"rejected/{r}": n for r, n in refused.reasons.items()}
         if not rows:
-            raise ValueError(f"sft.inputs {sp.inputs}: no usable rows "
-                             f"({dict(refused.reasons)})")
+            raise ValueError(f"sft.inputs {sp.inputs}: no usable rows ({dict(refused.reasons)})")
     metrics["n_rows"] = len(rows)
     model, processor = load_vlm(start, dtype=torch.float32)
     model.to(device())
     ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
     with tracking.stage_run(ctx, run_id_file=ckpt / "mlflow_run_id.txt"):
         trainer = make_sft_trainer(
-            model, processor, rows, out_dir=ckpt, steps=sp.steps, batch_size=sp.batch_size,
-            lr=sp.lr, save_steps=sp.save_steps, seed=seed, max_length=sp.max_length,
-            callbacks=[tracking.StepLogger()], deepspeed=p.rl.deepspeed,
-            bf16=torch.cuda.is_available())
+            model,
+            processor,
+            rows,
+            out_dir=ckpt,
+            steps=sp.steps,
+            batch_size=sp.batch_size,
+            lr=sp.lr,
+            save_steps=sp.save_steps,
+            seed=seed,
+            max_length=sp.max_length,
+            callbacks=[tracking.StepLogger()],
+            deepspeed=p.rl.deepspeed,
+            bf16=torch.cuda.is_available(),
+        )
         train_resumable(trainer, ckpt)
         metrics["final_loss"] = last_loss(trainer)
         saved = save_trained(trainer, processor, out)

@@ -71,15 +71,25 @@ def run(ctx: StageContext) -> dict:
     train = read_manifest(root / "train.jsonl")
     ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
     base = base_model_path(ctx, ckpt, train)
-    model, processor = load_vlm(base, trust_remote_code=p.model.trust_remote_code,
-                                dtype=torch.float32)
+    model, processor = load_vlm(
+        base, trust_remote_code=p.model.trust_remote_code, dtype=torch.float32
+    )
     model.to(device())
     with tracking.stage_run(ctx, run_id_file=ckpt / "mlflow_run_id.txt"):
         trainer = make_trainer(
-            model, processor, CaptionDataset(train, root, processor, w.prompt), out_dir=ckpt,
-            max_steps=w.max_steps, batch_size=w.batch_size, lr=w.lr, weight_decay=w.weight_decay,
-            warmup_ratio=w.warmup_ratio, save_steps=w.save_steps,
-            save_total_limit=w.save_total_limit, log_steps=w.log_steps, seed=p.seed,
+            model,
+            processor,
+            CaptionDataset(train, root, processor, w.prompt),
+            out_dir=ckpt,
+            max_steps=w.max_steps,
+            batch_size=w.batch_size,
+            lr=w.lr,
+            weight_decay=w.weight_decay,
+            warmup_ratio=w.warmup_ratio,
+            save_steps=w.save_steps,
+            save_total_limit=w.save_total_limit,
+            log_steps=w.log_steps,
+            seed=p.seed,
             callbacks=[tracking.StepLogger()],
         )
         train_resumable(trainer, ckpt)
@@ -95,8 +105,9 @@ def run(ctx: StageContext) -> dict:
         tracking.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
         tracking.log_model(out, "warmup")
     write_json_atomic(ctx.metrics_path(), metrics)
-    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
-               if "loss" in h]
+    history = [
+        {"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h
+    ]
     write_csv_atomic(ctx.table_path("loss"), history, columns=["step", "loss"])
     log.info("warmup: %s", metrics)
     return metrics

@@ -34,8 +34,9 @@ def tiny(tmp_path_factory) -> Tiny:
         mp.chdir(root)
         assert main(["data"]) == 0
     data = root / "data" / "world"
-    captions = [json.loads(line)["caption"]
-                for line in (data / "train.jsonl").read_text().splitlines()]
+    captions = [
+        json.loads(line)["caption"] for line in (data / "train.jsonl").read_text().splitlines()
+    ]
     spec = TinySpec(**TINY["model"]["tiny"], image_size=TINY["data"]["image_size"])
     model = build_tiny_vlm(captions + world.vocabulary_text(), spec, root / "models" / "tiny")
     return Tiny(root, data, model)
@@ -51,12 +52,16 @@ def one_thread():
 
 
 def read_probes(data: Path, split: str) -> list[dict]:
-    return [json.loads(line) for line in (data / "probes" / f"{split}.jsonl").read_text()
-            .splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in (data / "probes" / f"{split}.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
 
 
-def first_option_share(data: Path, split: str, limit: int | None = None,
-                       kind: str | None = None) -> float:
+def first_option_share(
+    data: Path, split: str, limit: int | None = None, kind: str | None = None
+) -> float:
     """Share of (the first ``limit`` per type of) the probes whose answer is option 0: what
     an always-first-option answerer must score."""
     seen: dict[str, int] = {}
@@ -90,8 +95,9 @@ def assert_blank_and_true_images(queries, data: Path, n_probes: int):
 
     from mmrpt.data.world import BACKGROUND
 
-    blank = [q for q in queries if q.image.getcolors(1) == [(q.image.width * q.image.height,
-                                                              BACKGROUND)]]
+    blank = [
+        q for q in queries if q.image.getcolors(1) == [(q.image.width * q.image.height, BACKGROUND)]
+    ]
     true = [q for q in queries if all(q is not b for b in blank)]
     assert len(blank) == len(true) == n_probes
     for q in true:
@@ -109,10 +115,12 @@ def assert_chance(acc: dict[str, float], harness: str, data: Path, limit: int | 
     for split in SPLITS:
         for variant in (short_name(split), f"{short_name(split)}_blank"):
             assert acc[f"{harness}/{variant}/acc"] == pytest.approx(
-                first_option_share(data, split, limit), abs=1e-9)
+                first_option_share(data, split, limit), abs=1e-9
+            )
             for kind in TYPES:
                 assert acc[f"{harness}/{variant}/{kind}/acc"] == pytest.approx(
-                    first_option_share(data, split, limit, kind), abs=1e-9)
+                    first_option_share(data, split, limit, kind), abs=1e-9
+                )
 
 
 def n_probes(data: Path, limit: int | None) -> int:

@@ -34,8 +34,15 @@ def test_checkpoint_runs_offline_with_standard_outputs(tiny, tmp_path):
 
 @pytest.mark.parametrize("form", ["question", "statement"])
 def test_oracle_scores_one(tiny, tmp_path, form):
-    acc = run_lmeval(None, tiny.data, SPLITS, tmp_path, blank="both",
-                     answerer=OracleAnswerer(tiny.data), form=form)
+    acc = run_lmeval(
+        None,
+        tiny.data,
+        SPLITS,
+        tmp_path,
+        blank="both",
+        answerer=OracleAnswerer(tiny.data),
+        form=form,
+    )
     assert len(acc) == 2 * 2 * (1 + len(TYPES)) and set(acc.values()) == {1.0}
 
 
@@ -43,8 +50,9 @@ def test_oracle_scores_one(tiny, tmp_path, form):
 def test_constant_answerer_scores_chance_and_blank_changes_the_images(tiny, tmp_path, form):
     limit = 6
     spy = Spy(ConstantAnswerer())
-    acc = run_lmeval(None, tiny.data, SPLITS, tmp_path, limit=limit, blank="both", answerer=spy,
-                     form=form)
+    acc = run_lmeval(
+        None, tiny.data, SPLITS, tmp_path, limit=limit, blank="both", answerer=spy, form=form
+    )
     assert_chance(acc, "lmeval", tiny.data, limit)
     assert_blank_and_true_images(spy.queries, tiny.data, n_probes(tiny.data, limit))
 
@@ -59,5 +67,6 @@ def test_blank_variants():
 
 def test_registered_with_lm_eval(tiny):
     lm = get_model("mmrpt-vlm").create_from_arg_obj(
-        {"pretrained": str(tiny.model)}, {"batch_size": 4, "max_batch_size": None})
+        {"pretrained": str(tiny.model)}, {"batch_size": 4, "max_batch_size": None}
+    )
     assert isinstance(lm, MMRPTLM) and lm.answerer.batch_size == 4

@@ -25,15 +25,22 @@ def test_export_is_a_custom_mcq_tsv(tiny, tmp_path):
     for row, p in zip(table.itertuples(), probes, strict=True):
         options = [getattr(row, c) for c in "ABCD"]
         assert options[: len(p["choices"])] == p["choices"]
-        assert all(isinstance(o, float) and math.isnan(o) for o in options[len(p["choices"]):])
+        assert all(isinstance(o, float) and math.isnan(o) for o in options[len(p["choices"]) :])
         assert row.answer == "ABCD"[p["answer"]] and row.category == p["type"]
     assert table["image"].str.len().max() > 64  # base64 once per scene, an index otherwise
     assert (table["image"].str.len() <= 64).any()
 
 
 def test_checkpoint_runs_offline_with_standard_outputs(tiny, tmp_path):
-    acc = run_vlmevalkit(tiny.model, tiny.data, SPLITS, tmp_path / "out", blank=True,
-                         lmu_data=tmp_path / "LMUData", batch_size=16)
+    acc = run_vlmevalkit(
+        tiny.model,
+        tiny.data,
+        SPLITS,
+        tmp_path / "out",
+        blank=True,
+        lmu_data=tmp_path / "LMUData",
+        batch_size=16,
+    )
     for split in ("iid", "counter"):
         for variant in (split, f"{split}_blank"):
             assert 0.0 <= acc[f"vlmeval/{variant}/acc"] <= 1.0
@@ -47,16 +54,31 @@ def test_checkpoint_runs_offline_with_standard_outputs(tiny, tmp_path):
 
 
 def test_oracle_scores_one(tiny, tmp_path):
-    acc = run_vlmevalkit(None, tiny.data, SPLITS, tmp_path / "out", blank="both",
-                         lmu_data=tmp_path / "LMUData", answerer=OracleAnswerer(tiny.data))
+    acc = run_vlmevalkit(
+        None,
+        tiny.data,
+        SPLITS,
+        tmp_path / "out",
+        blank="both",
+        lmu_data=tmp_path / "LMUData",
+        answerer=OracleAnswerer(tiny.data),
+    )
     assert len(acc) == 2 * 2 * (1 + len(TYPES)) and set(acc.values()) == {1.0}
 
 
 def test_constant_answerer_scores_chance_and_blank_changes_the_images(tiny, tmp_path):
     limit = 6
     spy = Spy(ConstantAnswerer())
-    acc = run_vlmevalkit(None, tiny.data, SPLITS, tmp_path / "out", limit=limit, blank="both",
-                         lmu_data=tmp_path / "LMUData", answerer=spy)
+    acc = run_vlmevalkit(
+        None,
+        tiny.data,
+        SPLITS,
+        tmp_path / "out",
+        limit=limit,
+        blank="both",
+        lmu_data=tmp_path / "LMUData",
+        answerer=spy,
+    )
     assert_chance(acc, "vlmeval", tiny.data, limit)
     assert_blank_and_true_images(spy.queries, tiny.data, n_probes(tiny.data, limit))
 
@@ -71,8 +93,10 @@ def test_probe_predictions_are_never_read_as_option_letters(tiny):
             return ["A red circle" for _ in queries]
 
     image = next((tiny.data / "images").glob("test_iid-*.png"))
-    message = [{"type": "image", "value": str(image)},
-               {"type": "text", "value": "What colour is the small circle at the top left?"}]
+    message = [
+        {"type": "image", "value": str(image)},
+        {"type": "text", "value": "What colour is the small circle at the top left?"},
+    ]
     model = VLMEvalModel(Says())
     options = {"A": "green", "B": "red", "C": "blue", "D": "yellow"}
     assert can_infer("A red circle", dict(options)) == "A"  # VLMEvalKit's reading
@@ -85,6 +109,8 @@ def test_importing_the_harness_keeps_gradients_on():
     import subprocess
     import sys
 
-    code = ("import torch, mmrpt.evaluation.vlmevalkit, vlmeval.vlm, vlmeval.inference;"
-            "assert torch.is_grad_enabled()")
+    code = (
+        "import torch, mmrpt.evaluation.vlmevalkit, vlmeval.vlm, vlmeval.inference;"
+        "assert torch.is_grad_enabled()"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

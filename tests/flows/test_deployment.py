@@ -29,8 +29,14 @@ def free_port() -> int:
 
 
 def start(args, env, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -46,8 +52,14 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def prefect(args, env, timeout=180) -> str:
-    out = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=env, text=True,
-                         capture_output=True, timeout=timeout)
+    out = subprocess.run(
+        [str(BIN / "prefect"), *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -56,13 +68,21 @@ def prefect(args, env, timeout=180) -> str:
 def test_prefect_deployment_run(tmp_path: Path):
     work = copy_repo(tmp_path / "work")
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MMRPT_HOME": str(ROOT),
-           "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MMRPT_HOME": str(ROOT),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
-    server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                    "--port", str(port)], env, tmp_path / "server.log")
+    server = start(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        tmp_path / "server.log",
+    )
     worker = None
     try:
         deadline = time.time() + 120
@@ -76,12 +96,26 @@ def test_prefect_deployment_run(tmp_path: Path):
                 time.sleep(1)
         prefect(["work-pool", "create", "mmrpt-cpu", "--type", "process"], env)
         prefect(["--no-prompt", "deploy", "--name", "embedded"], env)
-        worker = start([str(BIN / "prefect"), "worker", "start", "--pool", "mmrpt-cpu"],
-                       env, tmp_path / "worker.log")
+        worker = start(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "mmrpt-cpu"],
+            env,
+            tmp_path / "worker.log",
+        )
         params = {"workdir": str(work), "overrides": {"warmup.max_steps": 10}}
-        out = prefect(["deployment", "run", "mmrpt-pipeline/embedded", "--params",
-                       json.dumps(params), "--watch", "--watch-timeout", "400"], env,
-                      timeout=450)
+        out = prefect(
+            [
+                "deployment",
+                "run",
+                "mmrpt-pipeline/embedded",
+                "--params",
+                json.dumps(params),
+                "--watch",
+                "--watch-timeout",
+                "400",
+            ],
+            env,
+            timeout=450,
+        )
         assert "Completed" in out, out + (tmp_path / "worker.log").read_text()
     finally:
         if worker is not None:
@@ -97,14 +131,20 @@ def test_prefect_deployment_run(tmp_path: Path):
     assert json.loads((work / "metrics/warmup.json").read_text())["steps"] == 10
     assert (work / "data/masked/attention/train.jsonl").exists()
     # the flow ran the DVC stages: the workspace is as `dvc repro` leaves it
-    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=work, capture_output=True,
-                            text=True, timeout=120)
+    status = subprocess.run(
+        [str(BIN / "dvc"), "status"], cwd=work, capture_output=True, text=True, timeout=120
+    )
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
     mlflow.set_tracking_uri(f"sqlite:///{work}/mlruns/mlflow.db")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     parent = [r for r in runs if r.data.tags.get("kind") == "pipeline"]
     assert len(parent) == 1
-    children = {r.info.run_name for r in runs
-                if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id}
-    assert children == ({s for s in NAMES if s not in PER_RUN}
-                        | {f"{s}/{a}-0" for s in PER_RUN for a in DEFAULT_ARMS})
+    children = {
+        r.info.run_name
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id
+    }
+    assert children == (
+        {s for s in NAMES if s not in PER_RUN}
+        | {f"{s}/{a}-0" for s in PER_RUN for a in DEFAULT_ARMS}
+    )

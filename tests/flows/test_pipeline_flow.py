@@ -22,8 +22,9 @@ def harness():
 
 
 def dvc(args, cwd) -> str:
-    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout + out.stderr
 
@@ -31,10 +32,14 @@ def dvc(args, cwd) -> str:
 def nested_stage_runs(tracking_uri: str) -> tuple[list, list]:
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    parents = sorted((r for r in runs if r.data.tags.get("kind") == "pipeline"),
-                     key=lambda r: r.info.start_time)  # the first pipeline run first
-    children = [r for r in runs if parents and
-                r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    parents = sorted(
+        (r for r in runs if r.data.tags.get("kind") == "pipeline"), key=lambda r: r.info.start_time
+    )  # the first pipeline run first
+    children = [
+        r
+        for r in runs
+        if parents and r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+    ]
     return parents, children
 
 
@@ -43,8 +48,9 @@ def test_flow_runs_the_dvc_stages(harness, tmp_path: Path):
     """One arm's chain (the deployment test in test_deployment.py runs them all)."""
     repo = copy_repo(tmp_path / "repo")
     target = "eval@ntp-0"
-    results = pipeline(stages=[target], workdir=str(repo), overrides={"warmup.max_steps": 10},
-                       seed=1)
+    results = pipeline(
+        stages=[target], workdir=str(repo), overrides={"warmup.max_steps": 10}, seed=1
+    )
     chain = ["data", "warmup", "score", "mask", "primer", "rl@ntp-0", "sft@ntp-0", target]
     assert list(results) == chain
     # the workspace is as `dvc repro eval@ntp-0` leaves it: dvc.lock records what ran
@@ -75,8 +81,13 @@ def test_flow_runs_the_dvc_stages(harness, tmp_path: Path):
 
 def test_stage_selection_follows_the_dvc_graph():
     order = ["data", "warmup", "rl@a-0", "rl@b-0", "report"]
-    upstream = {"data": [], "warmup": ["data"], "rl@a-0": ["warmup"], "rl@b-0": ["warmup"],
-                "report": ["rl@a-0", "rl@b-0"]}
+    upstream = {
+        "data": [],
+        "warmup": ["data"],
+        "rl@a-0": ["warmup"],
+        "rl@b-0": ["warmup"],
+        "report": ["rl@a-0", "rl@b-0"],
+    }
     assert select(order, upstream, None) == order
     assert select(order, upstream, ["warmup"]) == ["data", "warmup"]
     assert select(order, upstream, ["rl"]) == ["data", "warmup", "rl@a-0", "rl@b-0"]
@@ -93,12 +104,16 @@ class State:
         raise self.error
 
 
-@pytest.mark.parametrize(("error", "retry"), [
-    (StageFailed("score", 2, "score.layers [9] out of range"), False),  # bad params or input
-    (StageFailed("rl@mmrpt-0", 1, "worker lost"), True),
-    (StageFailed("rl@mmrpt-0", -9, "killed"), True),
-    (FileNotFoundError("no params.yaml"), False),
-    (OSError("disk"), True)])
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (StageFailed("score", 2, "score.layers [9] out of range"), False),  # bad params or input
+        (StageFailed("rl@mmrpt-0", 1, "worker lost"), True),
+        (StageFailed("rl@mmrpt-0", -9, "killed"), True),
+        (FileNotFoundError("no params.yaml"), False),
+        (OSError("disk"), True),
+    ],
+)
 def test_only_what_may_pass_is_retried(error, retry):
     assert may_pass_on_retry(None, None, State(error)) is retry
 
@@ -107,8 +122,11 @@ def test_only_what_may_pass_is_retried(error, retry):
 def test_bad_input_fails_once_with_its_reason(harness, tmp_path: Path):
     repo = copy_repo(tmp_path / "repo")
     with pytest.raises(StageFailed, match="score.layers") as err:
-        pipeline(stages=["score"], workdir=str(repo),
-                 overrides={"warmup.max_steps": 5, "score.select": "band", "score.layers": [9]})
+        pipeline(
+            stages=["score"],
+            workdir=str(repo),
+            overrides={"warmup.max_steps": 5, "score.select": "band", "score.layers": [9]},
+        )
     assert err.value.code == 2
     with get_client(sync_client=True) as client:
         score = [t for t in client.read_task_runs() if t.name.startswith("score")]
@@ -121,11 +139,24 @@ def test_compare_prints_runs_and_plots(harness, tmp_path: Path, monkeypatch, cap
     monkeypatch.chdir(repo)
     assert main(["compare"]) == 1  # no runs yet: says so
     for seed in (0, 1):
-        pipeline(stages=["warmup"], workdir=str(repo), overrides={"warmup.max_steps": 5},
-                 seed=seed)
+        pipeline(stages=["warmup"], workdir=str(repo), overrides={"warmup.max_steps": 5}, seed=seed)
     capsys.readouterr()
-    assert main(["compare", "--stage", "warmup", "--params", "seed", "--out", "cmp.png",
-                 "--metrics", "eval/image_gain,train/loss"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--stage",
+                "warmup",
+                "--params",
+                "seed",
+                "--out",
+                "cmp.png",
+                "--metrics",
+                "eval/image_gain,train/loss",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if " warmup " in line]
     assert len(lines) == 2 and {line.split()[5] for line in lines} == {"0", "1"}

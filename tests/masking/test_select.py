@@ -7,14 +7,17 @@ from mmrpt.masking.select import caption_tau, select_by_label, select_by_score, 
 NAN = float("nan")
 
 
-@pytest.mark.parametrize("scores, k, max_masks, expected", [
-    ([0.1, 0.9, 0.2, 0.8], 0.5, 2, [1, 3]),      # mean .5, std .35 -> tau .675
-    ([0.1, 0.9, 0.2, 0.8], 0.5, 1, [1]),          # highest first
-    ([0.1, 0.9, 0.2, 0.8], 2.0, 2, []),           # nothing clears tau
-    ([0.5, 0.5], 0.0, 2, [0]),                    # never hide every sentence
-    ([0.7], 0.0, 2, []),                          # one sentence: nothing to hide
-    ([NAN, 0.9, 0.1], 0.5, 2, [1]),               # unscored sentences are never chosen
-])
+@pytest.mark.parametrize(
+    "scores, k, max_masks, expected",
+    [
+        ([0.1, 0.9, 0.2, 0.8], 0.5, 2, [1, 3]),  # mean .5, std .35 -> tau .675
+        ([0.1, 0.9, 0.2, 0.8], 0.5, 1, [1]),  # highest first
+        ([0.1, 0.9, 0.2, 0.8], 2.0, 2, []),  # nothing clears tau
+        ([0.5, 0.5], 0.0, 2, [0]),  # never hide every sentence
+        ([0.7], 0.0, 2, []),  # one sentence: nothing to hide
+        ([NAN, 0.9, 0.1], 0.5, 2, [1]),  # unscored sentences are never chosen
+    ],
+)
 def test_select_by_score(scores, k, max_masks, expected):
     s = np.array(scores)
     assert select_by_score(s, caption_tau(s, k), max_masks) == expected

@@ -18,9 +18,11 @@ def test_encode_maps_target_tokens_to_sentences():
     e = encode(p, Image.new("RGB", (56, 56)), "Describe.", caption)
     n_target = len(e.offsets)
     assert e.labels[: e.target_start] == [IGNORE] * e.target_start
-    assert e.labels[e.target_start : e.target_start + n_target] == \
-        e.input_ids[e.target_start : e.target_start + n_target]
-    assert p.tokenizer.decode(e.input_ids[e.target_start:]) == caption + "<|im_end|>"
+    assert (
+        e.labels[e.target_start : e.target_start + n_target]
+        == e.input_ids[e.target_start : e.target_start + n_target]
+    )
+    assert p.tokenizer.decode(e.input_ids[e.target_start :]) == caption + "<|im_end|>"
     sent = sentence_of_tokens(e.offsets, spans)
     for k, (a, b) in enumerate(e.offsets):
         piece = caption[a:b].strip()

@@ -9,8 +9,17 @@ from mmrpt.modeling.encode import chat_prompt
 from mmrpt.modeling.loader import CheckpointError, image_token_id, load_vlm
 from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 
-SPEC = TinySpec(vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=2,
-                num_heads=2, num_kv_heads=1, vision_depth=1, vision_embed_dim=16, vision_heads=2)
+SPEC = TinySpec(
+    vocab_size=400,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=1,
+    vision_depth=1,
+    vision_embed_dim=16,
+    vision_heads=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +34,9 @@ def test_round_trip_and_generate(tiny_dir: Path):
     model, processor = load_vlm(tiny_dir)
     assert type(processor).__name__ == "Qwen2VLProcessor"
     img = Image.new("RGB", (112, 112), (200, 30, 30))
-    enc = processor(text=[chat_prompt(processor, "Describe the image.")], images=[img],
-                    return_tensors="pt")
+    enc = processor(
+        text=[chat_prompt(processor, "Describe the image.")], images=[img], return_tensors="pt"
+    )
     assert (enc["input_ids"] == image_token_id(model)).sum() == 16  # 112/14/2 squared
     with torch.no_grad():
         logits_a = model(**enc).logits
@@ -59,8 +69,11 @@ def test_unreadable_checkpoints_fail_clearly(tmp_path: Path, tiny_dir: Path):
     no_proc = tmp_path / "no_proc"
     no_proc.mkdir()
     for f in tiny_dir.iterdir():
-        if f.name not in ("preprocessor_config.json", "processor_config.json",
-                          "video_preprocessor_config.json"):
+        if f.name not in (
+            "preprocessor_config.json",
+            "processor_config.json",
+            "video_preprocessor_config.json",
+        ):
             (no_proc / f.name).write_bytes(f.read_bytes())
     with pytest.raises(CheckpointError):
         load_vlm(no_proc)

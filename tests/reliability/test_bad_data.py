@@ -42,12 +42,22 @@ def noise(mode: str, size: int = 24, seed: int = 0) -> Image.Image:
 def png_header_only(width: int, height: int) -> bytes:
     """A ~70-byte PNG that claims width x height greyscale pixels (a decompression bomb's
     header: decoding it would need width*height bytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 RED = png(Image.new("RGB", (24, 24), (200, 0, 0)))
@@ -65,12 +75,22 @@ TRAIN = [
     ("zero", "zero.png", b"", CAPTION, "empty image file"),
     ("truncated", "trunc.png", GOOD_PNG[: len(GOOD_PNG) // 2], CAPTION, "corrupt image"),
     ("garbage", "garbage.png", bytes(range(256)) * 3, CAPTION, "corrupt image"),
-    ("bomb_param", "bomb1.png", png(Image.new("L", (1000, 1000))), CAPTION,
-     f"image too large: 1000x1000 > {MAX_PIXELS}"),
+    (
+        "bomb_param",
+        "bomb1.png",
+        png(Image.new("L", (1000, 1000))),
+        CAPTION,
+        f"image too large: 1000x1000 > {MAX_PIXELS}",
+    ),
     ("bomb_header", "bomb2.png", png_header_only(60_000, 60_000), CAPTION, "image too large"),
     ("missing", "nope.png", None, CAPTION, "missing image file"),
-    ("latin1", "rgb.png", None, b'{"id": "latin1", "image": "rgb.png", '
-     b'"caption": "Caf\xe9 au lait. Tr\xe8s bon."}', "bad json line: 'utf-8' codec"),
+    (
+        "latin1",
+        "rgb.png",
+        None,
+        b'{"id": "latin1", "image": "rgb.png", "caption": "Caf\xe9 au lait. Tr\xe8s bon."}',
+        "bad json line: 'utf-8' codec",
+    ),
     ("empty", "rgb.png", None, "", "empty caption"),
     ("blank", "rgb.png", None, " \n\t ", "empty caption"),
     ("one", "rgb.png", None, "Only one sentence here.", "caption has 1 sentence(s), need >= 2"),
@@ -102,10 +122,24 @@ def test_every_bad_row_is_accepted_or_rejected_with_its_reason(tiny_project: Pat
     src = tiny_project / "raw"
     src.mkdir()
     (src / "blue.png").write_bytes(BLUE)
-    inputs = {"train": str(write_split(src, "train", TRAIN)),
-              "test_iid": str(write_split(src, "test", TEST))}
-    assert main(["data", "-S", "data.source=jsonl", "-S", f"data.inputs={json.dumps(inputs)}",
-                 "-S", f"data.max_image_pixels={MAX_PIXELS}"]) == 0
+    inputs = {
+        "train": str(write_split(src, "train", TRAIN)),
+        "test_iid": str(write_split(src, "test", TEST)),
+    }
+    assert (
+        main(
+            [
+                "data",
+                "-S",
+                "data.source=jsonl",
+                "-S",
+                f"data.inputs={json.dumps(inputs)}",
+                "-S",
+                f"data.max_image_pixels={MAX_PIXELS}",
+            ]
+        )
+        == 0
+    )
 
     out = tiny_project / "data/world"
     metrics = json.loads((tiny_project / "metrics/data.json").read_text())
@@ -147,6 +181,7 @@ def test_every_bad_row_is_accepted_or_rejected_with_its_reason(tiny_project: Pat
 def test_decompression_bomb_is_refused_from_its_header(monkeypatch):
     """A file that claims more pixels than data.max_image_pixels is refused before a single
     pixel is decoded (decoding it is what would exhaust memory)."""
+
     def no_decode(self):
         raise AssertionError("pixels were decoded")
 

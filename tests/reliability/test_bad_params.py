@@ -34,8 +34,9 @@ CONTRADICTIONS = [  # (overrides, text the error must contain: the key)
 ]
 
 
-@pytest.mark.parametrize("overrides, key", CONTRADICTIONS,
-                         ids=[" ".join(o) for o, _ in CONTRADICTIONS])
+@pytest.mark.parametrize(
+    "overrides, key", CONTRADICTIONS, ids=[" ".join(o) for o, _ in CONTRADICTIONS]
+)
 def test_contradictory_params_fail_before_any_work(tiny_project: Path, capsys, overrides, key):
     args = [a for o in overrides for a in ("-S", o)]
     assert main(["rl", "--arm", "mmrpt", "--seed", "0", *args]) == 2
@@ -50,18 +51,18 @@ def _mlflow_runs(project: Path) -> list:
     return mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
-def test_layer_and_head_indices_beyond_the_model_fail_before_scoring(warmed_project: Path,
-                                                                     capsys):
+def test_layer_and_head_indices_beyond_the_model_fail_before_scoring(warmed_project: Path, capsys):
     """The model's depth is known only once it is loaded (model.path can be any VLM): the
     score stage checks score.layers / score.heads right after loading, before any pass."""
     depth = json.loads((warmed_project / "models/warmup/config.json").read_text())
     n_layers = depth.get("text_config", depth)["num_hidden_layers"]
     assert n_layers == 2
-    for setting, message in (("score.layers=[0, 2]", "score.layers=[0, 2] out of range: "
-                                                     "the model has 2 layers"),
-                             ("score.layers=[-1]", "score.layers=[-1] out of range"),
-                             ("score.layers=[]", "score.layers=[] out of range"),
-                             ("score.heads=[1, 2]", "score.heads=[1, 2] out of range")):
+    for setting, message in (
+        ("score.layers=[0, 2]", "score.layers=[0, 2] out of range: the model has 2 layers"),
+        ("score.layers=[-1]", "score.layers=[-1] out of range"),
+        ("score.layers=[]", "score.layers=[] out of range"),
+        ("score.heads=[1, 2]", "score.heads=[1, 2] out of range"),
+    ):
         assert main(["score", "-S", "score.select=band", "-S", setting]) == 2, setting
         assert message in capsys.readouterr().err
         assert not (warmed_project / "data/scores").exists()
@@ -88,15 +89,28 @@ def test_group_size_cannot_contradict_batch(tmp_path, monkeypatch, batch_size, n
 
     monkeypatch.setattr(grpo, "GRPOConfig", build)
     (tmp_path / "params.yaml").write_text("{}")
-    rp = load_params(tmp_path / "params.yaml", [f"rl.batch_size={batch_size}",
-                                                f"rl.num_generations={num_generations}"]).rl
+    rp = load_params(
+        tmp_path / "params.yaml",
+        [f"rl.batch_size={batch_size}", f"rl.num_generations={num_generations}"],
+    ).rl
     with pytest.raises(_Built) as built:
         grpo.make_grpo_trainer(
-            None, SimpleNamespace(tokenizer=SimpleNamespace()), None, out_dir=tmp_path,
-            steps=rp.steps, batch_size=rp.batch_size, num_generations=rp.num_generations,
-            temperature=rp.temperature, lr=rp.lr, beta=rp.beta, loss_type=rp.loss_type,
-            max_completion_length=rp.max_completion_length, reward_weights=rp.reward_weights,
-            save_steps=rp.save_steps, seed=0)
+            None,
+            SimpleNamespace(tokenizer=SimpleNamespace()),
+            None,
+            out_dir=tmp_path,
+            steps=rp.steps,
+            batch_size=rp.batch_size,
+            num_generations=rp.num_generations,
+            temperature=rp.temperature,
+            lr=rp.lr,
+            beta=rp.beta,
+            loss_type=rp.loss_type,
+            max_completion_length=rp.max_completion_length,
+            reward_weights=rp.reward_weights,
+            save_steps=rp.save_steps,
+            seed=0,
+        )
     cfg = built.value.config
     assert cfg.num_generations == num_generations
     assert cfg.per_device_train_batch_size == batch_size * num_generations
@@ -113,8 +127,9 @@ DEPLOYMENT_PARAMETERS = [  # (flow run parameters as a deployment run passes the
 ]
 
 
-@pytest.mark.parametrize("parameters, key", DEPLOYMENT_PARAMETERS,
-                         ids=[k for _, k in DEPLOYMENT_PARAMETERS])
+@pytest.mark.parametrize(
+    "parameters, key", DEPLOYMENT_PARAMETERS, ids=[k for _, k in DEPLOYMENT_PARAMETERS]
+)
 def test_bad_deployment_parameters_fail_before_any_stage(tiny_project: Path, parameters, key):
     """`prefect deployment run --params ...`: Prefect checks the types of the flow's
     signature, then the flow validates the overrides with the params.yaml schema before it

@@ -23,11 +23,14 @@ def test_same_seed_twice_gives_identical_metrics(scored_template: Path, tmp_path
         a = json.loads((scored_template / f"metrics/{stage}.json").read_text())
         b = json.loads((again / f"metrics/{stage}.json").read_text())
         assert a == b, stage
-    pd.testing.assert_frame_equal(pd.read_parquet(scored_template / "data/scores/scores.parquet"),
-                                  pd.read_parquet(again / "data/scores/scores.parquet"),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(scored_template / "data/scores/scores.parquet"),
+        pd.read_parquet(again / "data/scores/scores.parquet"),
+        check_exact=True,
+    )
     wa = load_file(scored_template / "models/warmup/model.safetensors")
     wb = load_file(again / "models/warmup/model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert ((scored_template / "data/world/train.jsonl").read_bytes()
-            == (again / "data/world/train.jsonl").read_bytes())
+    assert (scored_template / "data/world/train.jsonl").read_bytes() == (
+        again / "data/world/train.jsonl"
+    ).read_bytes()

@@ -56,9 +56,14 @@ sys.exit(main(sys.argv[1:]))
 
 
 def killed(code: str, args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -67,14 +72,17 @@ def tmp_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes)
 
 
-def test_score_killed_mid_shard_resumes_and_matches_uninterrupted(warmed_project: Path,
-                                                                   scored_template: Path):
+def test_score_killed_mid_shard_resumes_and_matches_uninterrupted(
+    warmed_project: Path, scored_template: Path
+):
     p = warmed_project
     killed(KILL_AT_SHARD, ["score"], p, KILL_AT="3")
     shards = p / "data/scores/shards"
     done = sorted(shards.glob("*.parquet"))
     assert [f.name for f in done] == [f"train-20-0000{i}.parquet" for i in range(3)]
-    assert [f.name for f in tmp_files(p)] == ["train-20-00003.parquet.tmp"]  # the shard being written
+    assert [f.name for f in tmp_files(p)] == [
+        "train-20-00003.parquet.tmp"
+    ]  # the shard being written
     assert not (p / "data/scores/scores.parquet").exists()
     assert not (p / "metrics/score.json").exists()
     stamps = {f: f.stat().st_mtime_ns for f in done}
@@ -99,7 +107,8 @@ def test_score_killed_mid_shard_resumes_and_matches_uninterrupted(warmed_project
 
 
 def test_warmup_killed_after_its_last_checkpoint_reruns_to_the_same_result(
-        warmed_project: Path, scored_template: Path):
+    warmed_project: Path, scored_template: Path
+):
     """Killed after training, during evaluation: the rerun loads the last checkpoint (at
     max_steps) and trains no further; Trainer.train would have run one step past max_steps."""
     p = warmed_project
@@ -110,15 +119,17 @@ def test_warmup_killed_after_its_last_checkpoint_reruns_to_the_same_result(
     assert not (p / "metrics/warmup.json").exists()
     assert main(["warmup"]) == 0
     assert sorted(f.name for f in (p / "checkpoints/warmup").glob("checkpoint-*")) == [
-        "checkpoint-10"]
-    assert ((p / "metrics/warmup.json").read_text()
-            == (scored_template / "metrics/warmup.json").read_text())
-    assert ((p / "models/warmup/model.safetensors").read_bytes()
-            == (scored_template / "models/warmup/model.safetensors").read_bytes())
+        "checkpoint-10"
+    ]
+    assert (p / "metrics/warmup.json").read_text() == (
+        scored_template / "metrics/warmup.json"
+    ).read_text()
+    assert (p / "models/warmup/model.safetensors").read_bytes() == (
+        scored_template / "models/warmup/model.safetensors"
+    ).read_bytes()
 
 
-def test_data_stage_failing_mid_split_leaves_no_half_manifest(tiny_project: Path,
-                                                              monkeypatch):
+def test_data_stage_failing_mid_split_leaves_no_half_manifest(tiny_project: Path, monkeypatch):
     from mmrpt.data import world
 
     generate = world.generate_split
@@ -149,8 +160,7 @@ def _digest(folder: Path) -> dict[str, str]:
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
 
 
-def test_warmup_failing_while_saving_keeps_the_previous_model(warmed_project: Path,
-                                                              monkeypatch):
+def test_warmup_failing_while_saving_keeps_the_previous_model(warmed_project: Path, monkeypatch):
     """Disk full while the final model is written: the previous complete model folder and
     metrics stay as they were (DVC sees the old, consistent outputs); the rerun replaces them
     and clears the temp folder."""

@@ -19,12 +19,28 @@ from mmrpt.config import Params
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-SUBPROCESS = {"subprocess.run", "subprocess.Popen", "subprocess.call", "subprocess.check_call",
-              "subprocess.check_output"}
-PICKLE = {"pickle.load", "pickle.loads", "dill.load", "dill.loads", "joblib.load",
-          "torch.serialization.load"}
-SHELL = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput",
-         "asyncio.create_subprocess_shell"}
+SUBPROCESS = {
+    "subprocess.run",
+    "subprocess.Popen",
+    "subprocess.call",
+    "subprocess.check_call",
+    "subprocess.check_output",
+}
+PICKLE = {
+    "pickle.load",
+    "pickle.loads",
+    "dill.load",
+    "dill.loads",
+    "joblib.load",
+    "torch.serialization.load",
+}
+SHELL = {
+    "os.system",
+    "os.popen",
+    "subprocess.getoutput",
+    "subprocess.getstatusoutput",
+    "asyncio.create_subprocess_shell",
+}
 
 
 def _name(node: ast.AST) -> str:
@@ -41,9 +57,13 @@ def _is_true(node: ast.AST | None) -> bool:
 
 def _is_text(node: ast.AST) -> bool:
     """A command given as one string: a literal, an f-string, concatenation, % or .format()."""
-    return (isinstance(node, ast.Constant) and isinstance(node.value, str)
-            or isinstance(node, ast.JoinedStr | ast.BinOp)
-            or isinstance(node, ast.Call) and _name(node.func).endswith((".format", ".join")))
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        or isinstance(node, ast.JoinedStr | ast.BinOp)
+        or isinstance(node, ast.Call)
+        and _name(node.func).endswith((".format", ".join"))
+    )
 
 
 def unsafe_code(source: str, where: str = "<src>") -> list[str]:
@@ -62,15 +82,19 @@ def unsafe_code(source: str, where: str = "<src>") -> list[str]:
             if fn in PICKLE:
                 flag(node, f"{fn} (unpickles arbitrary objects)")
             if fn in ("yaml.load", "yaml.unsafe_load", "yaml.full_load") and not (
-                    fn == "yaml.load" and _name(kw.get("Loader", ast.Constant(None))).endswith(
-                        ("SafeLoader", "CSafeLoader"))):
+                fn == "yaml.load"
+                and _name(kw.get("Loader", ast.Constant(None))).endswith(
+                    ("SafeLoader", "CSafeLoader")
+                )
+            ):
                 flag(node, f"{fn} without SafeLoader")
             if fn in ("eval", "exec"):
                 flag(node, f"{fn}()")
             if _is_true(kw.get("trust_remote_code")):
                 flag(node, "trust_remote_code=True hard-coded")
-            if "shell" in kw and not (isinstance(kw["shell"], ast.Constant)
-                                      and kw["shell"].value is False):
+            if "shell" in kw and not (
+                isinstance(kw["shell"], ast.Constant) and kw["shell"].value is False
+            ):
                 flag(node, "shell=...")
             if fn in SHELL:
                 flag(node, f"{fn} (runs a shell)")
@@ -79,8 +103,8 @@ def unsafe_code(source: str, where: str = "<src>") -> list[str]:
                 if _is_text(cmd):
                     flag(node, f"{fn} with a command built as a string")
                 elif isinstance(cmd, ast.List | ast.Tuple) and [
-                        str(e.value) if isinstance(e, ast.Constant) else "?"
-                        for e in cmd.elts[:2]] in (["sh", "-c"], ["bash", "-c"]):
+                    str(e.value) if isinstance(e, ast.Constant) else "?" for e in cmd.elts[:2]
+                ] in (["sh", "-c"], ["bash", "-c"]):
                     flag(node, f"{fn} of a shell -c string")
             host = kw.get("host")
             if isinstance(host, ast.Constant) and host.value not in LOOPBACK:
@@ -92,13 +116,19 @@ def unsafe_code(source: str, where: str = "<src>") -> list[str]:
         # trust_remote_code defaulting to True: a parameter default or a (pydantic) field
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             args = node.args.args + node.args.kwonlyargs
-            defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + \
-                node.args.defaults + node.args.kw_defaults
+            defaults = (
+                [None] * (len(node.args.args) - len(node.args.defaults))
+                + node.args.defaults
+                + node.args.kw_defaults
+            )
             for arg, default in zip(args, defaults, strict=True):
                 if arg.arg == "trust_remote_code" and _is_true(default):
                     flag(node, "trust_remote_code defaults to True")
-        if (isinstance(node, ast.AnnAssign) and _name(node.target) == "trust_remote_code"
-                and _is_true(node.value)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and _name(node.target) == "trust_remote_code"
+            and _is_true(node.value)
+        ):
             flag(node, "trust_remote_code defaults to True")
     return found
 
@@ -143,8 +173,9 @@ def test_the_scanner_finds_each_unsafe_construct():
 def test_no_unsafe_code_in_the_package_and_flows():
     files = sorted([*ROOT.glob("mmrpt/**/*.py"), *ROOT.glob("flows/**/*.py")])
     assert len(files) > 20
-    found = [f for path in files
-             for f in unsafe_code(path.read_text(), str(path.relative_to(ROOT)))]
+    found = [
+        f for path in files for f in unsafe_code(path.read_text(), str(path.relative_to(ROOT)))
+    ]
     assert found == []
 
 
@@ -160,8 +191,7 @@ def test_the_trainers_resume_state_is_loaded_with_weights_only():
 
 def test_remote_code_is_off_unless_the_user_sets_it():
     assert Params().model.trust_remote_code is False
-    assert yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["trust_remote_code"] \
-        is False
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["trust_remote_code"] is False
 
 
 SERVER_FILES = ["Makefile", "README.md", "prefect.yaml", "deploy", "docs", "flows", "mmrpt"]
@@ -175,33 +205,52 @@ def exposed_servers(text: str, where: str) -> list[str]:
     found = []
     for n, line in enumerate(text.splitlines(), 1):
         hosts = HOST.findall(line)
-        bad = (any(h.strip("'\"`") not in LOOPBACK for h in hosts)
-               or ANY_ADDRESS.search(line)
-               or (SERVER_COMMAND.search(line) and "`" not in line and not hosts))
+        bad = (
+            any(h.strip("'\"`") not in LOOPBACK for h in hosts)
+            or ANY_ADDRESS.search(line)
+            or (SERVER_COMMAND.search(line) and "`" not in line and not hosts)
+        )
         if bad:
             found.append(f"{where}:{n}: {line.strip()}")
     return found
 
 
 def test_servers_bind_loopback_by_default():
-    assert exposed_servers("mlflow server --port 5000\nprefect server start --host 0.0.0.0\n"
-                           "  host: 0.0.0.0\nmlflow ui --host=localhost", "x") == [
-        "x:1: mlflow server --port 5000", "x:2: prefect server start --host 0.0.0.0",
-        "x:3: host: 0.0.0.0"]
-    files = [f for name in SERVER_FILES for f in
-             ([ROOT / name] if (ROOT / name).is_file() else (ROOT / name).rglob("*"))
-             if f.is_file() and f.suffix in ("", ".md", ".yaml", ".yml", ".json", ".py")]
+    assert exposed_servers(
+        "mlflow server --port 5000\nprefect server start --host 0.0.0.0\n"
+        "  host: 0.0.0.0\nmlflow ui --host=localhost",
+        "x",
+    ) == [
+        "x:1: mlflow server --port 5000",
+        "x:2: prefect server start --host 0.0.0.0",
+        "x:3: host: 0.0.0.0",
+    ]
+    files = [
+        f
+        for name in SERVER_FILES
+        for f in ([ROOT / name] if (ROOT / name).is_file() else (ROOT / name).rglob("*"))
+        if f.is_file() and f.suffix in ("", ".md", ".yaml", ".yml", ".json", ".py")
+    ]
     files = [f for f in files if f.name != "LOG.md"]  # a research log quotes, it does not run
     found = [x for f in files for x in exposed_servers(f.read_text(), str(f.relative_to(ROOT)))]
     assert found == []
-    commands = [line for f in files for line in f.read_text().splitlines()
-                if SERVER_COMMAND.search(line) and "--host" in line]
+    commands = [
+        line
+        for f in files
+        for line in f.read_text().splitlines()
+        if SERVER_COMMAND.search(line) and "--host" in line
+    ]
     assert len(commands) >= 2  # the Makefile's mlflow ui and the README's prefect server
 
 
 WEIGHT_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".h5", ".msgpack"}
-TRAINER_STATE = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin",
-                 "scaler.pt"}  # loaded with weights_only=True (test above); not weights
+TRAINER_STATE = {
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state.pth",
+    "training_args.bin",
+    "scaler.pt",
+}  # loaded with weights_only=True (test above); not weights
 
 
 @pytest.mark.parametrize("folder", ["models", "checkpoints"])

@@ -52,8 +52,7 @@ def test_write_report_files(tmp_path: Path):
     md = (tmp_path / "out/report.md").read_text()
     assert "| mmrpt | 0.600 (n=1) |" in md  # one seed: no spread shown
     assert report["zero_shot"]["lmeval/counter/acc"]["ntp"]["mean"] == pytest.approx(0.30)
-    for f in ("runs.csv", "summary.csv", "arms_zero_shot.png", "arms_sft.png",
-              "reward_curves.png"):
+    for f in ("runs.csv", "summary.csv", "arms_zero_shot.png", "arms_sft.png", "reward_curves.png"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     with pytest.raises(FileNotFoundError, match="eval stage"):
         write_report(tmp_path / "missing", curves, tmp_path / "out2")

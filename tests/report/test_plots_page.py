@@ -33,25 +33,46 @@ ARMS = {"ntp": 0.27, "masked_sft": 0.285, "random_mask": 0.25, "mmrpt": 0.31}
 PLOTS = {  # file -> (rows, top-level plot definition)
     "plots/warmup_loss.csv": (
         [{"step": s, "loss": round(2.5 * math.exp(-s / 10) + 0.1, 4)} for s in range(STEPS)],
-        {"x": "step", "y": "loss", "title": "warmup caption loss",
-         "x_label": "optimizer step", "y_label": "loss (nats/token)"},
+        {
+            "x": "step",
+            "y": "loss",
+            "title": "warmup caption loss",
+            "x_label": "optimizer step",
+            "y_label": "loss (nats/token)",
+        },
     ),
     "plots/score_layers.csv": (
-        [{"layer": i, "auroc_dev": 0.5 + 0.04 * i, "auroc_report": 0.52 + 0.035 * i}
-         for i in range(LAYERS)],
-        {"x": "layer", "y": ["auroc_dev", "auroc_report"], "title": "AUROC per decoder layer",
-         "x_label": "decoder layer", "y_label": "AUROC"},
+        [
+            {"layer": i, "auroc_dev": 0.5 + 0.04 * i, "auroc_report": 0.52 + 0.035 * i}
+            for i in range(LAYERS)
+        ],
+        {
+            "x": "layer",
+            "y": ["auroc_dev", "auroc_report"],
+            "title": "AUROC per decoder layer",
+            "x_label": "decoder layer",
+            "y_label": "AUROC",
+        },
     ),
     "plots/report_accuracy.csv": (
         [{"label": arm, "mean": acc} for arm, acc in ARMS.items()],
-        {"x": "mean", "y": "label", "template": "bar_horizontal", "title": "accuracy per arm",
-         "x_label": "accuracy (mean over seeds)", "y_label": "arm"},
+        {
+            "x": "mean",
+            "y": "label",
+            "template": "bar_horizontal",
+            "title": "accuracy per arm",
+            "x_label": "accuracy (mean over seeds)",
+            "y_label": "arm",
+        },
     ),
 }
 # What the page must show per title: (line paths, vertices per line, bars). DVC's default
 # `smooth` template draws each series twice: the smoothed line over the raw one.
-DRAWN = {"warmup caption loss": (2, STEPS, 0), "AUROC per decoder layer": (2 * 2, LAYERS, 0),
-         "accuracy per arm": (0, 0, len(ARMS))}
+DRAWN = {
+    "warmup caption loss": (2, STEPS, 0),
+    "AUROC per decoder layer": (2 * 2, LAYERS, 0),
+    "accuracy per arm": (0, 0, len(ARMS)),
+}
 
 
 def _run(args: list[str], cwd: Path) -> str:
@@ -60,11 +81,25 @@ def _run(args: list[str], cwd: Path) -> str:
 
 def _chromium(page: Path, profile: Path, *mode: str) -> str:
     """Headless Chromium on `page` with no network: every host name fails to resolve."""
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
-            f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND",
-            "--window-size=1000,800", "--virtual-time-budget=10000", *mode, page.as_uri()]
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--window-size=1000,800",
+        "--virtual-time-budget=10000",
+        *mode,
+        page.as_uri(),
+    ]
     return subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
 
 
@@ -78,8 +113,12 @@ def rendered(tmp_path_factory) -> tuple[str, str, Path]:
         (root / path).write_text("\n".join(lines) + "\n")
     dvc_yaml = {
         "plots": [{path: spec} for path, (_, spec) in PLOTS.items()],
-        "stages": {"report": {"cmd": "python report.py",
-                              "outs": [{path: {"cache": False}} for path in PLOTS]}},
+        "stages": {
+            "report": {
+                "cmd": "python report.py",
+                "outs": [{path: {"cache": False}} for path in PLOTS],
+            }
+        },
     }
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
     dvc = [sys.executable, "-m", "dvc"]
@@ -103,8 +142,11 @@ def _charts(dom: str) -> dict[str, str]:
     dom = re.sub(r"<script\b.*?</script>", "", dom, flags=re.S)
     charts: dict[str, list[str]] = {}
     for svg in re.findall(r'<svg[^>]*class="marks"[^>]*>.*?</svg>', dom, flags=re.S):
-        title = html.unescape(re.search(r'class="mark-text role-title-text".*?>([^<]*)</text>',
-                                        svg, flags=re.S).group(1))
+        title = html.unescape(
+            re.search(
+                r'class="mark-text role-title-text".*?>([^<]*)</text>', svg, flags=re.S
+            ).group(1)
+        )
         charts.setdefault(title, []).append(svg)
     assert all(len(svgs) == 1 for svgs in charts.values()), {t: len(s) for t, s in charts.items()}
     return {title: svgs[0] for title, svgs in charts.items()}

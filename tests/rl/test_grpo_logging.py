@@ -17,11 +17,24 @@ def test_grpo_logs_timing_split_and_completion_table(tiny_rl, tmp_path: Path):
     model, processor, samples, root = tiny_rl
     with tracking.stage_run(context("rl", Params(), "mmrpt", 0)) as run_id:
         trainer = make_grpo_trainer(
-            model, processor, grpo_dataset(samples, root), out_dir=tmp_path / "ck", steps=5,
-            batch_size=2, num_generations=2, temperature=1.0, lr=1e-3, beta=0.0,
-            loss_type="dapo", max_completion_length=12,
-            reward_weights={"format": 0.2, "exact": 1.0, "visual": 0.2}, save_steps=100,
-            seed=0, callbacks=[tracking.StepLogger()], log_completions_steps=2)
+            model,
+            processor,
+            grpo_dataset(samples, root),
+            out_dir=tmp_path / "ck",
+            steps=5,
+            batch_size=2,
+            num_generations=2,
+            temperature=1.0,
+            lr=1e-3,
+            beta=0.0,
+            loss_type="dapo",
+            max_completion_length=12,
+            reward_weights={"format": 0.2, "exact": 1.0, "visual": 0.2},
+            save_steps=100,
+            seed=0,
+            callbacks=[tracking.StepLogger()],
+            log_completions_steps=2,
+        )
         trainer.train()
 
     client = mlflow.MlflowClient()

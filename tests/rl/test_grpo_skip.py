@@ -10,10 +10,22 @@ from mmrpt.rl.grpo import grpo_dataset, make_grpo_trainer, rows_with_signal
 def rollout_batch(tiny_rl, tmp_path, loss_type="dapo", beta=0.0):
     model, processor, samples, root = tiny_rl
     trainer = make_grpo_trainer(
-        model, processor, grpo_dataset(samples[:4], root), out_dir=tmp_path / "ck", steps=1,
-        batch_size=2, num_generations=2, temperature=1.0, lr=1e-3, beta=beta,
-        loss_type=loss_type, max_completion_length=12,
-        reward_weights={"format": 0.2, "exact": 1.0}, save_steps=100, seed=0)
+        model,
+        processor,
+        grpo_dataset(samples[:4], root),
+        out_dir=tmp_path / "ck",
+        steps=1,
+        batch_size=2,
+        num_generations=2,
+        temperature=1.0,
+        lr=1e-3,
+        beta=beta,
+        loss_type=loss_type,
+        max_completion_length=12,
+        reward_weights={"format": 0.2, "exact": 1.0},
+        save_steps=100,
+        seed=0,
+    )
     trainer.current_gradient_accumulation_steps = 1
     inputs = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
     model.train()
@@ -23,12 +35,12 @@ def rollout_batch(tiny_rl, tmp_path, loss_type="dapo", beta=0.0):
 def gradient(trainer, inputs, loss_fn) -> torch.Tensor:
     trainer.model.zero_grad()
     loss_fn(trainer, trainer.model, dict(inputs)).backward()
-    return torch.cat([p.grad.flatten() for p in trainer.model.parameters()
-                      if p.grad is not None])
+    return torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
 
 
-@pytest.mark.parametrize("advantages", [[0.7, -0.4, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0],
-                                        [0.0, 0.0, 0.0, 0.0]])
+@pytest.mark.parametrize(
+    "advantages", [[0.7, -0.4, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]]
+)
 def test_skipping_zero_advantage_rollouts_keeps_the_gradient(tiny_rl, tmp_path, advantages):
     trainer, inputs = rollout_batch(tiny_rl, tmp_path)
     inputs["advantages"] = torch.tensor(advantages)
@@ -46,10 +58,10 @@ def test_skipping_zero_advantage_rollouts_keeps_the_gradient(tiny_rl, tmp_path, 
 
 
 @pytest.mark.parametrize("setting", ["grpo loss", "entropy bonus", "two processes"])
-def test_no_skipping_where_the_loss_depends_on_the_batch(tiny_rl, tmp_path, monkeypatch,
-                                                         setting):
-    trainer, inputs = rollout_batch(tiny_rl, tmp_path,
-                                    loss_type="grpo" if setting == "grpo loss" else "dapo")
+def test_no_skipping_where_the_loss_depends_on_the_batch(tiny_rl, tmp_path, monkeypatch, setting):
+    trainer, inputs = rollout_batch(
+        tiny_rl, tmp_path, loss_type="grpo" if setting == "grpo loss" else "dapo"
+    )
     assert trainer.skips_zero_advantage_rows() == (setting != "grpo loss")
     if setting == "entropy bonus":  # averaged over every token of the batch
         trainer._entropy_bonus_enabled = True
@@ -57,7 +69,10 @@ def test_no_skipping_where_the_loss_depends_on_the_batch(tiny_rl, tmp_path, monk
         monkeypatch.setattr(type(trainer.accelerator), "num_processes", property(lambda _: 2))
     inputs["advantages"] = torch.tensor([0.7, 0.0, -0.7, 0.0])
     seen = []
-    monkeypatch.setattr(GRPOTrainer, "_compute_loss",
-                        lambda self, model, batch: seen.append(batch["advantages"]) or 0)
+    monkeypatch.setattr(
+        GRPOTrainer,
+        "_compute_loss",
+        lambda self, model, batch: seen.append(batch["advantages"]) or 0,
+    )
     trainer._compute_loss(trainer.model, inputs)
     assert len(seen[0]) == 4  # every rollout reaches TRL's loss

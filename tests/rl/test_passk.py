@@ -40,24 +40,39 @@ def test_pass_at_k_refuses_impossible_counts(n, c, k):
 
 def test_blank_hits_per_placeholder():
     targets = ["There are two objects.", "A red circle is at the top left."]
-    assert blank_hits("<think>x</think><answer>[1] there are two objects "
-                      "[2] A red circle is at the top right.</answer>", targets) == [True, False]
+    assert blank_hits(
+        "<think>x</think><answer>[1] there are two objects "
+        "[2] A red circle is at the top right.</answer>",
+        targets,
+    ) == [True, False]
     assert blank_hits("[1] There are two objects.", targets) == [False, False]  # no tags
-    assert blank_hits("<think></think><answer>[2] A red circle is at the top left.</answer>",
-                      targets) == [False, True]
+    assert blank_hits(
+        "<think></think><answer>[2] A red circle is at the top left.</answer>", targets
+    ) == [False, True]
     assert blank_hits("<think></think><answer>[1] </answer>", [""]) == [False]
 
 
 def answer(*texts):
-    return "<think>t</think><answer>" + " ".join(
-        f"[{i}] {t}" for i, t in enumerate(texts, 1)) + "</answer>"
+    return (
+        "<think>t</think><answer>"
+        + " ".join(f"[{i}] {t}" for i, t in enumerate(texts, 1))
+        + "</answer>"
+    )
 
 
 def test_summarise_counts_blanks_by_label():
     samples = [S(["A.", "B."], [1, 0]), S(["C."], [1])]
     greedy = [answer("A.", "x"), answer("x")]
-    sampled = [answer("A.", "B."), answer("x", "x"), answer("A.", "x"), answer("A.", "x"),
-               answer("x"), answer("x"), answer("x"), answer("C.")]
+    sampled = [
+        answer("A.", "B."),
+        answer("x", "x"),
+        answer("A.", "x"),
+        answer("A.", "x"),
+        answer("x"),
+        answer("x"),
+        answer("x"),
+        answer("C."),
+    ]
     out = summarise(samples, greedy, sampled, n=4, ks=(1, 2, 4, 8))
     assert "pass@8" not in out["all"]
     one, zero = out["label_1"], out["label_0"]
@@ -100,8 +115,9 @@ def test_sampled_completions_come_grouped_per_prompt(tiny_rl):
     greedy = generate(model, processor, images, prompts, 12)
     assert len(set(greedy)) > 1  # the check below needs distinct prompts' outputs
     torch.manual_seed(0)
-    sampled = generate(model, processor, images, prompts, 12, batch_size=2,
-                       temperature=1e-4, num_samples=3)
+    sampled = generate(
+        model, processor, images, prompts, 12, batch_size=2, temperature=1e-4, num_samples=3
+    )
     assert sampled == [g for g in greedy for _ in range(3)]
     hot = generate(model, processor, images, prompts, 12, temperature=5.0, num_samples=3)
     assert hot != sampled
@@ -116,25 +132,79 @@ def test_cli_writes_the_summary(tiny_rl, tmp_path, capsys):
     path = tmp_path / "s.jsonl"
     write_samples(path, samples[:2])
     out = tmp_path / "passk.json"
-    assert main(["--model", str(tmp_path / "m"), "--samples", str(path), "--root", str(root),
-                 "-n", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "m"),
+                "--samples",
+                str(path),
+                "--root",
+                str(root),
+                "-n",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["samples"] == 2 and result["n"] == 2
     assert result["all"]["blanks"] == sum(len(s.targets) for s in samples[:2])
     assert set(result["all"]) >= {"pass@1", "pass@2", "greedy_exact_match"}
     assert "paired" not in result
-    assert main(["--model", str(tmp_path / "m"), "--samples", str(path), "--root", str(root),
-                 "-n", "1", "--baseline", str(tmp_path / "m"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "m"),
+                "--samples",
+                str(path),
+                "--root",
+                str(root),
+                "-n",
+                "1",
+                "--baseline",
+                str(tmp_path / "m"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     same = json.loads(out.read_text())["paired"]
     assert same["difference"] == 0 and same["better"] == same["worse"] == 0
     assert main(["--model", str(tmp_path / "nowhere"), "--samples", str(path)]) == 2
     assert "nowhere" in capsys.readouterr().err
-    assert main(["--model", str(tmp_path / "m"), "--samples", str(path),
-                 "--baseline", str(tmp_path / "gone")]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "m"),
+                "--samples",
+                str(path),
+                "--baseline",
+                str(tmp_path / "gone"),
+            ]
+        )
+        == 2
+    )
     assert "gone" in capsys.readouterr().err
     (tmp_path / "empty.jsonl").write_text("")
     assert main(["--model", str(tmp_path / "m"), "--samples", str(tmp_path / "empty.jsonl")]) == 2
     assert "0 samples" in capsys.readouterr().err
-    assert main(["--model", str(tmp_path / "m"), "--samples", str(path),
-                 "--root", str(tmp_path / "no_images")]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "m"),
+                "--samples",
+                str(path),
+                "--root",
+                str(tmp_path / "no_images"),
+            ]
+        )
+        == 2
+    )
     assert "FileNotFoundError" in capsys.readouterr().err

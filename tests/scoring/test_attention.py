@@ -12,50 +12,75 @@ from mmrpt.modeling.tiny import TinySpec, build_model, build_processor, train_to
 from mmrpt.scoring.attention import capture
 from mmrpt.scoring.sentences import attention_scores, key_masks
 
-CAPTIONS = ["Here is a rendered image. There are two objects. A small red circle is at the top.",
-            "There is one object. Blue is a cool colour.",
-            "A large green square is at the bottom left. Circles have no corners. It was made."]
+CAPTIONS = [
+    "Here is a rendered image. There are two objects. A small red circle is at the top.",
+    "There is one object. Blue is a cool colour.",
+    "A large green square is at the bottom left. Circles have no corners. It was made.",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny():
     tok = train_tokenizer(CAPTIONS + world.vocabulary_text(), 400)
-    spec = TinySpec(vocab_size=400, hidden_size=64, intermediate_size=96, num_layers=4,
-                    num_heads=4, num_kv_heads=2, vision_depth=1, vision_embed_dim=16,
-                    vision_heads=2)
+    spec = TinySpec(
+        vocab_size=400,
+        hidden_size=64,
+        intermediate_size=96,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        vision_depth=1,
+        vision_embed_dim=16,
+        vision_heads=2,
+    )
     model = build_model(spec, tok, seed=1).eval()
     return model, build_processor(tok, 112)
 
 
 def images():
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))
-            for _ in CAPTIONS]
+    return [Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)) for _ in CAPTIONS]
 
 
 def spans_of(caption):
     from mmrpt.data.records import split_sentences
+
     return [(s.start, s.end) for s in split_sentences(caption)]
 
 
-@pytest.mark.parametrize("text_keys", [("caption",), ("prompt", "caption"),
-                                       ("sink", "prompt", "caption")])
-@pytest.mark.parametrize("layers, heads", [((2, 3), None), ((1,), (0, 3)),
-                                           ((0, 3), {0: [1], 3: [0, 2]})])
+@pytest.mark.parametrize(
+    "text_keys", [("caption",), ("prompt", "caption"), ("sink", "prompt", "caption")]
+)
+@pytest.mark.parametrize(
+    "layers, heads", [((2, 3), None), ((1,), (0, 3)), ((0, 3), {0: [1], 3: [0, 2]})]
+)
 def test_fast_path_matches_brute_force(tiny, text_keys, layers, heads):
     model, processor = tiny
     spans = [spans_of(c) for c in CAPTIONS]
     imgs = images()
     with capture(model, layers, heads) as cap:
-        fast = attention_scores(model, processor, cap, imgs, CAPTIONS, spans,
-                                "Describe the image.", image_token_id(model), text_keys)
+        fast = attention_scores(
+            model,
+            processor,
+            cap,
+            imgs,
+            CAPTIONS,
+            spans,
+            "Describe the image.",
+            image_token_id(model),
+            text_keys,
+        )
 
     # brute force: eager attention everywhere, all layers' full weights
-    encs = [encode(processor, im, "Describe the image.", c) for im, c in zip(imgs, CAPTIONS, strict=True)]
+    encs = [
+        encode(processor, im, "Describe the image.", c)
+        for im, c in zip(imgs, CAPTIONS, strict=True)
+    ]
     batch = collate(encs, processor.tokenizer.pad_token_id)
     batch.pop("labels")
-    image_keys, text_mask = key_masks(encs, batch["input_ids"].shape[1], image_token_id(model),
-                                      text_keys)
+    image_keys, text_mask = key_masks(
+        encs, batch["input_ids"].shape[1], image_token_id(model), text_keys
+    )
     text_cfg = model.config.get_text_config()
     prev = text_cfg._attn_implementation
     text_cfg._attn_implementation = "eager"
@@ -95,8 +120,14 @@ def test_layers_out_of_range_fail(tiny):
 def test_per_head_capture_is_the_heads_of_the_mean(tiny):
     model, processor = tiny
     spans = [spans_of(c) for c in CAPTIONS]
-    args = (images(), CAPTIONS, spans, "Describe the image.", image_token_id(model),
-            ("prompt", "caption"))
+    args = (
+        images(),
+        CAPTIONS,
+        spans,
+        "Describe the image.",
+        image_token_id(model),
+        ("prompt", "caption"),
+    )
     with capture(model, (1, 2)) as cap:
         mean = attention_scores(model, processor, cap, *args)
     with capture(model, (1, 2), per_head=True) as cap:
@@ -119,7 +150,8 @@ def test_counterfactual_reduce_is_over_replacements(tiny):
         alt = sentence_losses(model, processor, swap, CAPTIONS, spans, "Describe.", 8)
         rises.append([(a[:, 0] - t[:, 0]) / t[:, 1] for a, t in zip(alt, true, strict=True)])
     for reduce, fn in (("mean", np.mean), ("max", np.max)):
-        got = counterfactual_scores(model, processor, imgs, others, CAPTIONS, spans,
-                                    "Describe.", 8, reduce=reduce)
+        got = counterfactual_scores(
+            model, processor, imgs, others, CAPTIONS, spans, "Describe.", 8, reduce=reduce
+        )
         for i, g in enumerate(got):
             np.testing.assert_allclose(g, fn([r[i] for r in rises], axis=0), rtol=1e-5)

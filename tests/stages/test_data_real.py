@@ -13,13 +13,28 @@ def test_data_stage_ingests_real_jsonl_through_the_cli(tiny_project: Path):
     rows = []
     for i in range(4):
         Image.new("RGB", (40, 30), (i * 60, 10, 10)).save(src / f"{i}.jpg")
-        rows.append({"id": f"img{i}", "image": f"{i}.jpg",
-                     "caption": f"A dark red photo number {i}. It has no objects."})
+        rows.append(
+            {
+                "id": f"img{i}",
+                "image": f"{i}.jpg",
+                "caption": f"A dark red photo number {i}. It has no objects.",
+            }
+        )
     rows.append({"id": "bad", "image": "missing.jpg", "caption": "Two. Sentences."})
     rows.append({"id": "short", "image": "0.jpg", "caption": "Only one sentence."})
     (src / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    assert main(["data", "-S", "data.source=jsonl",
-                 "-S", f"data.inputs={{train: {src / 'train.jsonl'}}}"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "-S",
+                "data.source=jsonl",
+                "-S",
+                f"data.inputs={{train: {src / 'train.jsonl'}}}",
+            ]
+        )
+        == 0
+    )
     records = read_manifest(tiny_project / "data/world/train.jsonl")
     assert [r.id for r in records] == ["img0", "img1", "img2", "img3"]
     assert all(s.label is None for r in records for s in r.sentences)

@@ -13,11 +13,17 @@ def test_eval_then_report(primed_project: Path, caplog):
     rl = json.loads((p / "metrics/rl/masked_sft-0.json").read_text())
     assert m["zero_shot/masked_em/test_iid"] == rl["exact_match"]  # taken from the rl stage
     for phase in ("zero_shot", "sft"):
-        for key in ("lmeval/iid/acc", "lmeval/counter_blank/acc", "vlmeval/counter/acc",
-                    "lmeval/iid/colour/acc", "masked_em/test_counter"):
+        for key in (
+            "lmeval/iid/acc",
+            "lmeval/counter_blank/acc",
+            "vlmeval/counter/acc",
+            "lmeval/iid/colour/acc",
+            "masked_em/test_counter",
+        ):
             assert 0.0 <= m[f"{phase}/{key}"] <= 1.0, (phase, key)
         assert m[f"{phase}/lmeval/iid/reliance"] == (
-            m[f"{phase}/lmeval/iid/acc"] - m[f"{phase}/lmeval/iid_blank/acc"])
+            m[f"{phase}/lmeval/iid/acc"] - m[f"{phase}/lmeval/iid_blank/acc"]
+        )
     # lm-eval's and VLMEvalKit's own output files
     assert list((p / "eval/masked_sft-0/sft/lmeval").glob("*/results_*.json"))
     assert list((p / "eval/masked_sft-0/zero_shot/vlmevalkit").glob("*.xlsx"))

@@ -34,8 +34,11 @@ def test_primer_then_every_arm(primed_project: Path):
         assert run["steps"] == 4 and 0.0 <= run["exact_match"] <= 1.0
     # rewards were logged per term for the GRPO arms
     mlflow.set_tracking_uri(f"sqlite:///{p / 'mlruns/mlflow.db'}")
-    runs = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-            if r.data.tags.get("arm") == "mmrpt"]
+    runs = [
+        r
+        for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+        if r.data.tags.get("arm") == "mmrpt"
+    ]
     assert len(runs) == 1
     keys = set(runs[0].data.metrics)
     for term in ("format", "exact", "prefix", "semantic", "visual"):
@@ -48,8 +51,14 @@ def _env(**extra):
 
 
 def _mmrpt(args, cwd, env=None):
-    return subprocess.Popen([sys.executable, "-m", "mmrpt", *args], cwd=cwd, env=env or _env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mmrpt", *args],
+        cwd=cwd,
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -85,11 +94,11 @@ def test_rl_through_deepspeed_on_cpu(primed_project: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    env = _env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=port)
+    env = _env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     cfg = ROOT / "mmrpt/rl/deepspeed/zero2.json"
-    proc = _mmrpt(["rl", "--arm", "mmrpt", "--seed", "0", "-S", f"rl.deepspeed={cfg}"],
-                  primed_project, env)
+    proc = _mmrpt(
+        ["rl", "--arm", "mmrpt", "--seed", "0", "-S", f"rl.deepspeed={cfg}"], primed_project, env
+    )
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-5000:]
     assert "DeepSpeed" in out or "deepspeed" in out

@@ -12,8 +12,9 @@ def test_score_then_mask(tiny_project: Path):
     assert main(["score"]) == 0
     table = pd.read_parquet(tiny_project / "data/scores/scores.parquet")
     n_sentences = json.loads((tiny_project / "metrics/data.json").read_text())
-    assert len(table) == sum(n_sentences[f"{s}/n_sentences"]
-                             for s in ("train", "dev", "test_iid", "test_counter"))
+    assert len(table) == sum(
+        n_sentences[f"{s}/n_sentences"] for s in ("train", "dev", "test_iid", "test_counter")
+    )
     assert table.d_vis.between(0, 1).all()
     assert table[table.split != "train"].d_cf.notna().all()  # train only on request
     assert (table.peak_start >= table.start).all() and (table.peak_end <= table.end).all()
@@ -33,13 +34,24 @@ def test_score_then_mask(tiny_project: Path):
     pd.testing.assert_frame_equal(again, table)
 
     assert main(["score", "-S", "score.counterfactual_train=true"]) == 0
-    assert main(["mask", "-S", "mask.selectors=[attention, random, counterfactual, label]",
-                 "-S", "score.counterfactual_train=true"]) == 0
+    assert (
+        main(
+            [
+                "mask",
+                "-S",
+                "mask.selectors=[attention, random, counterfactual, label]",
+                "-S",
+                "score.counterfactual_train=true",
+            ]
+        )
+        == 0
+    )
     m = json.loads((tiny_project / "metrics/mask.json").read_text())
     for selector in ("attention", "random", "counterfactual", "label"):
         k = f"{selector}/train"
-        assert m[f"{k}/n_records"] == (m[f"{k}/n_masked"] + m[f"{k}/n_no_mask"]
-                                       + m[f"{k}/n_too_short"] + m[f"{k}/n_unscored"])
+        assert m[f"{k}/n_records"] == (
+            m[f"{k}/n_masked"] + m[f"{k}/n_no_mask"] + m[f"{k}/n_too_short"] + m[f"{k}/n_unscored"]
+        )
         lines = (tiny_project / f"data/masked/{selector}/train.jsonl").read_text().splitlines()
         assert len(lines) == m[f"{k}/n_masked"] > 0
         sample = json.loads(lines[0])

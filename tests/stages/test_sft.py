@@ -27,14 +27,20 @@ def test_sft_trains_the_run_it_names(primed_project: Path):
 def test_llava_rows_count_every_refusal(tmp_path: Path):
     Image.new("RGB", (56, 56), "red").save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    conv = [{"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"},
-            {"from": "human", "value": "Sure?"}, {"from": "gpt", "value": "Yes."}]
-    items = [{"id": "a", "image": "ok.png", "conversations": conv},
-             {"id": "b", "image": "bad.png", "conversations": conv},
-             {"id": "c", "image": "missing.png", "conversations": conv},
-             {"id": "d", "image": "ok.png", "conversations": [conv[0]]},
-             {"id": "e", "conversations": conv},
-             "not a dict"]
+    conv = [
+        {"from": "human", "value": "<image>\nWhat colour?"},
+        {"from": "gpt", "value": "red"},
+        {"from": "human", "value": "Sure?"},
+        {"from": "gpt", "value": "Yes."},
+    ]
+    items = [
+        {"id": "a", "image": "ok.png", "conversations": conv},
+        {"id": "b", "image": "bad.png", "conversations": conv},
+        {"id": "c", "image": "missing.png", "conversations": conv},
+        {"id": "d", "image": "ok.png", "conversations": [conv[0]]},
+        {"id": "e", "conversations": conv},
+        "not a dict",
+    ]
     (tmp_path / "sft.json").write_text(json.dumps(items))
     rows, refused = llava_rows(tmp_path / "sft.json")
     assert len(rows) == 2  # one row per answered turn of the good conversation

@@ -43,8 +43,14 @@ def test_data_then_warmup_loss_falls(tiny_project: Path):
 
 def _run(args, cwd):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, "-m", "mmrpt", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mmrpt", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -63,8 +69,10 @@ def test_kill_and_resume_matches_uninterrupted(tiny_project: Path, tmp_path_fact
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (tiny_project / "metrics/warmup.json").exists() or \
-        json.loads((tiny_project / "metrics/warmup.json").read_text()) == reference
+    assert (
+        not (tiny_project / "metrics/warmup.json").exists()
+        or json.loads((tiny_project / "metrics/warmup.json").read_text()) == reference
+    )
     run_id = (ckpt / "mlflow_run_id.txt").read_text()
 
     resumed = _run(["warmup"], tiny_project)
