@@ -153,6 +153,8 @@ def publish(stage: str, metrics: dict) -> None:
         for k, v in sorted(flat.items())[:60]
     )
     link = f"[MLflow run]({tracking.run_url(run_id)})" if run_id else "(no MLflow run found)"
+    if run_id and (serve := tracking.ui_command()):  # a local store: say how to serve it
+        link += f" (this run's store: `{serve}`)"
     key = stage.replace("@", "-").replace("_", "-").lower()
     create_markdown_artifact(
         key=f"{key}-metrics",

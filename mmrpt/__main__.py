@@ -1,7 +1,11 @@
 import gc
 import sys
 
-from mmrpt.cli import main
+from mmrpt.progress import quiet_third_party
+
+quiet_third_party()  # before any library that draws progress bars is imported
+
+from mmrpt.cli import main  # noqa: E402
 
 code = main()
 # The stage's work is done and written; skip the interpreter's final garbage collection over

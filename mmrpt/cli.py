@@ -13,10 +13,15 @@ import json
 import logging
 import os
 import sys
+import time
+import warnings
 from pathlib import Path
 
 from mmrpt.config import ParamsError, load_params
 from mmrpt.pipeline import NAMES, PER_RUN
+from mmrpt.progress import quiet_third_party
+
+log = logging.getLogger("mmrpt")
 
 TOOLS = ("compare", "passk", "summary", "dvc-yaml", "plots-template")
 
@@ -153,13 +158,59 @@ def _tool(args) -> int:
     return 0
 
 
+REFERENCE_TIMES = Path(__file__).with_name("reference_times.json")
+# third-party loggers whose INFO lines say nothing a user of a stage needs
+QUIET_LOGGERS = ("lm_eval", "datasets", "httpx", "urllib3", "filelock", "alembic")
+
+
+def pipeline_position(name: str, params, arm: str | None, seed: int | None) -> tuple[int, int]:
+    """(k, N): this stage run's place among the pipeline's N stage runs (the arms x seeds
+    matrix expanded, in declaration order)."""
+    from mmrpt.pipeline import STAGES
+
+    runs = [
+        (s.name, a, r)
+        for s in STAGES
+        for a, r in (
+            [(a, r) for a in params.arms for r in params.seeds] if s.per_run else [(None, None)]
+        )
+    ]
+    return runs.index((name, arm, seed)) + 1 if (name, arm, seed) in runs else 0, len(runs)
+
+
+def reference_seconds(name: str, params, arm: str | None) -> float | None:
+    """How long this stage took in the measured embedded main job (bench/main_job.py), for
+    the embedded default only (real models and data take what they take)."""
+    if params.model.path is not None or params.data.source != "synthetic":
+        return None
+    if not REFERENCE_TIMES.exists():
+        return None
+    times = json.loads(REFERENCE_TIMES.read_text())["stages_s"]
+    objective = params.arms[arm].objective if arm else None
+    return times.get(f"{name}/{objective}") or times.get(name)
+
+
 def run_stage(name: str, params, arm: str | None = None, seed: int | None = None) -> dict:
-    """Run one stage in this process (the CLI and tests call this)."""
+    """Run one stage in this process (the CLI and tests call this), with a progress line at
+    its start and end."""
     from mmrpt.pipeline import context
 
     ctx = context(name, params, arm, seed)
+    label = f"{name}/{ctx.run_name}" if ctx.stage.per_run else name
+    k, n = pipeline_position(name, params, arm, seed)
+    ref = reference_seconds(name, params, arm)
+    log.info(
+        "stage %s (%d of %d)%s",
+        label,
+        k,
+        n,
+        f", about {ref:.0f} s in the reference main job" if ref else "",
+    )
+    t0 = time.perf_counter()
     try:
-        return importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+        result = importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+        log.info("stage %s done in %.0f s (%d of %d)", label, time.perf_counter() - t0, k, n)
+        return result
     finally:
         record = os.environ.get("MMRPT_RECORD_READS")
         if record:  # which declared params the stage really read (tests/test_pipeline.py)
@@ -173,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("MMRPT_LOG", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # TRL 1.16 still calls transformers 5's deprecated is_gradient_checkpointing each step of
+    # GRPO; the warning is theirs to fix and says nothing about our run
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
+    quiet_third_party()
     if args.command in TOOLS:
         return _tool(args)
     try:

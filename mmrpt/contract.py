@@ -156,9 +156,16 @@ class Stage:
     deps: dict[str, str] = field(default_factory=dict)
     outs: dict[str, str] = field(default_factory=dict)
     persist: tuple[str, ...] = ()  # names in outs that survive a rerun (resumable work)
-    metrics: dict[str, str] = field(default_factory=dict)  # headline numbers (DVC metrics)
-    tables: dict[str, str] = field(default_factory=dict)  # small files kept in git: per-run
-    #   detail, plot data (drawn as the top-level plots of dvc.yaml say)
+    # folders the stage owns that DVC does not track: resumable caches and third-party raw
+    # output whose bytes differ run to run (timestamps), so dvc.lock stays the same
+    scratch: dict[str, str] = field(default_factory=dict)
+    # small files kept in git (cache: false outs): the stage's metrics in detail (JSON), plot
+    # data (drawn as the top-level plots of dvc.yaml say)
+    metrics: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+    # the DVC metrics file: a few headline numbers under keys shared by every such file, so
+    # `dvc metrics show` is one narrow table (a row per file)
+    headline: str | None = None
     code: tuple[str, ...] = ()
     per_run: bool = False  # once per (arm, seed): the arms x seeds matrix
     resume_ignores: tuple[str, ...] = ()  # declared keys that do not shape resumable work
@@ -209,11 +216,19 @@ class StageContext:
     def out(self, name: str) -> Path:
         return self._path(self.stage.outs, name)
 
+    def scratch(self, name: str) -> Path:
+        return self._path(self.stage.scratch, name)
+
     def metrics_path(self, name: str = "metrics") -> Path:
         return self._path(self.stage.metrics, name)
 
     def table_path(self, name: str) -> Path:
         return self._path(self.stage.tables, name)
+
+    def headline_path(self) -> Path:
+        if self.stage.headline is None:
+            raise KeyError(f"stage {self.stage.name} declares no headline metrics file")
+        return Path(resolve(self.stage.headline, self.full, self.item))
 
     def declared_values(self) -> dict[str, Any]:
         return values(self.full, self.reads)

@@ -10,10 +10,10 @@ import copy
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from mmrpt.modeling.encode import collate, encode
+from mmrpt.progress import bar
 
 
 def decoding_config(
@@ -28,7 +28,7 @@ def decoding_config(
     sampling = (
         {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
         if temperature is not None
-        else {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+        else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
     )
     config.update(
         max_new_tokens=max_new_tokens,
@@ -66,9 +66,7 @@ def generate(
     device = next(model.parameters()).device
     tok = processor.tokenizer
     out: list[str] = []
-    for i in tqdm(
-        range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False
-    ):
+    for i in bar(range(0, len(prompts), batch_size), desc="generate", enabled=progress):
         encs = [
             encode(
                 processor, images[j], prompts[j], prefixes[j] if prefixes else "", end_of_turn=False

@@ -75,6 +75,7 @@ STAGES: tuple[Stage, ...] = (
         outs={"model": "${primer.out_dir}", "checkpoints": "${primer.checkpoint_dir}"},
         persist=("checkpoints",),
         metrics={"metrics": "metrics/primer.json"},
+        headline="metrics/run/primer.json",
         code=(*TRAIN_CODE, "mmrpt/generation.py", "mmrpt/rl/fillin.py", "mmrpt/stages/primer.py"),
         resume_ignores=(
             "primer.eval_split",
@@ -137,9 +138,10 @@ STAGES: tuple[Stage, ...] = (
             "sft": "${sft.out_dir}/" + RUN,
             "rl_metrics": "metrics/rl/" + RUN + ".json",
         },
-        outs={"eval": "${eval.out_dir}/" + RUN},
-        persist=("eval",),
+        # lm-eval / VLMEvalKit raw files (timestamped): kept for resume, not versioned
+        scratch={"eval": "${eval.out_dir}/" + RUN},
         tables={"metrics": "metrics/eval/" + RUN + ".json"},
+        headline="metrics/run/" + RUN + ".json",
         code=(
             "mmrpt/modeling",
             "mmrpt/images.py",
@@ -187,7 +189,7 @@ PLOTS: dict[str, dict[str, Any]] = {
     "plots/rl": {
         "x": "step",
         "y": "loss",
-        "title": "arm training loss per step",
+        "title": "training loss per step of one arm run (plots/rl/<arm>-<seed>.csv)",
         "x_label": "optimizer step",
         "y_label": "loss",
     },
@@ -195,8 +197,8 @@ PLOTS: dict[str, dict[str, Any]] = {
         "x": "mean",
         "y": "label",
         "template": "bar_horizontal",
-        "title": "probe accuracy per arm and phase",
-        "x_label": "accuracy (mean over seeds)",
+        "title": "counter-prior probe accuracy per arm and phase (mean over seeds)",
+        "x_label": "accuracy",
         "y_label": "",
     },
 }
@@ -222,9 +224,9 @@ def dvc_stage(s: Stage) -> dict[str, Any]:
     d["deps"] = [*s.deps.values(), *s.code]
     d["params"] = _dvc_params(s)
     d["outs"] = [{p: {"persist": True}} if n in s.persist else p for n, p in s.outs.items()]
-    d["outs"] += [{p: {"cache": False}} for p in s.tables.values()]
-    if s.metrics:
-        d["metrics"] = [{p: {"cache": False}} for p in s.metrics.values()]
+    d["outs"] += [{p: {"cache": False}} for p in (*s.metrics.values(), *s.tables.values())]
+    if s.headline:
+        d["metrics"] = [{s.headline: {"cache": False}}]
     return d
 
 

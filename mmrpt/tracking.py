@@ -17,6 +17,8 @@ import os
 import re
 import socket
 import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,13 +74,22 @@ def configure(params: Params) -> str:
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(t.experiment)
     if exp is not None:
+        if exp.tags.get(KIND_TAG) != KIND:
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     location = Path(t.artifact_root).resolve()
     location.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(t.experiment, artifact_location=location.as_uri())
+    return mlflow.create_experiment(
+        t.experiment, artifact_location=location.as_uri(), tags={KIND_TAG: KIND}
+    )
+
+
+# MLflow 3's UI opens an experiment in its GenAI view unless it is tagged as model training
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 PARENT_ENV = "MMRPT_PARENT_RUN_ID"
+PIPELINE_TAG = "mmrpt.pipeline_key"
 HOST_TAG, PID_TAG, CLOSED_TAG = "mmrpt.host", "mmrpt.pid", "mmrpt.closed_by"
 
 
@@ -195,6 +206,31 @@ def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
                 os.environ[PARENT_ENV] = previous
 
 
+def pipeline_parent(params: Params, experiment_id: str) -> str:
+    """The parent run of a pipeline run that has no explicit one (``dvc repro``: every stage
+    is its own process): one parent per (git commit, params), found by its key tag or made,
+    so the stages of one ``dvc repro`` or ``dvc exp run`` nest under one run and a changed
+    params.yaml starts another."""
+    key = hashlib.sha256(
+        json.dumps(
+            [git_commit(), params.model_dump(exclude={"tracking"})], sort_keys=True, default=str
+        ).encode()
+    ).hexdigest()[:16]
+    client = mlflow.MlflowClient()
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key}'", max_results=1
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"pipeline {key[:8]}",
+        tags=run_tags(params) | {"kind": "pipeline", PIPELINE_TAG: key},
+    )
+    client.set_terminated(run.info.run_id, "FINISHED")  # a label for its stages, not a process
+    return run.info.run_id
+
+
 @contextmanager
 def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
     """An MLflow run for one stage (``ctx``: its mmrpt.contract.StageContext), named
@@ -202,7 +238,8 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
     yields the run id.
 
     With ``run_id_file``, a run id found there is resumed and a new one is written there.
-    Nested under $MMRPT_PARENT_RUN_ID when set (a pipeline run), else top level.
+    Nested under $MMRPT_PARENT_RUN_ID when set (a Prefect flow run), else under the parent of
+    this pipeline run (pipeline_parent).
     """
     stage = ctx.stage.name
     name = f"{stage}/{ctx.run_name}" if ctx.stage.per_run else stage
@@ -223,8 +260,10 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
                 client.set_tag(run_id, key, value)
             if CLOSED_TAG in tags:
                 client.delete_tag(run_id, CLOSED_TAG)
-    parent = os.environ.get(PARENT_ENV)
-    kwargs = {"parent_run_id": parent, "nested": True} if parent and run_id is None else {}
+    kwargs = {}
+    if run_id is None:
+        parent = os.environ.get(PARENT_ENV) or pipeline_parent(ctx.full, experiment_id)
+        kwargs = {"parent_run_id": parent, "nested": True}
     with mlflow.start_run(
         run_id=run_id, run_name=name, experiment_id=experiment_id, **kwargs
     ) as run:
@@ -242,16 +281,60 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
         yield run.info.run_id
 
 
+STATE_DIR = Path(".mmrpt")  # the workspace's private state (git-ignored, not a DVC output)
+
+
+def resume_file(checkpoints: Path) -> Path:
+    """Where a resumable stage keeps the MLflow run id of its checkpoints: outside them (so
+    the checkpoint folders, DVC outputs, are the same bytes whichever MLflow run made them),
+    keyed by their folder and fingerprint (new checkpoints, new run)."""
+    stamp = checkpoints / "fingerprint.txt"
+    fingerprint = stamp.read_text().strip()[:16] if stamp.exists() else "none"
+    folder = checkpoints.resolve()
+    if folder.is_relative_to(Path.cwd().resolve()):
+        folder = folder.relative_to(Path.cwd().resolve())
+    name = re.sub(r"[^\w.-]", "_", str(folder))
+    return STATE_DIR / "mlflow" / f"{name}-{fingerprint}.txt"
+
+
 def log_model(folder: str | Path, name: str) -> None:
-    """A stage's final model: its folder as the run's ``model`` artifact."""
+    """A stage's final model: its folder as the run's ``model`` artifact, registered as a new
+    version of the registered model ``mmrpt-<name>`` (one per stage, or per stage and arm).
+    Load it with ``load_vlm(mlflow.artifacts.download_artifacts("models:/mmrpt-<name>/latest"))``.
+    """
     log_artifact(folder, "model")
+    # a HF folder, not an MLflow flavour: registered from its artifact URI (MLflow 3's
+    # register_model("runs:/...") wants a LoggedModel with an MLmodel file)
+    client, name = mlflow.MlflowClient(), f"mmrpt-{name}"
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"final models of stage {name[6:]}")
+    run = mlflow.active_run()
+    client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
 
 
 def run_url(run_id: str) -> str:
-    """Where the run is in the MLflow UI (default local address; $MLFLOW_UI_URL overrides)."""
-    base = os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    """Where the run is in the MLflow UI: the tracking server itself when the store is one,
+    else the local UI address ($MLFLOW_UI_URL, default http://127.0.0.1:5000)."""
+    uri = mlflow.get_tracking_uri()
+    base = (
+        uri
+        if uri.startswith(("http://", "https://"))
+        else os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    )
     exp = mlflow.get_run(run_id).info.experiment_id
-    return f"{base}/#/experiments/{exp}/runs/{run_id}"
+    return f"{base.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+
+
+def ui_command() -> str | None:
+    """The command that serves this store in the MLflow UI (None for a tracking server)."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return None
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
 def metric_name(key: str) -> str:
@@ -296,14 +379,38 @@ def log_completions(table: dict[str, list], artifact_file: str = COMPLETIONS_TAB
 
 class StepLogger(TrainerCallback):
     """Sends the Trainer's logs (loss, lr, grad norm, ...) to the active MLflow run per step,
-    and completion tables from trainers that share them (mmrpt.rl.grpo) to ``completions.json``."""
+    and completion tables from trainers that share them (mmrpt.rl.grpo) to ``completions.json``.
+    Off a terminal (where the Trainer's bar is off) each log is also one progress line: step,
+    loss or reward, elapsed and expected time left."""
+
+    SHOWN = ("loss", "reward", "grad_norm", "learning_rate")
 
     def __init__(self, prefix: str = "train/"):
         self.prefix = prefix
+        self.start: tuple[float, int] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = (time.perf_counter(), state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and state.is_world_process_zero:
-            log_metrics({self.prefix + k: v for k, v in logs.items()}, step=state.global_step)
+        if not logs or not state.is_world_process_zero:
+            return
+        log_metrics({self.prefix + k: v for k, v in logs.items()}, step=state.global_step)
+        if self.start is not None and not sys.stderr.isatty():
+            t0, step0 = self.start
+            elapsed, done = time.perf_counter() - t0, state.global_step - step0
+            left = elapsed / done * (state.max_steps - state.global_step) if done > 0 else 0
+            shown = ", ".join(f"{k} {logs[k]:.4g}" for k in self.SHOWN if k in logs)
+            if not shown:  # the end-of-training summary, not a step
+                return
+            log.info(
+                "step %d/%d: %s (%.0f s elapsed, ~%.0f s left)",
+                state.global_step,
+                state.max_steps,
+                shown,
+                elapsed,
+                left,
+            )
 
     def on_completions(self, args, state, control, table=None, **kwargs):
         if table and state.is_world_process_zero:

@@ -10,6 +10,7 @@ save that never leaves a half-written model folder.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 from collections.abc import Sequence
@@ -22,8 +23,23 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mmrpt.modeling.encode import collate
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
+from mmrpt.progress import interactive
 
 log = logging.getLogger(__name__)
+
+if not torch.cuda.is_available():  # DeepSpeed (imported by accelerate) otherwise warns that it
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # "was unable to detect" an accelerator
+
+
+def quiet_printing(trainer):
+    """Off a terminal, the Trainer's own progress printing (a bar, or one dict per log)
+    repeats tracking.StepLogger's progress lines: remove it. Returns the trainer."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if not interactive():
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+    return trainer
 
 
 def seed_everything(seed: int) -> None:
@@ -81,14 +97,16 @@ def make_trainer(
         bf16=bf16,
         deepspeed=deepspeed,
         save_only_model=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
     )
-    return ResumableTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=lambda items: collate(items, pad_id),
-        callbacks=list(callbacks),
+    return quiet_printing(
+        ResumableTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=lambda items: collate(items, pad_id),
+            callbacks=list(callbacks),
+        )
     )
 
 

@@ -19,7 +19,9 @@ def test_unreachable_mlflow_server_falls_back_to_local_store(tiny_project: Path,
     assert json.loads((tiny_project / "metrics/data.json").read_text())["train/n_records"] == 64
     mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlruns/mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert [r.info.run_name for r in runs] == ["data"]
+    assert sorted(r.info.run_name for r in runs if r.data.tags.get("kind") != "pipeline") == [
+        "data"
+    ]
 
 
 def test_runs_whose_process_died_are_closed_by_the_next_stage(tiny_project: Path, caplog):
@@ -81,7 +83,7 @@ def test_a_resumed_stage_claims_its_run_and_a_lost_run_starts_anew(tiny_project:
         tags={tracking.HOST_TAG: tracking._host(), tracking.PID_TAG: str(dead.pid)},
     ).info.run_id
     assert tracking.close_orphaned_runs(experiment) == [killed]
-    id_file = tiny_project / "checkpoints/warmup/mlflow_run_id.txt"
+    id_file = tiny_project / ".mmrpt/mlflow/warmup.txt"
     id_file.parent.mkdir(parents=True)
     id_file.write_text(killed)
     with tracking.stage_run(context("warmup", params), run_id_file=id_file) as run_id:

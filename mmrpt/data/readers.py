@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
 
 from mmrpt.data.records import Record, Sentence, split_sentences, write_manifest
+from mmrpt.progress import bar
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def ingest(
     seen = {} if seen is None else seen
 
     def accepted(rejects) -> Iterator[Record]:
-        rows = tqdm(_READERS[source](paths), desc=f"ingest {split}", unit="row", leave=False)
+        rows = bar(_READERS[source](paths), desc=f"ingest {split}", unit="row")
         for index, row in enumerate(rows):
             report.n_input += 1
             raw_id = "" if row.id is None else str(row.id).strip()

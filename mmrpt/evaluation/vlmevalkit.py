@@ -48,9 +48,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import shutil
 import string
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -60,12 +62,28 @@ import torch
 from mmrpt.evaluation.lmeval import read_probes, short_name, variants
 from mmrpt.evaluation.scorer import Answerer, Query, Scorer, blank_image, load_image
 
+
+class _NoEnvFileError(logging.Filter):
+    """VLMEvalKit's import logs an ERROR when it finds no .env file of API keys beside its
+    package: we never call an API (judge exact_matching), so that line is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Did not detect the .env file")
+
+
+logging.getLogger().addFilter(_NoEnvFileError())
 _grad = torch.is_grad_enabled()
 from vlmeval.vlm.base import BaseModel  # noqa: E402
 
 # Importing vlmeval.vlm runs torch.set_grad_enabled(False) for the whole process; undo it, so
 # a process that evaluates and then trains (a Prefect flow, a test) still gets gradients.
 torch.set_grad_enabled(_grad)
+
+# build_dataset warns twice per run about every custom MCQ TSV ("not officially supported",
+# "will assume ... Custom MCQ dataset"): that is exactly how our probe datasets are meant to
+# load, so these two warnings are noise (the others stay).
+warnings.filterwarnings("ignore", message=r"Dataset mmrpt_probes_\w+ is not officially supported")
+warnings.filterwarnings("ignore", message=r"Will assume unsupported dataset mmrpt_probes_\w+")
 
 PREFIX = "mmrpt_probes"
 LETTERS = "ABCD"

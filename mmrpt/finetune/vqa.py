@@ -27,6 +27,7 @@ from trl import SFTConfig, SFTTrainer
 
 from mmrpt.images import open_rgb
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
+from mmrpt.training import quiet_printing
 
 
 def _user(text: str, image: bool) -> dict:
@@ -151,13 +152,14 @@ def make_sft_trainer(
         deepspeed=deepspeed,
         max_length=max_length,
         completion_only_loss=True,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         dataloader_num_workers=0,
     )
-    return ResumableSFTTrainer(
+    trainer = ResumableSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(list(rows)),
         processing_class=processor,
         callbacks=list(callbacks),
     )
+    return quiet_printing(trainer)

@@ -48,8 +48,11 @@ def fillin_prompt(instruction: str, masked_caption: str) -> str:
     return f"{instruction}\nCaption: {masked_caption}"
 
 
-def fillin_target(targets: Sequence[str], think: str = THINK) -> str:
-    return f"<think>{think}</think><answer>{format_answer(targets)}</answer>"
+def fillin_target(targets: Sequence[str], think: str | None = THINK) -> str:
+    """The answer a policy writes: ``<think>...</think><answer>[1] ...</answer>``, or the
+    answer alone when ``think`` is None (short completions)."""
+    answer = f"<answer>{format_answer(targets)}</answer>"
+    return answer if think is None else f"<think>{think}</think>{answer}"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from mmrpt.modeling.encode import collate, encode, sentence_of_tokens, token_losses
+from mmrpt.progress import bar
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def sentence_losses(
     pad_id = processor.tokenizer.pad_token_id
     out: list[np.ndarray] = []
     starts = range(0, len(captions), batch_size)
-    for i in tqdm(starts, desc="caption loss", disable=not progress, leave=False):
+    for i in bar(starts, desc="caption loss", enabled=progress):
         encs = [
             encode(processor, images[j], prompt, captions[j])
             for j in range(i, min(i + batch_size, len(captions)))

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from mmrpt.progress import interactive
+
 HEADLINES = {
     "data": ["train/n_records", "train/n_vision_dependent", "train/n_vision_independent"],
     "warmup": [
@@ -41,6 +43,8 @@ HEADLINES = {
 
 
 def print_summary(metrics_dir: str = "metrics", report_md: str = "reports/report.md") -> None:
+    # off a terminal rich assumes 80 columns and cuts names: a log gets the full width
+    console = Console() if interactive() else Console(width=160)
     table = Table(title="MMRPT pipeline: headline metrics")
     for col in ("stage", "metric", "value"):
         table.add_column(col)
@@ -53,7 +57,7 @@ def print_summary(metrics_dir: str = "metrics", report_md: str = "reports/report
             if key in metrics:
                 v = metrics[key]
                 table.add_row(stage, key, f"{v:.4g}" if isinstance(v, float) else str(v))
-    Console().print(table)
+    console.print(table)
     rl = Path(metrics_dir) / "rl.json"
     if rl.exists():
         data = json.loads(rl.read_text())
@@ -73,6 +77,6 @@ def print_summary(metrics_dir: str = "metrics", report_md: str = "reports/report
                     f"{m['exact_match']:.3f}",
                     f"{m.get('exact_match_test_counter', float('nan')):.3f}",
                 )
-        Console().print(arms)
+        console.print(arms)
     if Path(report_md).exists():
-        Console().print(Markdown(Path(report_md).read_text()))
+        console.print(Markdown(Path(report_md).read_text()))

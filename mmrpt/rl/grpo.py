@@ -34,6 +34,7 @@ from mmrpt.images import open_rgb
 from mmrpt.masking.samples import MaskedSample
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.rl.rewards import REWARDS, completion_text
+from mmrpt.training import quiet_printing
 
 
 def grpo_dataset(samples: Sequence[MaskedSample], root: str | Path) -> Dataset:
@@ -295,7 +296,7 @@ def grpo_config(
         lr_scheduler_type="constant",
         warmup_steps=0,
         max_grad_norm=1.0,
-        gradient_checkpointing=False,  # TRL turns it on by default; pure cost at our size
+        activation_checkpointing=False,  # TRL turns it on by default; pure cost at our size
     )
 
 
@@ -343,7 +344,7 @@ def make_grpo_trainer(
         bf16=bf16,
         micro_batches=micro_batches,
     )
-    return ResumableGRPOTrainer(
+    trainer = ResumableGRPOTrainer(
         model=model,
         processing_class=processor,
         args=args,
@@ -352,3 +353,4 @@ def make_grpo_trainer(
         callbacks=list(callbacks),
         log_completions_steps=log_completions_steps,
     )
+    return quiet_printing(trainer)

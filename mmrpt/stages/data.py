@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from tqdm.auto import tqdm
-
 from mmrpt import tracking
 from mmrpt.contract import StageContext
 from mmrpt.data import world
 from mmrpt.data.probes import make_probes
 from mmrpt.data.records import read_manifest, write_manifest
 from mmrpt.io import write_json_atomic, write_jsonl_atomic
+from mmrpt.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def run(ctx: StageContext) -> dict:
                     prior_strength=p.prior_strength,
                     caption_bias=p.caption_bias,
                 )
-                write_manifest(out / f"{split}.jsonl", tqdm(gen, total=n, desc=split))
+                write_manifest(out / f"{split}.jsonl", bar(gen, total=n, desc=split))
                 probes = make_probes(
                     read_manifest(out / f"{split}.jsonl"),
                     seed=ctx.params.seed,

@@ -20,6 +20,7 @@ from mmrpt.contract import StageContext
 from mmrpt.io import fingerprint_dir, write_json_atomic
 from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import CheckpointError, load_vlm
+from mmrpt.report.headline import run_headline
 from mmrpt.rl.fillin import fillin_exact_match
 from mmrpt.training import device
 
@@ -121,7 +122,7 @@ def run(ctx: StageContext) -> dict:
                     f"{'rl' if phase == 'zero_shot' else 'sft'} stage first"
                 )
             out = fingerprint_dir(
-                ctx.out("eval") / phase, ctx.fingerprint(phase, inputs=["data", "masks", phase])
+                ctx.scratch("eval") / phase, ctx.fingerprint(phase, inputs=["data", "masks", phase])
             )
             done = out / "metrics.json"
             if done.exists():
@@ -136,6 +137,7 @@ def run(ctx: StageContext) -> dict:
             metrics |= {f"{phase}/{k}": v for k, v in results.items()}
         tracking.log_metrics(metrics)
     write_json_atomic(ctx.table_path("metrics"), metrics)
+    write_json_atomic(ctx.headline_path(), run_headline(metrics))
     log.info(
         "eval %s: %s",
         name,

@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> dict:
     model.to(device())
     ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
     metrics: dict = {"n_samples": len(samples)}
-    with tracking.stage_run(ctx, run_id_file=ckpt / "mlflow_run_id.txt"):
+    with tracking.stage_run(ctx, run_id_file=tracking.resume_file(ckpt)):
         metrics["warmup_exact_match"] = caption_exact_match(
             model, processor, held_out, root, p.warmup.prompt
         )
@@ -78,5 +78,6 @@ def run(ctx: StageContext) -> dict:
         )
         tracking.log_model(out, "primer")
     write_json_atomic(ctx.metrics_path(), metrics)
+    write_json_atomic(ctx.headline_path(), {"masked_em": round(metrics["primer_exact_match"], 4)})
     log.info("primer: %s", metrics)
     return metrics

@@ -51,16 +51,18 @@ def run(ctx: StageContext) -> dict:
         report, summary = write_report(
             ctx.dep("eval"), ctx.dep("curves"), out, seeds=p.seeds, arms=arms
         )
+        # the chart dvc plots shows: counter-prior accuracy per arm and phase (a few bars)
+        shown = {"lmeval/counter/acc": "caption form", "vlmeval/counter/acc": "question form"}
         rows = [
             {
-                "label": f"{r.arm} {r.phase} {r.metric}",
+                "label": f"{r.arm}, {r.phase.replace('_', '-')}, {shown[r.metric]}",
                 "arm": r.arm,
                 "phase": r.phase,
                 "metric": r.metric,
                 "mean": r.mean,
             }
             for r in summary.itertuples()
-            if r.metric.endswith("/acc") and r.metric.count("/") == 2
+            if r.metric in shown
         ]
         write_csv_atomic(
             ctx.table_path("accuracy"), rows, columns=["label", "arm", "phase", "metric", "mean"]

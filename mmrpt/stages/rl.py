@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def run(ctx: StageContext) -> dict:
     p, rp = ctx.params, ctx.params.rl
     arm = p.arms[ctx.arm]
-    name, seed = ctx.run_name, run_seed(ctx)
+    seed = run_seed(ctx)
     seed_everything(seed)
     root, masks = ctx.dep("data"), ctx.dep("masks")
     primary = p.mask.selectors[0]
@@ -67,7 +67,7 @@ def run(ctx: StageContext) -> dict:
         deepspeed=rp.deepspeed,
         bf16=bf16,
     )
-    with tracking.stage_run(ctx, run_id_file=ckpt / "mlflow_run_id.txt"):
+    with tracking.stage_run(ctx, run_id_file=tracking.resume_file(ckpt)):
         if arm.objective == "ntp":
             by_id = {r.id: r for r in read_manifest(root / "train.jsonl")}
             records = [by_id[s.id] for s in samples]
@@ -140,7 +140,7 @@ def run(ctx: StageContext) -> dict:
             em, _ = fillin_exact_match(model, processor, held_out, root, p.primer.max_new_tokens)
             metrics["exact_match" if split == rp.eval_splits[0] else f"exact_match_{split}"] = em
         tracking.log_metrics(metrics)
-        tracking.log_model(out, f"rl-{name}")
+        tracking.log_model(out, f"rl-{ctx.arm}")
     write_json_atomic(ctx.table_path("metrics"), metrics)
     log.info("rl: %s", metrics)
     return metrics

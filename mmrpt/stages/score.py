@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from mmrpt import tracking
 from mmrpt.config import Params, ParamsError
@@ -25,6 +24,7 @@ from mmrpt.data.records import Record, read_manifest
 from mmrpt.images import open_rgb
 from mmrpt.io import fingerprint_dir, write_csv_atomic, write_json_atomic, write_parquet_atomic
 from mmrpt.modeling.loader import image_token_id, load_vlm
+from mmrpt.progress import bar
 from mmrpt.report.plots import head_heatmap, score_histogram
 from mmrpt.scoring.attention import capture, text_decoder_layers
 from mmrpt.scoring.layers import auroc, band_layers
@@ -239,7 +239,7 @@ def run(ctx: StageContext) -> dict:
         for split in sp.splits:
             records = read_manifest(root / f"{split}.jsonl")
             starts = range(0, len(records), sp.shard_size)
-            for k in tqdm(starts, desc=f"score {split}", unit="shard"):
+            for k in bar(starts, desc=f"score {split}", unit="shard"):
                 path = shards / f"{split}-{sp.shard_size}-{k // sp.shard_size:05d}.parquet"
                 if not path.exists():
                     df = score_records(

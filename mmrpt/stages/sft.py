@@ -47,7 +47,7 @@ def run(ctx: StageContext) -> dict:
     model, processor = load_vlm(start, dtype=torch.float32)
     model.to(device())
     ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
-    with tracking.stage_run(ctx, run_id_file=ckpt / "mlflow_run_id.txt"):
+    with tracking.stage_run(ctx, run_id_file=tracking.resume_file(ckpt)):
         trainer = make_sft_trainer(
             model,
             processor,
@@ -71,7 +71,7 @@ def run(ctx: StageContext) -> dict:
         if refused is not None:  # beside the model: what of sft.inputs was not used, and why
             write_jsonl_atomic(saved / "rejects.jsonl", refused.rows)
         tracking.log_metrics(metrics)
-        tracking.log_model(saved, f"sft-{name}")
+        tracking.log_model(saved, f"sft-{ctx.arm}")
     write_json_atomic(ctx.table_path("metrics"), metrics)
     log.info("sft: %s", metrics)
     return metrics

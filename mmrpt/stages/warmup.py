@@ -75,7 +75,7 @@ def run(ctx: StageContext) -> dict:
         base, trust_remote_code=p.model.trust_remote_code, dtype=torch.float32
     )
     model.to(device())
-    with tracking.stage_run(ctx, run_id_file=ckpt / "mlflow_run_id.txt"):
+    with tracking.stage_run(ctx, run_id_file=tracking.resume_file(ckpt)):
         trainer = make_trainer(
             model,
             processor,

@@ -111,10 +111,10 @@ def test_prefect_deployment_run(tmp_path: Path):
                 json.dumps(params),
                 "--watch",
                 "--watch-timeout",
-                "400",
+                "900",
             ],
             env,
-            timeout=450,
+            timeout=950,
         )
         assert "Completed" in out, out + (tmp_path / "worker.log").read_text()
     finally:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from mmrpt.cli import main
 from mmrpt.config import DEFAULT_ARMS
+from mmrpt.tracking import resume_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,12 +77,12 @@ def test_rl_kill_and_resume(primed_project: Path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    run_id = (ckpt / "mlflow_run_id.txt").read_text()
+    run_id = resume_file(ckpt).read_text()
     resumed = _mmrpt(["rl", *steps], p)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert "resuming from" in out
-    assert (ckpt / "mlflow_run_id.txt").read_text() == run_id
+    assert resume_file(ckpt).read_text() == run_id
     a = load_file(p / "ref/mmrpt-0/model.safetensors")
     b = load_file(p / "models/rl/mmrpt-0/model.safetensors")
     diff = max((a[k] - b[k]).abs().max().item() for k in a)

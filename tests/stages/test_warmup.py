@@ -13,6 +13,7 @@ from mmrpt.cli import main
 from mmrpt.config import load_params
 from mmrpt.data.records import read_manifest
 from mmrpt.modeling.loader import load_vlm
+from mmrpt.tracking import resume_file
 
 
 def test_data_then_warmup_loss_falls(tiny_project: Path):
@@ -30,7 +31,7 @@ def test_data_then_warmup_loss_falls(tiny_project: Path):
     assert load_params("params.yaml").tracking.tracking_uri.startswith("sqlite:///mlruns")
     # absolute URI: MLflow caches stores by URI string (see tracking.configure)
     mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlruns/mlflow.db'}")
-    run_id = (tiny_project / "checkpoints/warmup/mlflow_run_id.txt").read_text()
+    run_id = resume_file(Path("checkpoints/warmup")).read_text()
     history = mlflow.MlflowClient().get_metric_history(run_id, "train/loss")
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert len(losses) == 8
@@ -73,13 +74,13 @@ def test_kill_and_resume_matches_uninterrupted(tiny_project: Path, tmp_path_fact
         not (tiny_project / "metrics/warmup.json").exists()
         or json.loads((tiny_project / "metrics/warmup.json").read_text()) == reference
     )
-    run_id = (ckpt / "mlflow_run_id.txt").read_text()
+    run_id = resume_file(ckpt).read_text()
 
     resumed = _run(["warmup"], tiny_project)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert "resuming from" in out
-    assert (ckpt / "mlflow_run_id.txt").read_text() == run_id  # same MLflow run continued
+    assert resume_file(ckpt).read_text() == run_id  # same MLflow run continued
     metrics = json.loads((tiny_project / "metrics/warmup.json").read_text())
     assert metrics["steps"] == 40
     assert metrics["final_train_loss"] == pytest.approx(reference["final_train_loss"], rel=1e-3)
