@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 
 from mmrpt.data import world
-from mmrpt.data.records import split_sentences
+from mmrpt.data.records import split_at_punctuation
 
 _TAGS = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S)
 _SLOT = re.compile(r"\[(\d+)\]")
@@ -197,7 +197,7 @@ def visual_reward(completions, targets, masked_caption, meta, **_) -> list[float
     ):
         scene = [world.Obj(**o) for o in (m or {}).get("scene", [])]
         filled, spans = fill(masked, p.answers)
-        sentences = split_sentences(filled)
+        sentences = split_at_punctuation(filled)  # the world's captions (its verifier)
         scores = []
         for i, t in enumerate(tgt):
             a, b = spans.get(i + 1, (0, 0))

@@ -66,6 +66,7 @@ def run(ctx: StageContext) -> dict:
                     split,
                     min_sentences=p.min_sentences,
                     max_pixels=p.max_image_pixels,
+                    min_side=p.min_image_side,
                     seen=seen,
                 )
                 report.check()
