@@ -13,8 +13,8 @@ from mmrpt.contract import StageContext
 from mmrpt.io import fingerprint_dir, write_json_atomic
 from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import load_vlm
-from mmrpt.stages.common import require_masks
 from mmrpt.rl.fillin import FillInDataset, caption_exact_match, fillin_exact_match
+from mmrpt.stages.common import require_masks
 from mmrpt.training import (
     device,
     make_trainer,
