@@ -77,8 +77,40 @@ def collate(items: Sequence[Encoded], pad_id: int, padding_side: str = "right") 
     }
 
 
+def target_log_probs(
+    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
+    """log p(target) of each row: hidden (N, H), targets (N,) -> (N,) fp32.
+
+    The output head runs on ``chunk`` rows at a time and only the target's logit and the
+    row's logsumexp are kept, so at most (chunk, V) fp32 logits exist at once (the whole
+    batch's (B, T, V) logits are never built: 2.3 GB per 1280x720 sample at V = 151,936)."""
+    out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+    for i in range(0, len(targets), chunk):
+        logits = head(hidden[i : i + chunk]).float()  # (chunk, V)
+        t = targets[i : i + chunk, None]
+        out[i : i + chunk] = (logits.gather(1, t) - torch.logsumexp(logits, 1, keepdim=True))[:, 0]
+    return out
+
+
+def target_losses(model, batch: dict, labels: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Per-position next-token loss of ``labels`` (B, T) -> (B, T), as ``token_losses`` of the
+    model's logits, without them: the model runs to its last hidden states (a Qwen2-VL-style
+    ``model.model``, no KV cache) and the output head is applied to the target positions only,
+    in chunks (``target_log_probs``)."""
+    hidden = model.model(**batch, use_cache=False).last_hidden_state  # (B, T, H)
+    shifted = labels[:, 1:]
+    where = shifted != IGNORE  # (B, T - 1): position t predicts labels[:, t + 1]
+    loss = torch.zeros(shifted.shape, dtype=torch.float32, device=hidden.device)
+    if where.any():
+        head = model.get_output_embeddings()
+        loss[where] = -target_log_probs(hidden[:, :-1][where], head, shifted[where], chunk)
+    return F.pad(loss, (1, 0))
+
+
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-position next-token loss.
+    """Per-position next-token loss from full logits (the reference ``target_losses`` is
+    checked against; only for small batches: it needs (B, T, V) logits).
 
     logits (B, T, V), labels (B, T) -> (B, T) where out[b, t] is the loss of predicting
     labels[b, t] from positions < t; 0 where labels[b, t] is IGNORE (and at t = 0).
