@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,6 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from mmrpt.images import open_rgb
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
-
 
 IMAGE_MARKER = "<image>"
 

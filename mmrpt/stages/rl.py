@@ -105,6 +105,7 @@ def run(ctx: StageContext) -> dict:
                 deepspeed=rp.deepspeed,
                 bf16=bf16,
                 log_completions_steps=rp.log_completions_steps,
+                visual_model=rp.visual_model,
             )
         train_resumable(trainer, ckpt)
         write_csv_atomic(

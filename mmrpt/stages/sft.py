@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from mmrpt import tracking
-from mmrpt.contract import StageContext
 from mmrpt.config import ParamsError
+from mmrpt.contract import StageContext
 from mmrpt.finetune.vqa import llava_dataset, llava_rows, make_sft_trainer, probe_rows
 from mmrpt.io import fingerprint_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
 from mmrpt.modeling.loader import CheckpointError, load_vlm
