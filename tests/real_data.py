@@ -36,7 +36,7 @@ def _image(i: int, colour: str) -> Image.Image:
 
 def write_corpus(folder: Path, splits: dict[str, int]) -> dict[str, str]:
     """``<folder>/<split>.jsonl`` and their images (even rows JPEG, odd rows PNG; sizes from
-    SIZES; one row per split has a 10x2200 image, refused at ingest). Returns data.inputs."""
+    SIZES; one row per split has a 6000x28 image, refused at ingest). Returns data.inputs."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "img").mkdir(exist_ok=True)
     inputs, k = {}, 0
@@ -49,7 +49,7 @@ def write_corpus(folder: Path, splits: dict[str, int]) -> dict[str, str]:
             caption = CAPTIONS[k % len(CAPTIONS)].format(c=colour, t=THINGS[k % len(THINGS)])
             rows.append({"id": f"{split}-{i}", "image": name, "caption": caption})
             k += 1
-        Image.new("RGB", (2200, 10)).save(folder / "img" / f"{split}-wide.png")
+        Image.new("RGB", (6000, 28)).save(folder / "img" / f"{split}-wide.png")
         rows.append(
             {"id": f"{split}-wide", "image": f"img/{split}-wide.png", "caption": "A line. Thin."}
         )

@@ -5,11 +5,14 @@ clear ParamsError naming the param to set; the CLI exits 2 on it)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
+
+log = logging.getLogger(__name__)
 
 
 def run_seed(ctx: StageContext) -> int:
@@ -64,3 +67,18 @@ def require_masks(masks: Path, selector: str, wanted: dict[str, Iterable[str | N
                 f"{key}: no masked samples of split(s) {missing} in {masks / selector} "
                 f"(add them to mask.splits, or run the mask stage)"
             )
+
+
+def warn_untracked(key: str, paths: Iterable[str], folder: str) -> None:
+    """Log when a real input lies outside the stage's declared input folder (mmrpt.pipeline
+    INPUTS): DVC will not rerun the stage when that file changes."""
+    root = Path(folder).resolve()
+    outside = [p for p in paths if root not in Path(p).resolve().parents]
+    if outside:
+        log.warning(
+            "%s: %s not under %s/: DVC does not rerun this stage when they change (move them "
+            "there and `dvc add` them; README, Real data)",
+            key,
+            outside[:3],
+            folder,
+        )

@@ -14,6 +14,7 @@ from mmrpt.data import world
 from mmrpt.data.probes import make_probes
 from mmrpt.data.records import read_manifest, write_manifest
 from mmrpt.io import write_json_atomic, write_jsonl_atomic
+from mmrpt.stages.common import warn_untracked
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ def run(ctx: StageContext) -> dict:
         else:
             from mmrpt.data.readers import ingest
 
+            warn_untracked(
+                "data.inputs",
+                [x for v in p.inputs.values() for x in ([v] if isinstance(v, str) else v)],
+                str(ctx.dep("corpus")),
+            )
             rejects = out / "rejects.jsonl"
             rejects.write_text("")  # one ingest = one rejects file
             seen: dict[str, str] = {}  # ids are unique across splits (they name the images)

@@ -23,7 +23,7 @@ import torch
 from mmrpt import tracking
 from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
-from mmrpt.io import fingerprint_dir, write_json_atomic
+from mmrpt.io import fingerprint_dir, inputs_stamp, write_json_atomic
 from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import CheckpointError, load_vlm
 from mmrpt.rl.fillin import fillin_exact_match
@@ -45,6 +45,12 @@ def reliance(results: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def benchmark_stamp(folder: str | None, names: list[str]) -> str:
+    from mmrpt.evaluation.vlmevalkit import benchmark_dir
+
+    return inputs_stamp(benchmark_dir(folder) / f"{n}.tsv" for n in names)
+
+
 def probe_splits(root: Path, splits: list[str]) -> list[str]:
     """The eval splits that have the world's probes (real data has none)."""
     return [s for s in splits if (root / "probes" / f"{s}.jsonl").exists()]
@@ -53,7 +59,7 @@ def probe_splits(root: Path, splits: list[str]) -> list[str]:
 def check(ctx: StageContext) -> None:
     """Before any work: the splits, masks, probes and benchmark files the phases need."""
     from mmrpt.evaluation.vlmevalkit import benchmark_dir
-    from mmrpt.stages.common import require_masks, require_splits
+    from mmrpt.stages.common import require_masks, require_splits, warn_untracked
 
     p = ctx.params
     ep, root = p.eval, ctx.dep("data")
@@ -74,6 +80,9 @@ def check(ctx: StageContext) -> None:
     bench = benchmark_dir(ep.benchmarks_dir)
     if ep.vlmevalkit_datasets and bench is None:
         raise ParamsError("eval.benchmarks_dir: set it (or $LMUData) to the benchmark folder")
+    if ep.vlmevalkit_datasets:
+        files = [str(bench / f"{n}.tsv") for n in ep.vlmevalkit_datasets]
+        warn_untracked("eval.benchmarks_dir", files, str(ctx.dep("benchmarks")))
     if ep.vlmevalkit_datasets and ep.benchmarks_local:
         missing = [n for n in ep.vlmevalkit_datasets if not (bench / f"{n}.tsv").is_file()]
         if missing:
@@ -163,6 +172,12 @@ def masked_em_of_rl(ctx: StageContext) -> dict[str, float]:
 def run(ctx: StageContext) -> dict:
     ep, name = ctx.params.eval, ctx.run_name
     check(ctx)
+    # a changed benchmark file re-evaluates the phases (wherever eval.benchmarks_dir points)
+    bench = (
+        [benchmark_stamp(ep.benchmarks_dir, ep.vlmevalkit_datasets)]
+        if ep.vlmevalkit_datasets
+        else []
+    )
     metrics: dict = {"arm": ctx.arm, "seed": ctx.seed}
     with tracking.stage_run(ctx):
         for phase in ("zero_shot", "sft"):
@@ -173,7 +188,8 @@ def run(ctx: StageContext) -> dict:
                     f"{'rl' if phase == 'zero_shot' else 'sft'} stage first"
                 )
             out = fingerprint_dir(
-                ctx.out("eval") / phase, ctx.fingerprint(phase, inputs=["data", "masks", phase])
+                ctx.out("eval") / phase,
+                ctx.fingerprint(phase, *bench, inputs=["data", "masks", phase]),
             )
             done = out / "metrics.json"
             if done.exists():

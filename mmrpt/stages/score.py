@@ -286,7 +286,8 @@ def run(ctx: StageContext) -> dict:
         metrics["n_samples"] = int(table.sample_id.nunique())
         tracking.log_metrics(metrics)
         tracking.log_dict(metrics, "score_metrics.json")
-        shown = table[table.split == sp.report_split] if sp.report_split else table
+        shown = table[table.split == sp.report_split]
+        shown = shown if len(shown) else table  # the report split may not be scored
         hist = score_histogram(shown, out / "d_vis_hist.png")
         tracking.log_artifact(hist, "plots")
     write_json_atomic(ctx.metrics_path(), metrics)

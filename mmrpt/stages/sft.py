@@ -16,7 +16,7 @@ from mmrpt.contract import StageContext
 from mmrpt.finetune.vqa import llava_dataset, llava_rows, make_sft_trainer, probe_rows
 from mmrpt.io import fingerprint_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
 from mmrpt.modeling.loader import CheckpointError, load_vlm
-from mmrpt.stages.common import run_seed
+from mmrpt.stages.common import run_seed, warn_untracked
 from mmrpt.training import device, last_loss, save_trained, seed_everything, train_resumable
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ def run(ctx: StageContext) -> dict:
         )
     if sp.source == "llava" and not Path(sp.inputs).is_file():
         raise ParamsError(f"sft.inputs: no such file {sp.inputs}")
+    if sp.source == "llava":
+        warn_untracked("sft.inputs", [sp.inputs], str(ctx.dep("inputs")))
     if sp.source == "probes":
         probes = read_jsonl(probes_file)
         n = min(len(probes), sp.steps * sp.batch_size)  # one pass over a seeded subset
