@@ -104,6 +104,8 @@ def test_real_profile_runs_every_stage_offline(tmp_path: Path, monkeypatch, caps
         "The photo was taken at 5 p.m. in late autumn.",
         "A sign nearby reads 3.5 m.",
     ]
+    warmup = json.loads((repo / "metrics/warmup.json").read_text())
+    assert "image_gain" in warmup and "loss_true_image_independent" not in warmup  # no labels
     # score: label-free, NaN-free (no AUROC without labels), the paper's band
     score = (repo / "metrics/score.json").read_text()
     assert "NaN" not in score and "auroc" not in score
@@ -150,18 +152,22 @@ def test_real_profile_runs_every_stage_offline(tmp_path: Path, monkeypatch, caps
         return out.stdout
 
     dvc("config", "cache.type", "hardlink,symlink")
-    dvc("commit", "-f")
+    dvc("commit", "-f")  # record this run as DVC's lock
 
     def changed() -> set[str]:
         return set(json.loads(dvc("status", "--json")))
 
     assert changed() == set()
+    mmstar = repo / "inputs/benchmarks/MMStar.tsv"
+    llava = repo / "inputs/sft/llava.json"
+    saved = {f: f.read_bytes() for f in (mmstar, llava)}
     write_mmstar(repo / "inputs/benchmarks", n=5)
     assert changed() == {f"eval@{arm}-0" for arm in ARMS}
-    dvc("commit", "-f")
-    (repo / "inputs/sft/llava.json").write_text("[]")
-    assert changed() == {f"sft@{arm}-0" for arm in ARMS}
-    dvc("commit", "-f")
+    llava.write_text("[]")
+    assert changed() == {f"eval@{arm}-0" for arm in ARMS} | {f"sft@{arm}-0" for arm in ARMS}
+    for f, content in saved.items():
+        f.write_bytes(content)
+    assert changed() == set()
     with open(repo / "inputs/corpus/test.jsonl", "a") as f:
         f.write('{"id": "new", "image": "img/test-0.png", "caption": "One. Two."}\n')
     assert changed() == {"data"}

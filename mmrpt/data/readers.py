@@ -146,7 +146,8 @@ class _Row:
     error: str | None = None  # set when the row is unreadable as a whole
 
 
-def _resolve_inputs(inputs: str | os.PathLike | list[str]) -> list[Path]:
+def resolve_inputs(inputs: str | os.PathLike | list[str]) -> list[Path]:
+    """The files of one split's inputs (paths, globs); FileNotFoundError if one matches none."""
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     paths: list[Path] = []
     for item in map(os.fspath, items):
@@ -288,7 +289,7 @@ def ingest(
     """
     if source not in _READERS:
         raise ValueError(f"unknown source {source!r}; expected one of {sorted(_READERS)}")
-    paths = _resolve_inputs(inputs)
+    paths = resolve_inputs(inputs)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     report, reasons = IngestReport(), Counter()

@@ -9,6 +9,7 @@ from collections import Counter
 from tqdm.auto import tqdm
 
 from mmrpt import tracking
+from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.data import world
 from mmrpt.data.probes import make_probes
@@ -54,8 +55,13 @@ def run(ctx: StageContext) -> dict:
                 metrics[f"{split}/n_probes"] = len(probes)
             (out / "rejects.jsonl").write_text("")
         else:
-            from mmrpt.data.readers import ingest
+            from mmrpt.data.readers import ingest, resolve_inputs
 
+            for split, inputs in p.inputs.items():  # every input exists, before any work
+                try:
+                    resolve_inputs(inputs)
+                except FileNotFoundError as e:
+                    raise ParamsError(f"data.inputs.{split}: {e}") from None
             warn_untracked(
                 "data.inputs",
                 [x for v in p.inputs.values() for x in ([v] if isinstance(v, str) else v)],
