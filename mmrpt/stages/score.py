@@ -231,19 +231,14 @@ def run(ctx: StageContext) -> dict:
     with tracking.stage_run(ctx):
         diag = {}
         for split in labelled:  # per-head AUROC needs labels
-            path = root / f"{split}.jsonl"
-            if path.exists():
-                diag[split] = head_scores(
-                    model, processor, read_manifest(path)[: sp.diagnostic_samples], root, params
-                )
+            records = read_manifest(root / f"{split}.jsonl")[: sp.diagnostic_samples]
+            diag[split] = head_scores(model, processor, records, root, params)
         dev_auroc = None
         if sp.diagnostic_split in diag:
             scores, labels = diag[sp.diagnostic_split]
             dev_auroc = np.array(
                 [[auroc(scores[la, h], labels) for h in range(n_heads)] for la in range(n_layers)]
             )
-        elif sp.select == "dev":
-            raise ValueError(f"score.select=dev needs the {sp.diagnostic_split} split")
         heads = choose_heads(params, n_layers, n_heads, dev_auroc, diag.get(sp.diagnostic_split))
         metrics["heads"] = {str(k): v for k, v in heads.items()}
         for split, (scores, labels) in diag.items():
