@@ -7,7 +7,7 @@ mmrpt.modeling.qwen_layout). Inputs: 1280x720 images (the processor's default bo
 image tokens each) and a ~60-token caption. Each method runs in a fresh subprocess; peak =
 ru_maxrss after the passes minus after loading the model and encoding the inputs.
 
-    python bench/score_memory.py [--batch 2] [--width 1280] [--height 720] [--chunk 256]
+    python bench/score_memory.py [--batch 2] [--width 1280] [--height 720] [--chunk ROWS]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--chunk", type=int, default=256)
+    ap.add_argument("--chunk", type=int, default=None, help="rows per chunk (default: budget)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -89,7 +89,8 @@ def main() -> None:
         for method in ("full_logits", "chunked"):
             cmd = [sys.executable, __file__, "--worker", method, "--model", d]
             cmd += ["--batch", str(args.batch), "--width", str(args.width)]
-            cmd += ["--height", str(args.height), "--chunk", str(args.chunk)]
+            cmd += ["--height", str(args.height)]
+            cmd += ["--chunk", str(args.chunk)] if args.chunk else []
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     full, ours = rows

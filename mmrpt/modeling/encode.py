@@ -77,23 +77,31 @@ def collate(items: Sequence[Encoded], pad_id: int, padding_side: str = "right") 
     }
 
 
+LOGITS_BUDGET = 2**25  # fp32 logits held at once by target_log_probs (128 MB)
+
+
 def target_log_probs(
-    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, chunk: int = 256
+    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, chunk: int | None = None
 ) -> torch.Tensor:
     """log p(target) of each row: hidden (N, H), targets (N,) -> (N,) fp32.
 
-    The output head runs on ``chunk`` rows at a time and only the target's logit and the
-    row's logsumexp are kept, so at most (chunk, V) fp32 logits exist at once (the whole
-    batch's (B, T, V) logits are never built: 2.3 GB per 1280x720 sample at V = 151,936)."""
+    The output head runs on ``chunk`` rows at a time (default: LOGITS_BUDGET // V rows, 220
+    at V = 151,936; every row at once for the tiny model) and only each row's target
+    log-prob is kept: the whole batch's (B, T, V) logits are never built (2.3 GB per 1280x720
+    sample at V = 151,936). Cross-entropy per row, as ``token_losses`` computes it: one chunk
+    gives its values bit for bit, several agree to float rounding (~1e-7)."""
+    if chunk is None:
+        chunk = max(1, LOGITS_BUDGET // head.weight.shape[0])
     out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
     for i in range(0, len(targets), chunk):
         logits = head(hidden[i : i + chunk]).float()  # (chunk, V)
-        t = targets[i : i + chunk, None]
-        out[i : i + chunk] = (logits.gather(1, t) - torch.logsumexp(logits, 1, keepdim=True))[:, 0]
+        out[i : i + chunk] = -F.cross_entropy(logits, targets[i : i + chunk], reduction="none")
     return out
 
 
-def target_losses(model, batch: dict, labels: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def target_losses(
+    model, batch: dict, labels: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
     """Per-position next-token loss of ``labels`` (B, T) -> (B, T), as ``token_losses`` of the
     model's logits, without them: the model runs to its last hidden states (a Qwen2-VL-style
     ``model.model``, no KV cache) and the output head is applied to the target positions only,

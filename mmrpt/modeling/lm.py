@@ -28,7 +28,7 @@ def sentence_losses(
     prompt: str,
     batch_size: int = 32,
     progress: bool = False,
-    chunk: int = 256,
+    chunk: int | None = None,
 ) -> list[np.ndarray]:
     """For each example, an array (n_sentences, 2) of [summed token loss, token count]."""
     model.eval()

@@ -94,8 +94,8 @@ def test_target_losses_equal_full_logits_losses_in_any_chunking():
     labels = batch.pop("labels")
     with torch.no_grad():
         want = token_losses(model(**batch).logits, labels)
-        for chunk in (1, 3, 1000):
+        torch.testing.assert_close(target_losses(model, batch, labels), want, atol=0, rtol=0)
+        for chunk in (1, 3):  # several chunks: float rounding of the head's matmul only
             got = target_losses(model, batch, labels, chunk)
-            assert got.shape == want.shape
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     assert (want[labels == IGNORE] == 0).all() and (want[labels != IGNORE] > 0).all()
