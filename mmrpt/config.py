@@ -42,6 +42,10 @@ class DataParams(Section):
     n_test: int = Field(300, ge=1)
     min_sentences: int = Field(2, ge=1)
     max_image_pixels: int = Field(4096 * 4096, ge=1)
+    # real sources: images with a side shorter than this are refused at ingest (28 = one
+    # Qwen2-VL image token; the processor would upscale them). Aspect ratios over 200, which
+    # the processor refuses, are always refused.
+    min_image_side: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _inputs(self) -> DataParams:
@@ -78,9 +82,21 @@ class TinyModelParams(Section):
 
 class ModelParams(Section):
     # A local HF folder or hub id (e.g. Qwen/Qwen2.5-VL-3B-Instruct); null builds the tiny VLM.
+    # Supported family: Qwen2-VL / Qwen2.5-VL (checked on load).
     path: str | None = None
     trust_remote_code: bool = False
+    # Bounds on the processor's image size in pixels (Qwen2-VL processors: min_pixels /
+    # max_pixels; one image token per 28x28 pixels). null: the processor's own (Qwen's default
+    # max is 12.8 MP, ~16k tokens). Set by warmup on the saved processor every stage loads.
+    min_pixels: int | None = Field(None, ge=28 * 28)
+    max_pixels: int | None = Field(None, ge=28 * 28)
     tiny: TinyModelParams = TinyModelParams()
+
+    @model_validator(mode="after")
+    def _pixels(self) -> ModelParams:
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError("model.min_pixels must be <= model.max_pixels")
+        return self
 
 
 class WarmupParams(Section):
@@ -96,14 +112,14 @@ class WarmupParams(Section):
     save_steps: int = Field(250, ge=1)
     save_total_limit: int = Field(2, ge=1)
     log_steps: int = Field(25, ge=1)
-    eval_split: str = "test_iid"
+    eval_split: str | None = None  # null: the data's first held-out split (world: test_iid)
     eval_samples: int = Field(300, ge=2)
     num_threads: int = Field(0, ge=0)  # 0 = torch default
 
 
 class ScoreParams(Section):
     out_dir: str = "data/scores"
-    splits: list[str] = ["train", "dev", "test_iid", "test_counter"]
+    splits: list[str] | None = None  # null: every split of the data
     # dev: the top_heads (layer, head) pairs by AUROC on diagnostic_split (our choice);
     # band: the paper's upper-middle layers (layers, or the layer_band of the depth), heads.
     select: Literal["dev", "band"] = "dev"
@@ -126,8 +142,11 @@ class ScoreParams(Section):
     counterfactual_reduce: Literal["mean", "max"] = "max"
     batch_size: int = Field(32, ge=1)
     shard_size: int = Field(512, ge=1)
-    diagnostic_split: str = "dev"  # all-layer AUROC here (choose layers on it)
-    report_split: str = "test_iid"  # AUROC reported in metrics/score.json
+    # all-layer AUROC here (choose layers on it); null: the first split besides train
+    diagnostic_split: str | None = None
+    # AUROC reported in metrics/score.json; null: the second split besides train. AUROC is
+    # computed only where the split has ground-truth labels (real data has none).
+    report_split: str | None = None
     diagnostic_samples: int = Field(300, ge=1)
 
     @model_validator(mode="after")
@@ -137,7 +156,7 @@ class ScoreParams(Section):
             raise ValueError("score.layer_band must be [lo, hi] with 0 <= lo < hi <= 1")
         if not self.text_keys:
             raise ValueError("score.text_keys must name at least one key role")
-        if self.diagnostic_split == self.report_split:
+        if self.diagnostic_split is not None and self.diagnostic_split == self.report_split:
             raise ValueError(
                 "score.diagnostic_split must differ from score.report_split "
                 "(layers are chosen on the diagnostic split)"
@@ -158,7 +177,7 @@ class MaskParams(Section):
     quantile: float = Field(0.6, gt=0, lt=1)  # tau = corpus quantile of the scores
     granularity: Literal["sentence", "span"] = "sentence"
     max_masks: int = Field(2, ge=1)
-    splits: list[str] = ["train", "dev", "test_iid", "test_counter"]
+    splits: list[str] | None = None  # null: every split of the data
     instruction: str = (
         "Fill in each numbered blank of the caption using the image. "
         "Think in <think></think>, then write <answer>[1] ... [2] ...</answer>."
@@ -178,7 +197,7 @@ class PrimerParams(Section):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0, le=1.0)
     save_steps: int = Field(50, ge=1)
-    eval_split: str = "test_iid"
+    eval_split: str | None = None  # null: the data's first held-out split (world: test_iid)
     eval_samples: int = Field(200, ge=1)
     max_new_tokens: int = Field(96, ge=8)
 
@@ -209,8 +228,12 @@ class RLParams(Section):
     # DeepSpeed config (e.g. mmrpt/rl/deepspeed/zero2.json); launch multi-GPU runs with
     # `accelerate launch --num_processes N -m mmrpt rl ...`. bf16 is used whenever CUDA is.
     deepspeed: str | None = None
-    eval_splits: list[str] = ["test_iid", "test_counter"]
+    eval_splits: list[str] | None = None  # null: the held-out splits (all but train; world:
+    #   test_iid, test_counter)
     eval_samples: int = Field(200, ge=1)
+    # Image-text similarity model (CLIP / SigLIP folder or hub id) for the reward's visual term
+    # where a sample has no scene to verify against (real data); null: exact match there.
+    visual_model: str | None = None
 
     @model_validator(mode="after")
     def _rewards(self) -> RLParams:
@@ -285,13 +308,19 @@ class EvalParams(Section):
     """Zero-shot (the rl output) and after-SFT evaluation of each run."""
 
     out_dir: str = "eval"  # lm-eval / VLMEvalKit output files per run and model
-    splits: list[str] = ["test_iid", "test_counter"]
+    splits: list[str] | None = None  # null: the held-out splits (world: test_iid, test_counter)
     limit: int | None = Field(None, ge=1)  # probes per (split, probe type) (None = all)
     harnesses: list[Literal["lmeval", "vlmevalkit"]] = ["lmeval", "vlmevalkit"]
     blank: bool = True  # also score every probe with the image blanked (vision reliance)
     # Real benchmark names passed straight to VLMEvalKit (MMBench_DEV_EN, MMStar, BLINK, ...;
     # they download their data: not for the embedded default or machines without internet).
     vlmevalkit_datasets: list[str] = []
+    # Where the benchmark TSVs live (VLMEvalKit's $LMUData); null: $LMUData of the environment.
+    # The project's own probe TSVs never go there (they go to the run's eval folder).
+    benchmarks_dir: str | None = None
+    # true: the TSVs in benchmarks_dir are used as they are (no md5 check, never a download;
+    # a missing file fails before any work); false: VLMEvalKit's own check and download.
+    benchmarks_local: bool = False
     masked_samples: int = Field(200, ge=0)  # held-out masked-span exact match (0 = skip)
 
     @model_validator(mode="after")
@@ -314,6 +343,53 @@ class TrackingParams(Section):
 
 
 SEED_MAX = 2**31 - 1
+SYNTHETIC_SPLITS = ("train", "dev", "test_iid", "test_counter")
+# The split lists and names that default (null or absent) to what the data provides.
+SPLIT_KEYS = {
+    ("warmup", "eval_split"): "check",
+    ("score", "splits"): "all",
+    ("score", "diagnostic_split"): "first",
+    ("score", "report_split"): "second",
+    ("mask", "splits"): "all",
+    ("primer", "eval_split"): "check",
+    ("rl", "eval_splits"): "held_out",
+    ("eval", "splits"): "held_out",
+}
+
+
+def default_splits(data: dict[str, Any]) -> dict[str, Any]:
+    """The split defaults of a ``data`` section. The world: all four splits, held-out =
+    test_iid and test_counter (dev is where choices are made). Real data: the keys of
+    data.inputs, held-out = all but train. ``first`` / ``second``: the first two splits besides
+    train (null where there are none); ``check``: the split of the caption-loss checks."""
+    if data.get("source", "synthetic") == "synthetic":
+        everything, held = list(SYNTHETIC_SPLITS), ["test_iid", "test_counter"]
+        first, second, check = "dev", "test_iid", "test_iid"
+    else:
+        everything = list(data.get("inputs") or {})
+        held = [s for s in everything if s != "train"]
+        first, second = (held + [None, None])[:2]
+        check = first
+    return {"all": everything, "held_out": held, "first": first, "second": second, "check": check}
+
+
+def _fill_splits(raw: Any) -> Any:
+    """Fill each key of SPLIT_KEYS that is null (or absent) from the data section."""
+    if not isinstance(raw, dict):
+        return raw
+    out = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in raw.items()}
+    if not isinstance(out.get("data") or {}, dict):
+        return raw  # the data section's own validation reports it
+    defaults = default_splits(out.get("data") or {})
+    for (section, key), rule in SPLIT_KEYS.items():
+        node = out.get(section)
+        if node is not None and not isinstance(node, dict):
+            continue
+        node = dict(node or {})
+        if node.get(key) is None:
+            node[key] = defaults[rule]
+        out[section] = node
+    return out
 
 
 class Params(Section):
@@ -334,6 +410,11 @@ class Params(Section):
     eval: EvalParams = EvalParams()
     report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _splits(cls, raw: Any) -> Any:
+        return _fill_splits(raw)
 
     @model_validator(mode="after")
     def _cross(self) -> Params:

@@ -16,11 +16,15 @@ from mmrpt.contract import Stage
 
 RUN = "${item.arm}-${item.seed}"  # one (arm, seed) replicate of a per-run stage
 TRAIN_CODE = ("mmrpt/modeling", "mmrpt/training.py", "mmrpt/images.py")
+# Real inputs live in these folders (README "Real data"): each is a dep of the stage that
+# reads it, so changing a corpus file reruns data, a LLaVA file sft, a benchmark TSV eval.
+INPUTS = {"corpus": "inputs/corpus", "sft": "inputs/sft", "benchmarks": "inputs/benchmarks"}
 
 STAGES: tuple[Stage, ...] = (
     Stage(
         "data",
         reads=("seed", "data"),
+        deps={"corpus": INPUTS["corpus"]},
         outs={"data": "${data.out_dir}"},
         metrics={"metrics": "metrics/data.json"},
         code=("mmrpt/data", "mmrpt/io.py", "mmrpt/stages/data.py"),
@@ -113,7 +117,7 @@ STAGES: tuple[Stage, ...] = (
         "sft",
         per_run=True,
         reads=("seed", "sft", "rl.deepspeed"),
-        deps={"data": "${data.out_dir}", "model": "${rl.out_dir}/" + RUN},
+        deps={"data": "${data.out_dir}", "model": "${rl.out_dir}/" + RUN, "inputs": INPUTS["sft"]},
         outs={"model": "${sft.out_dir}/" + RUN, "checkpoints": "${sft.checkpoint_dir}/" + RUN},
         persist=("checkpoints",),
         tables={"metrics": "metrics/sft/" + RUN + ".json"},
@@ -137,6 +141,7 @@ STAGES: tuple[Stage, ...] = (
             "zero_shot": "${rl.out_dir}/" + RUN,
             "sft": "${sft.out_dir}/" + RUN,
             "rl_metrics": "metrics/rl/" + RUN + ".json",
+            "benchmarks": INPUTS["benchmarks"],
         },
         # lm-eval / VLMEvalKit raw files (timestamped): kept for resume, not versioned
         scratch={"eval": "${eval.out_dir}/" + RUN},
@@ -148,6 +153,7 @@ STAGES: tuple[Stage, ...] = (
             "mmrpt/generation.py",
             "mmrpt/evaluation",
             "mmrpt/rl/fillin.py",
+            "mmrpt/report/headline.py",
             "mmrpt/stages/eval.py",
         ),
     ),

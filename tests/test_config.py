@@ -104,3 +104,38 @@ def test_an_arm_is_a_params_entry(tmp_path):
     )
     assert list(p.arms)[-1] == "no_visual"
     assert p.arms["no_visual"].reward_weights == {"exact": 1.0, "format": 1.0}
+
+
+def test_real_profile_is_a_complete_valid_params_file():
+    """profiles/real.yaml names every key params.yaml does (DVC interpolates paths and
+    tracks params from the file itself) and derives its splits from data.inputs."""
+
+    def leaves(d, pre=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("inputs", "arms", "reward_weights"):
+                yield from leaves(v, f"{pre}{k}.")
+            else:
+                yield pre + k
+
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    real = yaml.safe_load((ROOT / "profiles/real.yaml").read_text())
+    assert set(leaves(real)) == set(leaves(shipped))
+    p = load_params(ROOT / "profiles/real.yaml")
+    assert p.score.splits == p.mask.splits == ["train", "val", "test"]
+    assert p.eval.splits == p.rl.eval_splits == ["val", "test"]
+    assert (p.primer.eval_split, p.score.select, p.eval.benchmarks_local) == ("val", "band", True)
+
+
+def test_split_defaults_follow_data_inputs(tmp_path):
+    real = {"data": {"source": "jsonl", "inputs": {"train": "a", "val": "b"}}}
+    p = load_params(write(tmp_path, real))
+    assert p.score.splits == ["train", "val"] and p.eval.splits == ["val"]
+    assert (p.score.diagnostic_split, p.score.report_split) == ("val", None)
+    only_train = {"data": {"source": "jsonl", "inputs": {"train": "a"}}}
+    p = load_params(write(tmp_path, only_train))
+    assert p.eval.splits == [] and p.primer.eval_split is None
+    world = load_params(write(tmp_path, {}))  # the synthetic world's four splits
+    assert world.score.splits == ["train", "dev", "test_iid", "test_counter"]
+    assert (
+        world.eval.splits == ["test_iid", "test_counter"] and world.primer.eval_split == "test_iid"
+    )

@@ -24,6 +24,7 @@ ONLY_IN_OTHER_CONFIGS = {
     "data.inputs",
     "data.min_sentences",
     "data.max_image_pixels",
+    "data.min_image_side",
     "sft.inputs",
     "sft.image_root",
 }

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 Source = Literal["jsonl", "parquet", "webdataset"]
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # WebDataset keys, in order of preference
+# Qwen2-VL processors refuse images whose long side exceeds 200x the short side
+# (transformers' smart_resize raises mid-run): refused here at ingest instead.
+MAX_ASPECT = 200
 
 
 class BadInput(ValueError):
@@ -59,8 +62,10 @@ class IngestReport:
             )
 
 
-def load_image(data: bytes | str | os.PathLike, max_pixels: int) -> Image.Image:
-    """Open, fully decode and convert an image to RGB (alpha composited on white)."""
+def load_image(data: bytes | str | os.PathLike, max_pixels: int, min_side: int = 1) -> Image.Image:
+    """Open, fully decode and convert an image to RGB (alpha composited on white). Refused
+    from the header, before decoding: more than ``max_pixels``, a side under ``min_side``,
+    an aspect ratio over MAX_ASPECT (the processor would refuse it)."""
     if isinstance(data, bytes | bytearray):
         if not data:
             raise BadInput("empty image file")
@@ -79,6 +84,10 @@ def load_image(data: bytes | str | os.PathLike, max_pixels: int) -> Image.Image:
                 w, h = im.size  # from the header: checked before decoding any pixels
                 if w * h > max_pixels:
                     raise BadInput(f"image too large: {w}x{h} > {max_pixels}")
+                if min(w, h) < min_side:
+                    raise BadInput(f"image too small: {w}x{h}, a side < {min_side} px")
+                if max(w, h) > MAX_ASPECT * min(w, h):
+                    raise BadInput(f"image aspect ratio over {MAX_ASPECT}: {w}x{h}")
                 im.load()
                 return _to_rgb(ImageOps.exif_transpose(im))
     except BadInput:
@@ -137,7 +146,8 @@ class _Row:
     error: str | None = None  # set when the row is unreadable as a whole
 
 
-def _resolve_inputs(inputs: str | os.PathLike | list[str]) -> list[Path]:
+def resolve_inputs(inputs: str | os.PathLike | list[str]) -> list[Path]:
+    """The files of one split's inputs (paths, globs); FileNotFoundError if one matches none."""
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     paths: list[Path] = []
     for item in map(os.fspath, items):
@@ -265,6 +275,7 @@ def ingest(
     *,
     min_sentences: int = 2,
     max_pixels: int = 4096 * 4096,
+    min_side: int = 1,
     id_prefix: str = "",
     seen: dict[str, str] | None = None,
 ) -> IngestReport:
@@ -278,7 +289,7 @@ def ingest(
     """
     if source not in _READERS:
         raise ValueError(f"unknown source {source!r}; expected one of {sorted(_READERS)}")
-    paths = _resolve_inputs(inputs)
+    paths = resolve_inputs(inputs)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     report, reasons = IngestReport(), Counter()
@@ -296,7 +307,7 @@ def ingest(
                 if rid in seen:
                     raise BadInput(f"duplicate id: already accepted in split {seen[rid]}")
                 caption, sentences = clean_caption(row.caption, min_sentences)
-                img = load_image(row.image, max_pixels)
+                img = load_image(row.image, max_pixels, min_side)
             except BadInput as e:
                 reason = str(e)
                 report.n_rejected += 1

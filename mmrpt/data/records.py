@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from mmrpt.io import write_lines_atomic
@@ -64,18 +65,24 @@ class Record:
         )
 
 
-# A sentence ends at . ! or ? followed by whitespace (or the end of the text). Good enough for
-# English captions; abbreviations ("e.g. ") split wrongly, which only costs a finer granularity.
+# The world's captions are plain ("There is a red circle."): a sentence ends at . ! or ?
+# followed by whitespace. The world's verifier (the reward's visual term) splits with this, so
+# the embedded default behaves exactly as before.
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 
 
-def split_sentences(text: str) -> tuple[Sentence, ...]:
-    """Character spans of the sentences of ``text`` (whitespace between them excluded)."""
+def split_at_punctuation(text: str) -> tuple[Sentence, ...]:
+    """Sentences of ``text`` ending at . ! or ? before whitespace (the world's captions;
+    "Dr." or "5 p.m." would end a sentence here)."""
     spans, start = [], 0
     for m in _SENTENCE_END.finditer(text):
         spans.append((start, m.end()))
         start = m.end()
     spans.append((start, len(text)))
+    return _trimmed(text, spans)
+
+
+def _trimmed(text: str, spans) -> tuple[Sentence, ...]:
     out = []
     for a, b in spans:
         piece = text[a:b]
@@ -84,6 +91,34 @@ def split_sentences(text: str) -> tuple[Sentence, ...]:
         if b > a:
             out.append(Sentence(a, b))
     return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _segmenter():
+    import pysbd
+
+    return pysbd.Segmenter(language="en", clean=False)
+
+
+def split_sentences(text: str) -> tuple[Sentence, ...]:
+    """Character spans of the sentences of ``text`` (whitespace between them excluded), by
+    pysbd's rule-based English segmenter: abbreviations ("Dr.", "e.g.", "i.e.", "5 p.m."),
+    decimal numbers ("3.5 m") and ellipses do not end a sentence. Each segment is located in
+    ``text`` after the previous one (pysbd returns the text's own characters with
+    clean=False); a segment it cannot find (never seen) falls back to the rest of the text."""
+    spans, pos = [], 0
+    for piece in _segmenter().segment(text) if text.strip() else []:
+        core = piece.strip()
+        start = text.find(core, pos) if core else -1
+        if start < 0:
+            spans.append((pos, len(text)))
+            pos = len(text)
+            break
+        spans.append((start, start + len(core)))
+        pos = start + len(core)
+    if pos < len(text):
+        spans.append((pos, len(text)))
+    return _trimmed(text, spans)
 
 
 def read_manifest(path: str | os.PathLike) -> list[Record]:

@@ -24,9 +24,15 @@ prompt = image + question, prediction = a greedy short answer.
 - Blank mode (``blank=True``) shows the model a grey image of the same size instead of each
   image, on any dataset; results go under the model name ``mmrpt_blank``.
 
-Real benchmarks pass straight to VLMEvalKit's ``build_dataset`` (``datasets=[...]``); it
-downloads their TSVs into $LMUData, so they work only where the machine can reach the
-internet (nothing downloads in tests: they use the probes only). Judges, from VLMEvalKit's
+Real benchmarks pass straight to VLMEvalKit's ``build_dataset`` (``datasets=[...]``) with
+$LMUData = ``lmu_data`` (the user's benchmark folder; the probes' TSVs never go there, they go
+to ``out_dir/LMUData``, and images VLMEvalKit dumps go to ``out_dir/images``). By default
+VLMEvalKit checks each TSV's md5 against its table and downloads on a mismatch (any local or
+trimmed copy mismatches). ``benchmarks_local=True`` uses the TSVs in ``lmu_data`` as they are:
+``prepare_tsv`` (VLMEvalKit's check-and-download) is bypassed for the build, a missing file
+fails that benchmark, nothing is downloaded, and the log says so. A benchmark that fails
+(missing file, a build or evaluation error) is recorded in ``failures`` and the others go on.
+Judges, from VLMEvalKit's
 code (run.py's defaults and each dataset's ``evaluate``):
 
 - no judge, rule-based: ChartQA_TEST (relaxed accuracy), TextVQA_VAL, DocVQA_VAL, InfoVQA_VAL,
@@ -40,8 +46,8 @@ code (run.py's defaults and each dataset's ``evaluate``):
   (gpt-4o-mini), WildVision, MMDU, MIA-Bench (gpt-4o). Pass them only with a judge configured
   (not supported by ``run_vlmevalkit``, which always uses exact matching).
 
-Set $LMUData (``run_vlmevalkit`` does, default ``out_dir/LMUData``): otherwise VLMEvalKit
-creates ~/LMUData.
+``run_vlmevalkit`` sets $LMUData for each dataset it builds (otherwise VLMEvalKit creates
+~/LMUData) and restores it afterwards.
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ warnings.filterwarnings("ignore", message=r"Will assume unsupported dataset mmrp
 
 PREFIX = "mmrpt_probes"
 LETTERS = "ABCD"
+log = logging.getLogger(__name__)
 
 
 def dataset_name(split: str) -> str:
@@ -226,6 +233,36 @@ def _lmu_data(path: Path) -> Iterator[Path]:
             os.environ["LMUData"] = old
 
 
+@contextlib.contextmanager
+def _local_tsv() -> Iterator[None]:
+    """While building a dataset: VLMEvalKit's prepare_tsv takes the TSV in $LMUData as it is
+    (no md5 check, no download); a missing file raises FileNotFoundError."""
+    from vlmeval.dataset.image_base import ImageBaseDataset
+    from vlmeval.smp import LMUDataRoot
+
+    original = ImageBaseDataset.prepare_tsv
+
+    def prepare_tsv(self, url, file_md5=None):
+        path = Path(LMUDataRoot()) / url.split("/")[-1]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no local benchmark file (benchmarks_local: no download)"
+            )
+        return original(self, url, None)
+
+    ImageBaseDataset.prepare_tsv = prepare_tsv
+    try:
+        yield
+    finally:
+        ImageBaseDataset.prepare_tsv = original
+
+
+def benchmark_dir(lmu_data: str | Path | None) -> Path | None:
+    """The benchmark folder: ``lmu_data``, else $LMUData of the environment, else None."""
+    folder = lmu_data or os.environ.get("LMUData")
+    return Path(folder).resolve() if folder else None
+
+
 def run_vlmevalkit(
     model_path: str | Path | None,
     data_root: str | Path,
@@ -237,23 +274,33 @@ def run_vlmevalkit(
     answerer: Answerer | None = None,
     datasets: Sequence[str] = (),
     lmu_data: str | Path | None = None,
+    benchmarks_local: bool = False,
+    failures: dict[str, str] | None = None,
     batch_size: int = 32,
     max_new_tokens: int = 8,
     device: str | None = None,
 ) -> dict[str, float]:
     """Probe (and benchmark) accuracies of one checkpoint (or ``answerer``) via VLMEvalKit.
 
-    ``limit``: the first ``limit`` probes of each (split, probe type), as in lm-eval.
-    ``blank``: as ``lmeval.variants`` (True = also blank). ``datasets``: real VLMEvalKit
-    benchmark names, run after the probes (they download). VLMEvalKit's prediction/result
-    files go to ``out_dir`` (cleared of earlier files of the same model and dataset first:
-    VLMEvalKit would resume from them). Returns ``{"vlmeval/iid/acc",
-    "vlmeval/iid/colour/acc", ..., "vlmeval/iid_blank/acc", ...}``; a benchmark under its own
-    name (``vlmeval/MMStar/acc``, per category ``vlmeval/MMStar/<category>/acc``).
+    ``splits``: the probe splits (their TSVs are written to ``out_dir/LMUData``). ``limit``:
+    the first ``limit`` probes of each (split, probe type), as in lm-eval. ``blank``: as
+    ``lmeval.variants`` (True = also blank). ``datasets``: real VLMEvalKit benchmark names,
+    read from ``lmu_data`` (default $LMUData), run after the probes; ``benchmarks_local``: use
+    their TSVs as they are (see the module docstring). A benchmark that fails is logged and
+    recorded in ``failures`` ({"<name>[_blank]": error}); the others' results are kept.
+    VLMEvalKit's prediction/result files go to ``out_dir`` (cleared of earlier files of the
+    same model and dataset first: VLMEvalKit would resume from them). Returns
+    ``{"vlmeval/iid/acc", "vlmeval/iid/colour/acc", ..., "vlmeval/iid_blank/acc", ...}``; a
+    benchmark under its own name (``vlmeval/MMStar/acc``, per category
+    ``vlmeval/MMStar/<category>/acc``).
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    lmu = Path(lmu_data or os.environ.get("LMUData") or out_dir / "LMUData").resolve()
+    probes_dir = out_dir / "LMUData"  # ours, never the user's $LMUData
+    bench = benchmark_dir(lmu_data)
+    if datasets and bench is None:
+        raise ValueError("benchmarks need a folder: pass lmu_data or set $LMUData")
+    failures = {} if failures is None else failures
     if answerer is None:
         if model_path is None:
             raise ValueError("run_vlmevalkit needs model_path or answerer")
@@ -261,28 +308,53 @@ def run_vlmevalkit(
             model_path, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
         )
     out: dict[str, float] = {}
-    with _lmu_data(lmu):
-        from vlmeval.dataset import build_dataset
-        from vlmeval.inference import infer_data_job
-
-        names = [export_probes(data_root, s, lmu, limit) for s in splits] + list(datasets)
-        for is_blank in variants(blank):
-            model = VLMEvalModel(answerer, blank=is_blank)
-            model_name = "mmrpt_blank" if is_blank else "mmrpt"
-            for name in names:
-                dataset = build_dataset(name)
-                if dataset is None:
-                    raise FileNotFoundError(f"VLMEvalKit cannot build dataset {name}")
-                for stale in out_dir.glob(f"{model_name}_{name}*"):
-                    stale.unlink()
-                model.prefetch(dataset)
-                infer_data_job(model, work_dir=str(out_dir), model_name=model_name, dataset=dataset)
-                result = dataset.evaluate(
-                    str(out_dir / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1
-                )
-                key = name.removeprefix(f"{PREFIX}_") + ("_blank" if is_blank else "")
-                out.update(_flatten(result, f"vlmeval/{key}"))
+    names = [export_probes(data_root, s, probes_dir, limit) for s in splits] + list(datasets)
+    for is_blank in variants(blank):
+        model = VLMEvalModel(answerer, blank=is_blank)
+        model_name = "mmrpt_blank" if is_blank else "mmrpt"
+        for name in names:
+            key = name.removeprefix(f"{PREFIX}_") + ("_blank" if is_blank else "")
+            probe = is_probe_dataset(name)
+            try:
+                with _lmu_data(probes_dir if probe else bench):
+                    result = _run_dataset(
+                        model, model_name, name, out_dir, local=benchmarks_local and not probe
+                    )
+            except Exception as e:  # one benchmark never discards the others' results
+                if probe:
+                    raise
+                failures[key] = f"{type(e).__name__}: {str(e)[:300]}"
+                log.error("VLMEvalKit %s failed, the others go on: %s", key, failures[key])
+                continue
+            out.update(_flatten(result, f"vlmeval/{key}"))
     return out
+
+
+def _run_dataset(model: VLMEvalModel, model_name: str, name: str, out_dir: Path, local: bool):
+    """Build ``name`` from $LMUData, answer it, score it (exact matching): VLMEvalKit's table."""
+    from vlmeval.dataset import build_dataset
+    from vlmeval.inference import infer_data_job
+    from vlmeval.smp import LMUDataRoot
+
+    if local:
+        log.info(
+            "VLMEvalKit %s: using %s as it is (benchmarks_local: md5 not checked, no download)",
+            name,
+            Path(LMUDataRoot()) / f"{name}.tsv",
+        )
+    with _local_tsv() if local else contextlib.nullcontext():
+        dataset = build_dataset(name)
+    if dataset is None:
+        raise FileNotFoundError(f"VLMEvalKit cannot build dataset {name} from {LMUDataRoot()}")
+    if not is_probe_dataset(name):
+        dataset.img_root = str(out_dir / "images" / name)  # dumps go to our folder
+    for stale in out_dir.glob(f"{model_name}_{name}*"):
+        stale.unlink()
+    model.prefetch(dataset)
+    infer_data_job(model, work_dir=str(out_dir), model_name=model_name, dataset=dataset)
+    return dataset.evaluate(
+        str(out_dir / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1
+    )
 
 
 def _flatten(result, prefix: str) -> dict[str, float]:

@@ -5,29 +5,38 @@ TRL does the work: prompt-completion conversations with images, its vision-langu
 (image placeholders expanded by the processor, loss on the completion only), checkpointing.
 This module supplies the rows, from either source:
 - the synthetic world's train-split probes (question -> the true option's text);
-- LLaVA-style JSON (``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}]``),
-  one row per assistant turn with the earlier turns as the prompt; ``<image>`` markers are
-  dropped (the image always goes first). Rows that cannot be used (missing or unreadable
-  image, no assistant turn, empty text) are refused with a reason and counted, never dropped
-  silently.
+- LLaVA-style JSON (``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}]``,
+  ``image`` one path, a list of paths or absent): one row per conversation (each image
+  encoded once), loss on every assistant turn (TRL's assistant-only loss through the chat
+  template's generation markers; Qwen2/2.5-VL's template gets TRL's training variant, which
+  renders the same text), ``<image>`` markers become image parts where they stand, multi-image
+  and text-only conversations included. Images are paths until a batch is built (a dataset
+  transform decodes them), so nothing is decoded up front. Items that cannot be used (missing
+  or unreadable image, markers that do not match the images, no answered turn) are refused
+  with a reason and counted, never dropped silently.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from datasets import Dataset
+from PIL import Image
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
+from trl.chat_template_utils import has_generation_markers, qwen2_5_vl_training_chat_template
+from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from mmrpt.images import open_rgb
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.training import quiet_printing
+
+IMAGE_MARKER = "<image>"
 
 
 def _user(text: str, image: bool) -> dict:
@@ -67,10 +76,21 @@ class Refused:
         self.rows.append({"id": item_id, "reason": reason})
 
 
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+ROLES["system"] = "system"
+
+
 def llava_rows(
     path: str | Path, image_root: str | Path | None = None
 ) -> tuple[list[dict], Refused]:
-    """Prompt-completion rows from a LLaVA-style JSON file, and what was refused and why."""
+    """One row per conversation of a LLaVA-style JSON file, and what was refused and why.
+
+    A row is ``{"messages": JSON text of the chat messages, "images": [image paths]}``:
+    every turn in order (loss later on every assistant turn), ``<image>`` markers as image
+    parts at their place in the text (no marker: the images go first in the first user
+    turn, LLaVA's convention), ``image`` a path, a list of paths or absent (text-only).
+    Images are checked (exists, readable header) but not decoded: ``llava_dataset`` decodes
+    them when a batch is built."""
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
     try:
@@ -82,34 +102,90 @@ def llava_rows(
     refused, rows = Refused(n_input=len(items)), []
     for k, item in enumerate(items):
         rid = str(item.get("id", k)) if isinstance(item, dict) else str(k)
-        rows.extend(_conversation_rows(item, root, rid, refused))
+        row = _conversation_row(item, root, rid, refused)
+        if row is not None:
+            rows.append(row)
     return rows, refused
 
 
-def _conversation_rows(item, root: Path, rid: str, refused: Refused) -> Iterator[dict]:
+def _image_paths(item: dict, root: Path) -> list[str]:
+    images = item.get("image")
+    if images is None or images == []:
+        return []
+    images = [images] if isinstance(images, str) else images
+    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+        raise ValueError("bad image field")
+    out = []
+    for name in images:
+        p = root / name
+        if not p.is_file():
+            raise ValueError("missing image file")
+        try:
+            with Image.open(p) as im:  # the header only: decoded when a batch is built
+                im.size  # noqa: B018
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"unreadable image: {type(e).__name__}") from None
+        out.append(str(p))
+    return out
+
+
+def _content(text: str) -> list[dict]:
+    """Text with ``<image>`` markers -> image and text parts in order."""
+    parts: list[dict] = []
+    for j, piece in enumerate(text.split(IMAGE_MARKER)):
+        if j:
+            parts.append({"type": "image"})
+        if piece.strip():
+            parts.append({"type": "text", "text": piece.strip()})
+    return parts
+
+
+def _conversation_row(item, root: Path, rid: str, refused: Refused) -> dict | None:
     if not isinstance(item, dict) or not isinstance(item.get("conversations"), list):
         refused.refuse(rid, "no conversations list")
-        return
-    if not item.get("image"):
-        refused.refuse(rid, "no image")
-        return
+        return None
     try:
-        image = open_rgb(root / str(item["image"]))
-    except (OSError, ValueError) as e:
-        refused.refuse(rid, f"unreadable image: {type(e).__name__}")
-        return
-    history: list[dict] = []
-    n = 0
+        images = _image_paths(item, root)
+    except ValueError as e:
+        refused.refuse(rid, str(e))
+        return None
+    messages: list[dict] = []
     for turn in item["conversations"]:
-        text = str(turn.get("value", "")).replace("<image>", "").strip()
-        if turn.get("from") in ("human", "user"):
-            history.append(_user(text, image=not history))
-        elif turn.get("from") in ("gpt", "assistant") and history and text:
-            yield {"prompt": list(history), "completion": [_assistant(text)], "images": [image]}
-            history.append(_assistant(text))
-            n += 1
-    if n == 0:
+        role = ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        content = _content(str(turn.get("value", ""))) if role else []
+        if role and content:
+            messages.append({"role": role, "content": content})
+    markers = sum(p["type"] == "image" for m in messages for p in m["content"])
+    if markers == 0 and images:
+        first = next((m for m in messages if m["role"] == "user"), None)
+        if first is not None:
+            first["content"][:0] = [{"type": "image"} for _ in images]
+            markers = len(images)
+    if markers != len(images):
+        refused.refuse(rid, f"{markers} <image> markers for {len(images)} images")
+        return None
+    answered = any(
+        m["role"] == "assistant" and any(x["role"] == "user" for x in messages[:i])
+        for i, m in enumerate(messages)
+    )
+    if not answered:
         refused.refuse(rid, "no answered human turn")
+        return None
+    return {"messages": json.dumps(messages, ensure_ascii=False), "images": images}
+
+
+def _decode(batch: dict) -> dict:
+    """with_transform: messages from JSON, image paths decoded to RGB, per batch."""
+    return {
+        "messages": [json.loads(m) for m in batch["messages"]],
+        "images": [[open_rgb(p) for p in paths] for paths in batch["images"]],
+    }
+
+
+def llava_dataset(rows: Sequence[dict]) -> Dataset:
+    """The rows as a datasets.Dataset that decodes images only when an item is read (the
+    trainer's collator gets PIL images; nothing is decoded up front)."""
+    return Dataset.from_list(list(rows)).with_transform(_decode)
 
 
 class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, SFTTrainer):
@@ -119,7 +195,7 @@ class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, SFTTrainer):
 def make_sft_trainer(
     model,
     processor,
-    rows: Sequence[dict],
+    rows: Sequence[dict] | Dataset,
     *,
     out_dir: str | Path,
     steps: int,
@@ -133,6 +209,7 @@ def make_sft_trainer(
     bf16: bool = False,
 ) -> SFTTrainer:
     processor.tokenizer.padding_side = "right"
+    conversational = isinstance(rows, Dataset)  # llava_dataset: whole conversations
     args = SFTConfig(
         output_dir=str(out_dir),
         max_steps=steps,
@@ -151,15 +228,25 @@ def make_sft_trainer(
         bf16=bf16,
         deepspeed=deepspeed,
         max_length=max_length,
-        completion_only_loss=True,
+        completion_only_loss=None if conversational else True,
         activation_checkpointing=False,
         dataloader_num_workers=0,
+        remove_unused_columns=not conversational,  # llava rows decode in a transform
     )
+    collator = None
+    if conversational:  # loss on every assistant turn (the template's generation markers)
+        template = processor.chat_template
+        if not has_generation_markers(template):
+            template = qwen2_5_vl_training_chat_template  # renders as Qwen2/2.5-VL's
+        collator = DataCollatorForVisionLanguageModeling(
+            processor, max_length=max_length, assistant_only_loss=True, chat_template=template
+        )
     trainer = ResumableSFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(list(rows)),
+        train_dataset=rows if conversational else Dataset.from_list(list(rows)),
         processing_class=processor,
+        data_collator=collator,
         callbacks=list(callbacks),
     )
     return quiet_printing(trainer)

@@ -77,8 +77,48 @@ def collate(items: Sequence[Encoded], pad_id: int, padding_side: str = "right") 
     }
 
 
+LOGITS_BUDGET = 2**25  # fp32 logits held at once by target_log_probs (128 MB)
+
+
+def target_log_probs(
+    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
+    """log p(target) of each row: hidden (N, H), targets (N,) -> (N,) fp32.
+
+    The output head runs on ``chunk`` rows at a time (default: LOGITS_BUDGET // V rows, 220
+    at V = 151,936; every row at once for the tiny model) and only each row's target
+    log-prob is kept: the whole batch's (B, T, V) logits are never built (2.3 GB per 1280x720
+    sample at V = 151,936). Cross-entropy per row, as ``token_losses`` computes it: one chunk
+    gives its values bit for bit, several agree to float rounding (~1e-7)."""
+    if chunk is None:
+        chunk = max(1, LOGITS_BUDGET // head.weight.shape[0])
+    out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+    for i in range(0, len(targets), chunk):
+        logits = head(hidden[i : i + chunk]).float()  # (chunk, V)
+        out[i : i + chunk] = -F.cross_entropy(logits, targets[i : i + chunk], reduction="none")
+    return out
+
+
+def target_losses(
+    model, batch: dict, labels: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
+    """Per-position next-token loss of ``labels`` (B, T) -> (B, T), as ``token_losses`` of the
+    model's logits, without them: the model runs to its last hidden states (a Qwen2-VL-style
+    ``model.model``, no KV cache) and the output head is applied to the target positions only,
+    in chunks (``target_log_probs``)."""
+    hidden = model.model(**batch, use_cache=False).last_hidden_state  # (B, T, H)
+    shifted = labels[:, 1:]
+    where = shifted != IGNORE  # (B, T - 1): position t predicts labels[:, t + 1]
+    loss = torch.zeros(shifted.shape, dtype=torch.float32, device=hidden.device)
+    if where.any():
+        head = model.get_output_embeddings()
+        loss[where] = -target_log_probs(hidden[:, :-1][where], head, shifted[where], chunk)
+    return F.pad(loss, (1, 0))
+
+
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-position next-token loss.
+    """Per-position next-token loss from full logits (the reference ``target_losses`` is
+    checked against; only for small batches: it needs (B, T, V) logits).
 
     logits (B, T, V), labels (B, T) -> (B, T) where out[b, t] is the loss of predicting
     labels[b, t] from positions < t; 0 where labels[b, t] is IGNORE (and at t = 0).

@@ -1,7 +1,9 @@
 """Teacher-forced caption losses per sentence, with the true image or any other image.
 
 The same pass serves the warmup check (does the model use the image?) and the counterfactual
-dependency score (how much does a sentence's loss rise when the image is swapped?).
+dependency score (how much does a sentence's loss rise when the image is swapped?). Memory:
+the model runs to its hidden states and only the caption positions' target log-probs are
+computed, ``chunk`` positions at a time (encode.target_losses): no (B, T, V) logits.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmrpt.modeling.encode import collate, encode, sentence_of_tokens, token_losses
+from mmrpt.modeling.encode import collate, encode, sentence_of_tokens, target_losses
 from mmrpt.progress import bar
 
 
@@ -26,6 +28,7 @@ def sentence_losses(
     prompt: str,
     batch_size: int = 32,
     progress: bool = False,
+    chunk: int | None = None,
 ) -> list[np.ndarray]:
     """For each example, an array (n_sentences, 2) of [summed token loss, token count]."""
     model.eval()
@@ -41,8 +44,7 @@ def sentence_losses(
         batch = collate(encs, pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
-        logits = model(**batch).logits
-        losses = token_losses(logits, labels).cpu().numpy()
+        losses = target_losses(model, batch, labels, chunk).cpu().numpy()
         for b, e in enumerate(encs):
             sent = sentence_of_tokens(e.offsets, spans[i + b])
             tok_loss = losses[b, e.target_start : e.target_start + len(sent)]

@@ -1,7 +1,11 @@
-"""The one way models are loaded: any Hugging Face VLM folder or hub id, tiny or real.
+"""The one way models are loaded: a Hugging Face folder or hub id, tiny or real.
 
 The embedded tiny model and e.g. Qwen/Qwen2.5-VL-3B-Instruct take the same path. Loading is
 safe by default: safetensors only, no remote code unless the caller asks for it.
+
+Supported family: Qwen2-VL and Qwen2.5-VL (model_type qwen2_vl / qwen2_5_vl). The pipeline
+uses their API throughout (image_grid_thw, get_rope_index, mm_token_type_ids, the
+<|im_end|> turn end); any other model_type is refused on load, before the weights are read.
 """
 
 from __future__ import annotations
@@ -19,23 +23,61 @@ class CheckpointError(RuntimeError):
 
 
 MODEL_REF = "model_ref.json"
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 
-def write_model_ref(folder: str | os.PathLike, target: str) -> Path:
+def write_model_ref(
+    folder: str | os.PathLike,
+    target: str,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> Path:
     """A model folder that stands for another model (a local folder or hub id): the warmup
-    output when warmup is off. ``load_vlm`` follows it."""
+    output when warmup is off. ``load_vlm`` follows it (with the processor's pixel bounds)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MODEL_REF).write_text(json.dumps({"path": str(target)}) + "\n")
+    ref = {"path": str(target), "min_pixels": min_pixels, "max_pixels": max_pixels}
+    (folder / MODEL_REF).write_text(json.dumps(ref) + "\n")
     return folder
+
+
+def _model_ref(path: str | os.PathLike) -> dict:
+    ref = Path(path) / MODEL_REF
+    return json.loads(ref.read_text()) if ref.is_file() else {"path": str(path)}
 
 
 def resolve_model_path(path: str | os.PathLike) -> str:
     """``path``, or the model a reference folder (write_model_ref) stands for."""
-    ref = Path(path) / MODEL_REF
-    if ref.is_file():
-        return str(json.loads(ref.read_text())["path"])
-    return str(path)
+    return str(_model_ref(path)["path"])
+
+
+def check_family(path: str | os.PathLike, trust_remote_code: bool = False) -> str:
+    """The model_type of ``path``'s config, if it is a supported one; else CheckpointError."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise CheckpointError(f"cannot load model config from {path}: {e}") from e
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(
+            f"{path}: model_type {config.model_type!r} is not supported; this pipeline runs the "
+            f"Qwen2-VL / Qwen2.5-VL family ({', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    return config.model_type
+
+
+def set_pixels(processor, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Bound the processor's resized image area (Qwen2-VL: size shortest_edge / longest_edge
+    are the min / max pixel counts); None keeps the processor's own bound."""
+    size = {k: v for k, v in dict(processor.image_processor.size).items() if v is not None}
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+    if size["shortest_edge"] > size["longest_edge"]:
+        raise ValueError(f"min_pixels {size['shortest_edge']} > max_pixels {size['longest_edge']}")
+    processor.image_processor.size = size
 
 
 def load_processor(path: str | os.PathLike, trust_remote_code: bool = False) -> ProcessorMixin:
@@ -56,12 +98,19 @@ def load_vlm(
     attn_implementation: str = "sdpa",
     dtype: torch.dtype | str = "auto",
     device: str | torch.device = "cpu",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ):
-    """Load (model, processor) from a local HF folder or a hub id (or a reference to one)."""
-    path = resolve_model_path(path)
+    """Load (model, processor) from a local HF folder or a hub id (or a reference to one);
+    ``min_pixels`` / ``max_pixels`` (else a reference's) bound the processor's image size."""
+    ref = _model_ref(path)
+    path = str(ref["path"])
+    min_pixels = min_pixels if min_pixels is not None else ref.get("min_pixels")
+    max_pixels = max_pixels if max_pixels is not None else ref.get("max_pixels")
     p = Path(path)
     if p.exists() and p.is_dir() and not any(p.glob("*.safetensors")):
         raise CheckpointError(f"{path}: no *.safetensors weights (only safetensors are loaded)")
+    check_family(path, trust_remote_code)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             str(path),
@@ -78,6 +127,7 @@ def load_vlm(
         raise
     except Exception as e:
         raise CheckpointError(f"cannot load processor from {path}: {e}") from e
+    set_pixels(processor, min_pixels, max_pixels)
     return model.to(device), processor
 
 

@@ -51,14 +51,12 @@ def vision_reliance(
         tot = sum(a[lab == label].sum(axis=0) for a, lab in zip(losses, labels, strict=True))
         return float(tot[0] / max(tot[1], 1))
 
-    out = {
-        "loss_true_image": mean(true, 1),
-        "loss_shuffled_image": mean(swap, 1),
-        "loss_true_image_independent": mean(true, 0),
-        "loss_shuffled_image_independent": mean(swap, 0),
-    }
+    out = {"loss_true_image": mean(true, 1), "loss_shuffled_image": mean(swap, 1)}
     out["image_gain"] = 1 - out["loss_true_image"] / out["loss_shuffled_image"]
-    if out["loss_shuffled_image_independent"] > 0:
+    if any((lab == 0).any() for lab in labels):  # labelled independent sentences (the world)
+        out["loss_true_image_independent"] = mean(true, 0)
+        out["loss_shuffled_image_independent"] = mean(swap, 0)
+    if out.get("loss_shuffled_image_independent", 0) > 0:
         out["image_gain_independent"] = (
             1 - out["loss_true_image_independent"] / out["loss_shuffled_image_independent"]
         )

@@ -58,13 +58,14 @@ def grpo_dataset(samples: Sequence[MaskedSample], root: str | Path) -> Dataset:
     return Dataset.from_generator(rows)
 
 
-def _with_scene(fn):
+def _with_scene(fn, **fixed):
     """TRL passes dataset columns as lists; meta travels as JSON text (datasets cannot hold
-    free-form dicts with varying keys), so decode it for the reward functions."""
+    free-form dicts with varying keys), so decode it for the reward functions. ``fixed``:
+    keyword arguments every call gets (e.g. the visual term's visual_model)."""
 
     def reward(completions, meta=None, **columns):
         metas = [json.loads(m) if isinstance(m, str) else m for m in (meta or [])]
-        return fn(completions, meta=metas, **columns)
+        return fn(completions, meta=metas, **columns, **fixed)
 
     reward.__name__ = fn.__name__.removesuffix("_reward")
     return reward
@@ -322,9 +323,11 @@ def make_grpo_trainer(
     bf16: bool = False,
     log_completions_steps: int = 50,
     micro_batches: int = 1,
+    visual_model: str | None = None,
 ) -> GRPOTrainer:
     """Our trainer with the reward table's terms of weight > 0 (see grpo_config); every
-    ``log_completions_steps`` steps (0 = off) a completions table goes to the callbacks."""
+    ``log_completions_steps`` steps (0 = off) a completions table goes to the callbacks.
+    ``visual_model``: the image-text model of the visual term where a sample has no scene."""
     names = [n for n, w in reward_weights.items() if w > 0]
     processor.tokenizer.padding_side = "left"
     args = grpo_config(
@@ -349,7 +352,10 @@ def make_grpo_trainer(
         processing_class=processor,
         args=args,
         train_dataset=dataset,
-        reward_funcs=[_with_scene(REWARDS[n]) for n in names],
+        reward_funcs=[
+            _with_scene(REWARDS[n], **({"visual_model": visual_model} if n == "visual" else {}))
+            for n in names
+        ],
         callbacks=list(callbacks),
         log_completions_steps=log_completions_steps,
     )

@@ -19,6 +19,9 @@ The expected completion: ``<think>...</think><answer>[1] text [2] text</answer>`
 - visual   : the answer put back into its sentence is checked against the scene
              (mmrpt.data.world.verify_sentence): 1 true, 0 false; sentences with no checkable
              claim (boilerplate) score their exact match instead, so the term is neutral there.
+             Without a scene (real data) and with an image-text model (``visual_model``, a
+             CLIP/SigLIP folder: mmrpt.rl.visual), the filled sentence's similarity to the
+             image; without either, exact match.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from functools import lru_cache
 import numpy as np
 
 from mmrpt.data import world
-from mmrpt.data.records import split_sentences
+from mmrpt.data.records import split_at_punctuation, split_sentences
 
 _TAGS = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S)
 _SLOT = re.compile(r"\[(\d+)\]")
@@ -190,28 +193,44 @@ def fill(masked_caption: str, answers: dict[int, str]) -> tuple[str, dict[int, t
     return out + masked_caption[pos:], spans
 
 
-def visual_reward(completions, targets, masked_caption, meta, **_) -> list[float]:
-    out = []
-    for (p, tgt), masked, m in zip(
-        _answers(completions, targets), masked_caption, meta, strict=True
+def visual_reward(
+    completions, targets, masked_caption, meta, image=None, visual_model=None, **_
+) -> list[float]:
+    images = image if image is not None else [None] * len(completions)
+    scores: list[list[float | None]] = []
+    pending: list[tuple[int, int, object, str]] = []  # (sample, blank, image, sentence)
+    for k, ((p, tgt), masked, m, img) in enumerate(
+        zip(_answers(completions, targets), masked_caption, meta, images, strict=True)
     ):
         scene = [world.Obj(**o) for o in (m or {}).get("scene", [])]
+        by_model = not scene and visual_model is not None and img is not None
         filled, spans = fill(masked, p.answers)
-        sentences = split_sentences(filled)
-        scores = []
+        # the world's captions split at punctuation (its verifier); real ones by pysbd
+        sentences = split_sentences(filled) if by_model else split_at_punctuation(filled)
+        row: list[float | None] = []
         for i, t in enumerate(tgt):
             a, b = spans.get(i + 1, (0, 0))
             answer = p.answers.get(i + 1, "")
             if not answer.strip():
-                scores.append(0.0)
+                row.append(0.0)
                 continue
             hit = [filled[s.start : s.end] for s in sentences if s.start <= a and b <= s.end]
+            if by_model:
+                pending.append((k, i, img, hit[0] if len(hit) == 1 else answer))
+                row.append(None)
+                continue
             verdict = world.verify_sentence(hit[0], scene) if len(hit) == 1 and scene else None
             if verdict is None:
                 verdict = normalise(answer) == normalise(t)
-            scores.append(float(verdict))
-        out.append(float(np.mean(scores)) if scores else 0.0)
-    return out
+            row.append(float(verdict))
+        scores.append(row)
+    if pending:
+        from mmrpt.rl.visual import image_text_scorer
+
+        sims = image_text_scorer(visual_model)([x[2] for x in pending], [x[3] for x in pending])
+        for (k, i, _, _), sim in zip(pending, sims, strict=True):
+            scores[k][i] = float(sim)
+    return [float(np.mean(row)) if row else 0.0 for row in scores]
 
 
 REWARDS: dict[str, Callable[..., list[float]]] = {

@@ -24,13 +24,16 @@ from mmrpt.modeling.encode import Encoded, encode
 from mmrpt.rl.rewards import REWARDS
 
 
-def accepted(completions: Sequence[str], samples: Sequence[MaskedSample],
-             weights: Mapping[str, float]) -> list[bool]:
+def accepted(
+    completions: Sequence[str], samples: Sequence[MaskedSample], weights: Mapping[str, float]
+) -> list[bool]:
     """Per completion (of the sample at the same place): does every reward term of weight
     > 0 give it full credit?"""
-    columns = {"targets": [s.targets for s in samples],
-               "masked_caption": [s.masked_caption for s in samples],
-               "meta": [s.meta for s in samples]}
+    columns = {
+        "targets": [s.targets for s in samples],
+        "masked_caption": [s.masked_caption for s in samples],
+        "meta": [s.meta for s in samples],
+    }
     ok = np.ones(len(completions), dtype=bool)
     for name, w in weights.items():
         if w > 0:
@@ -38,21 +41,42 @@ def accepted(completions: Sequence[str], samples: Sequence[MaskedSample],
     return ok.tolist()
 
 
-def rejection_samples(model, processor, samples: Sequence[MaskedSample], root: str | Path, *,
-                      weights: Mapping[str, float], n: int, temperature: float,
-                      max_new_tokens: int, batch_size: int = 16
-                      ) -> tuple[list[tuple[MaskedSample, str]], dict]:
+def rejection_samples(
+    model,
+    processor,
+    samples: Sequence[MaskedSample],
+    root: str | Path,
+    *,
+    weights: Mapping[str, float],
+    n: int,
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> tuple[list[tuple[MaskedSample, str]], dict]:
     """The accepted (sample, completion) pairs of ``n`` samples per prompt, and counts."""
     root = Path(root)
     images = [open_rgb(root / s.image) for s in samples]
-    outs = generate(model, processor, images, [s.prompt for s in samples], max_new_tokens,
-                    batch_size, temperature=temperature, num_samples=n, progress=True)
+    outs = generate(
+        model,
+        processor,
+        images,
+        [s.prompt for s in samples],
+        max_new_tokens,
+        batch_size,
+        temperature=temperature,
+        num_samples=n,
+        progress=True,
+    )
     repeated = [s for s in samples for _ in range(n)]
     keep = accepted(outs, repeated, weights)
     pairs = [(s, c) for s, c, k in zip(repeated, outs, keep, strict=True) if k]
     prompts_hit = len({s.id for s, _ in pairs})
-    return pairs, {"rft/sampled": len(outs), "rft/accepted": len(pairs),
-                   "rft/prompts": len(samples), "rft/prompts_with_accepted": prompts_hit}
+    return pairs, {
+        "rft/sampled": len(outs),
+        "rft/accepted": len(pairs),
+        "rft/prompts": len(samples),
+        "rft/prompts_with_accepted": prompts_hit,
+    }
 
 
 class CompletionDataset(Dataset):

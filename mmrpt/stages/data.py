@@ -7,12 +7,14 @@ import logging
 from collections import Counter
 
 from mmrpt import tracking
+from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.data import world
 from mmrpt.data.probes import make_probes
 from mmrpt.data.records import read_manifest, write_manifest
 from mmrpt.io import write_json_atomic, write_jsonl_atomic
 from mmrpt.progress import bar
+from mmrpt.stages.common import warn_untracked
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,18 @@ def run(ctx: StageContext) -> dict:
                 metrics[f"{split}/n_probes"] = len(probes)
             (out / "rejects.jsonl").write_text("")
         else:
-            from mmrpt.data.readers import ingest
+            from mmrpt.data.readers import ingest, resolve_inputs
 
+            for split, inputs in p.inputs.items():  # every input exists, before any work
+                try:
+                    resolve_inputs(inputs)
+                except FileNotFoundError as e:
+                    raise ParamsError(f"data.inputs.{split}: {e}") from None
+            warn_untracked(
+                "data.inputs",
+                [x for v in p.inputs.values() for x in ([v] if isinstance(v, str) else v)],
+                str(ctx.dep("corpus")),
+            )
             rejects = out / "rejects.jsonl"
             rejects.write_text("")  # one ingest = one rejects file
             seen: dict[str, str] = {}  # ids are unique across splits (they name the images)
@@ -65,6 +77,7 @@ def run(ctx: StageContext) -> dict:
                     split,
                     min_sentences=p.min_sentences,
                     max_pixels=p.max_image_pixels,
+                    min_side=p.min_image_side,
                     seen=seen,
                 )
                 report.check()

@@ -5,7 +5,12 @@ meaningful zero-shot) and VLMEvalKit (generate an answer to the question, exact 
 the form SFT teaches), each also with the image blanked (vision reliance = accuracy with the
 image minus blanked), plus held-out masked-span exact match. Each (phase) result is
 kept under eval/<run>/<phase>/ with a fingerprint, so a rerun after a crash skips finished
-phases. Writes metrics/eval/<run>.json with keys "<phase>/<harness>/<split>[/<type>]/acc"."""
+phases. Writes metrics/eval/<run>.json with keys "<phase>/<harness>/<split>[/<type>]/acc".
+
+Real data: the probes run only on eval.splits that have them (the world's); real benchmarks
+(eval.vlmevalkit_datasets) are read from eval.benchmarks_dir (default $LMUData), as they are
+with eval.benchmarks_local. A benchmark that fails is listed under "<phase>/failed" (name ->
+error) and the other results are kept. Everything a phase needs is checked before any work."""
 
 from __future__ import annotations
 
@@ -16,8 +21,9 @@ from pathlib import Path
 import torch
 
 from mmrpt import tracking
+from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
-from mmrpt.io import fingerprint_dir, write_json_atomic
+from mmrpt.io import fingerprint_dir, inputs_stamp, write_json_atomic
 from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import CheckpointError, load_vlm
 from mmrpt.report.headline import run_headline
@@ -40,6 +46,53 @@ def reliance(results: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def benchmark_stamp(folder: str | None, names: list[str]) -> str:
+    from mmrpt.evaluation.vlmevalkit import benchmark_dir
+
+    return inputs_stamp(benchmark_dir(folder) / f"{n}.tsv" for n in names)
+
+
+def probe_splits(root: Path, splits: list[str]) -> list[str]:
+    """The eval splits that have the world's probes (real data has none)."""
+    return [s for s in splits if (root / "probes" / f"{s}.jsonl").exists()]
+
+
+def check(ctx: StageContext) -> None:
+    """Before any work: the splits, masks, probes and benchmark files the phases need."""
+    from mmrpt.evaluation.vlmevalkit import benchmark_dir
+    from mmrpt.stages.common import require_masks, require_splits, warn_untracked
+
+    p = ctx.params
+    ep, root = p.eval, ctx.dep("data")
+    require_splits(root, "eval.splits", ep.splits)
+    if ep.masked_samples:
+        require_masks(ctx.dep("masks"), p.mask.selectors[0], {"eval.splits": ep.splits})
+    probes = probe_splits(root, ep.splits)
+    if "lmeval" in ep.harnesses and not probes:
+        raise ParamsError(
+            "eval.harnesses: lmeval runs the world's probes and the data has none for "
+            f"eval.splits {ep.splits}: remove lmeval (real benchmarks go through vlmevalkit)"
+        )
+    if "vlmevalkit" in ep.harnesses and not probes and not ep.vlmevalkit_datasets:
+        raise ParamsError(
+            "eval.vlmevalkit_datasets: nothing to evaluate (no probes in the data): name the "
+            "benchmarks, e.g. [MMStar]"
+        )
+    bench = benchmark_dir(ep.benchmarks_dir)
+    if ep.vlmevalkit_datasets and bench is None:
+        raise ParamsError("eval.benchmarks_dir: set it (or $LMUData) to the benchmark folder")
+    if ep.vlmevalkit_datasets:
+        files = [str(bench / f"{n}.tsv") for n in ep.vlmevalkit_datasets]
+        warn_untracked("eval.benchmarks_dir", files, str(ctx.dep("benchmarks")))
+    if ep.vlmevalkit_datasets and ep.benchmarks_local:
+        missing = [n for n in ep.vlmevalkit_datasets if not (bench / f"{n}.tsv").is_file()]
+        if missing:
+            raise ParamsError(
+                f"eval.vlmevalkit_datasets: no {', '.join(f'{n}.tsv' for n in missing)} in "
+                f"eval.benchmarks_dir ({bench}); with eval.benchmarks_local nothing is downloaded"
+            )
+
+
 def evaluate_model(
     ctx: StageContext, model_path: Path, out: Path, masked_em: bool = True
 ) -> dict[str, float]:
@@ -49,17 +102,19 @@ def evaluate_model(
 
     p = ctx.params
     ep, root = p.eval, ctx.dep("data")
+    probes = probe_splits(root, ep.splits)
     model, processor = load_vlm(
         model_path, dtype=torch.float32, trust_remote_code=p.model.trust_remote_code
     )
     model.to(device())
     scorer = Scorer(model, processor)  # one model for both harnesses
-    results: dict[str, float] = {}
+    results: dict = {}
+    failed: dict[str, str] = {}
     if "lmeval" in ep.harnesses:
         results |= run_lmeval(
             model_path,
             root,
-            ep.splits,
+            probes,
             out / "lmeval",
             limit=ep.limit,
             blank=ep.blank,
@@ -71,14 +126,19 @@ def evaluate_model(
         results |= run_vlmevalkit(
             model_path,
             root,
-            ep.splits,
+            probes,
             out / "vlmevalkit",
             limit=ep.limit,
             blank=ep.blank,
             answerer=scorer,
             datasets=ep.vlmevalkit_datasets,
+            lmu_data=ep.benchmarks_dir,
+            benchmarks_local=ep.benchmarks_local,
+            failures=failed,
         )
     results |= reliance(results)
+    if failed:
+        results["failed"] = failed
     if ep.masked_samples and masked_em:
         for split in ep.splits:
             held_out = read_samples(samples_path(ctx.dep("masks"), p.mask.selectors[0], split))
@@ -112,6 +172,13 @@ def masked_em_of_rl(ctx: StageContext) -> dict[str, float]:
 
 def run(ctx: StageContext) -> dict:
     ep, name = ctx.params.eval, ctx.run_name
+    check(ctx)
+    # a changed benchmark file re-evaluates the phases (wherever eval.benchmarks_dir points)
+    bench = (
+        [benchmark_stamp(ep.benchmarks_dir, ep.vlmevalkit_datasets)]
+        if ep.vlmevalkit_datasets
+        else []
+    )
     metrics: dict = {"arm": ctx.arm, "seed": ctx.seed}
     with tracking.stage_run(ctx):
         for phase in ("zero_shot", "sft"):
@@ -122,7 +189,8 @@ def run(ctx: StageContext) -> dict:
                     f"{'rl' if phase == 'zero_shot' else 'sft'} stage first"
                 )
             out = fingerprint_dir(
-                ctx.scratch("eval") / phase, ctx.fingerprint(phase, inputs=["data", "masks", phase])
+                ctx.scratch("eval") / phase,
+                ctx.fingerprint(phase, *bench, inputs=["data", "masks", phase]),
             )
             done = out / "metrics.json"
             if done.exists():

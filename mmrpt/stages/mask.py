@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 
 from mmrpt import tracking
+from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.data.records import read_manifest
 from mmrpt.io import write_json_atomic, write_jsonl_atomic
 from mmrpt.masking.samples import MaskedSample, write_samples
 from mmrpt.masking.select import caption_tau, select_by_label, select_by_score, select_random
 from mmrpt.report.gallery import masked_gallery
+from mmrpt.stages.common import require_splits
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,18 @@ def run(ctx: StageContext) -> dict:
     mp = ctx.params.mask
     root = ctx.dep("data")
     out = ctx.out("masks")
+    require_splits(root, "mask.splits", mp.splits)
     table = pd.read_parquet(ctx.dep("scores"))
+    unscored = [s for s in mp.splits if s not in set(table.split)]
+    if unscored:
+        raise ParamsError(
+            f"mask.splits: {unscored} were not scored; add them to score.splits "
+            "(or leave both null: every split of the data)"
+        )
+    if "label" in mp.selectors and table.label.isna().all():
+        raise ParamsError(
+            "mask.selectors: the label oracle needs ground-truth labels and the data has none"
+        )
     metrics: dict = {}
     with tracking.stage_run(ctx):
         for selector in mp.selectors:

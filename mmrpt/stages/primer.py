@@ -14,6 +14,7 @@ from mmrpt.io import fingerprint_dir, write_json_atomic
 from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import load_vlm
 from mmrpt.rl.fillin import FillInDataset, caption_exact_match, fillin_exact_match
+from mmrpt.stages.common import require_masks
 from mmrpt.training import (
     device,
     make_trainer,
@@ -30,6 +31,7 @@ def run(ctx: StageContext) -> dict:
     seed_everything(p.seed)
     root, masks = ctx.dep("data"), ctx.dep("masks")
     primary = p.mask.selectors[0]
+    require_masks(masks, primary, {"mask.splits": ["train"], "primer.eval_split": [pp.eval_split]})
     samples = read_samples(samples_path(masks, primary, "train"))[: pp.n_samples]
     held_out = read_samples(samples_path(masks, primary, pp.eval_split))[: pp.eval_samples]
     model, processor = load_vlm(

@@ -27,7 +27,7 @@ from mmrpt.modeling.loader import load_vlm
 from mmrpt.pretrain.warmup import CaptionDataset
 from mmrpt.rl.fillin import FillInDataset, fillin_exact_match
 from mmrpt.rl.grpo import grpo_dataset, make_grpo_trainer
-from mmrpt.stages.common import run_seed
+from mmrpt.stages.common import require_masks, run_seed
 from mmrpt.training import device, make_trainer, save_trained, seed_everything, train_resumable
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ def run(ctx: StageContext) -> dict:
     root, masks = ctx.dep("data"), ctx.dep("masks")
     primary = p.mask.selectors[0]
     selector = primary if arm.masks == "primary" else arm.masks
+    require_masks(masks, selector, {"mask.splits": ["train"]})
+    require_masks(masks, primary, {"rl.eval_splits": rp.eval_splits})
     samples = read_samples(samples_path(masks, selector, "train"))[p.primer.n_samples :]
     if not samples:
         raise ValueError(
@@ -103,6 +105,7 @@ def run(ctx: StageContext) -> dict:
                 deepspeed=rp.deepspeed,
                 bf16=bf16,
                 log_completions_steps=rp.log_completions_steps,
+                visual_model=rp.visual_model,
             )
         train_resumable(trainer, ckpt)
         write_csv_atomic(

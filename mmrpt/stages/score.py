@@ -29,6 +29,7 @@ from mmrpt.report.plots import head_heatmap, score_histogram
 from mmrpt.scoring.attention import capture, text_decoder_layers
 from mmrpt.scoring.layers import auroc, band_layers
 from mmrpt.scoring.sentences import attention_scores, counterfactual_scores, token_counts
+from mmrpt.stages.common import has_labels, require_splits
 from mmrpt.training import device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -189,12 +190,34 @@ def choose_heads(
     return chosen
 
 
+def check(root: Path, sp) -> list[str]:
+    """Before any compute: the splits exist, and select=dev has labels to choose heads by.
+    Returns the diagnostic/report splits that have ground-truth labels (AUROC is computed
+    there only)."""
+    require_splits(root, "score.splits", sp.splits)
+    require_splits(root, "score.diagnostic_split", [sp.diagnostic_split])
+    require_splits(root, "score.report_split", [sp.report_split])
+    labelled = [
+        s
+        for s in dict.fromkeys((sp.diagnostic_split, sp.report_split))
+        if s and has_labels(root, s)
+    ]
+    if sp.select == "dev" and sp.diagnostic_split not in labelled:
+        raise ParamsError(
+            f"score.select=dev chooses heads by AUROC against ground-truth labels and "
+            f"score.diagnostic_split={sp.diagnostic_split} has none: set score.select=band "
+            "(the paper's layer band, no labels needed)"
+        )
+    return labelled
+
+
 def run(ctx: StageContext) -> dict:
     params = ctx.params
     sp = params.score
     seed_everything(params.seed)
     root = ctx.dep("data")
     out = ctx.out("scores")
+    labelled = check(root, sp)
     model, processor = load_vlm(
         ctx.dep("model"), dtype=torch.float32, trust_remote_code=params.model.trust_remote_code
     )
@@ -207,20 +230,15 @@ def run(ctx: StageContext) -> dict:
     metrics: dict = {"n_layers": n_layers, "n_heads": n_heads}
     with tracking.stage_run(ctx):
         diag = {}
-        for split in dict.fromkeys((sp.diagnostic_split, sp.report_split)):
-            path = root / f"{split}.jsonl"
-            if path.exists():
-                diag[split] = head_scores(
-                    model, processor, read_manifest(path)[: sp.diagnostic_samples], root, params
-                )
+        for split in labelled:  # per-head AUROC needs labels
+            records = read_manifest(root / f"{split}.jsonl")[: sp.diagnostic_samples]
+            diag[split] = head_scores(model, processor, records, root, params)
         dev_auroc = None
         if sp.diagnostic_split in diag:
             scores, labels = diag[sp.diagnostic_split]
             dev_auroc = np.array(
                 [[auroc(scores[la, h], labels) for h in range(n_heads)] for la in range(n_layers)]
             )
-        elif sp.select == "dev":
-            raise ValueError(f"score.select=dev needs the {sp.diagnostic_split} split")
         heads = choose_heads(params, n_layers, n_heads, dev_auroc, diag.get(sp.diagnostic_split))
         metrics["heads"] = {str(k): v for k, v in heads.items()}
         for split, (scores, labels) in diag.items():
@@ -250,7 +268,7 @@ def run(ctx: StageContext) -> dict:
         table = pd.concat(frames, ignore_index=True)
         write_parquet_atomic(out / "scores.parquet", table)
 
-        for split in (sp.diagnostic_split, sp.report_split):
+        for split in labelled:
             part = table[table.split == split]
             if part.empty:
                 continue
@@ -263,7 +281,9 @@ def run(ctx: StageContext) -> dict:
         metrics["n_samples"] = int(table.sample_id.nunique())
         tracking.log_metrics(metrics)
         tracking.log_dict(metrics, "score_metrics.json")
-        hist = score_histogram(table[table.split == sp.report_split], out / "d_vis_hist.png")
+        shown = table[table.split == sp.report_split]
+        shown = shown if len(shown) else table  # the report split may not be scored
+        hist = score_histogram(shown, out / "d_vis_hist.png")
         tracking.log_artifact(hist, "plots")
     write_json_atomic(ctx.metrics_path(), metrics)
     write_csv_atomic(

@@ -5,16 +5,18 @@ the world's train-split probes (embedded) or LLaVA-style conversations (sft.sour
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from mmrpt import tracking
+from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
-from mmrpt.finetune.vqa import llava_rows, make_sft_trainer, probe_rows
+from mmrpt.finetune.vqa import llava_dataset, llava_rows, make_sft_trainer, probe_rows
 from mmrpt.io import fingerprint_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
 from mmrpt.modeling.loader import CheckpointError, load_vlm
-from mmrpt.stages.common import run_seed
+from mmrpt.stages.common import run_seed, warn_untracked
 from mmrpt.training import device, last_loss, save_trained, seed_everything, train_resumable
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,18 @@ def run(ctx: StageContext) -> dict:
         )
     metrics: dict = {"arm": ctx.arm, "seed": ctx.seed, "steps": sp.steps}
     out, refused = ctx.out("model"), None
+    probes_file = ctx.dep("data") / "probes" / "train.jsonl"
+    if sp.source == "probes" and not probes_file.exists():
+        raise ParamsError(
+            "sft.source=probes needs the world's train probes and the data has none (real "
+            "data): set sft.source=llava and sft.inputs to a LLaVA-style JSON"
+        )
+    if sp.source == "llava" and not Path(sp.inputs).is_file():
+        raise ParamsError(f"sft.inputs: no such file {sp.inputs}")
+    if sp.source == "llava":
+        warn_untracked("sft.inputs", [sp.inputs], str(ctx.dep("inputs")))
     if sp.source == "probes":
-        probes = read_jsonl(ctx.dep("data") / "probes" / "train.jsonl")
+        probes = read_jsonl(probes_file)
         n = min(len(probes), sp.steps * sp.batch_size)  # one pass over a seeded subset
         pick = np.random.default_rng(seed).permutation(len(probes))[:n]
         rows = probe_rows([probes[i] for i in sorted(pick)], ctx.dep("data"))
@@ -44,6 +56,8 @@ def run(ctx: StageContext) -> dict:
         if not rows:
             raise ValueError(f"sft.inputs {sp.inputs}: no usable rows ({dict(refused.reasons)})")
     metrics["n_rows"] = len(rows)
+    if sp.source == "llava":
+        rows = llava_dataset(rows)
     model, processor = load_vlm(start, dtype=torch.float32)
     model.to(device())
     ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())

@@ -24,6 +24,7 @@ from mmrpt.masking.samples import fillin_target
 from mmrpt.modeling.loader import load_vlm, write_model_ref
 from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 from mmrpt.pretrain.warmup import CaptionDataset, vision_reliance
+from mmrpt.stages.common import require_splits
 from mmrpt.training import (
     device,
     last_loss,
@@ -59,7 +60,7 @@ def run(ctx: StageContext) -> dict:
     if not w.enabled:
         if p.model.path is None:
             raise ValueError("warmup.enabled=false needs model.path")
-        write_model_ref(ctx.out("model"), p.model.path)
+        write_model_ref(ctx.out("model"), p.model.path, p.model.min_pixels, p.model.max_pixels)
         metrics = {"steps": 0, "model": p.model.path}
         write_json_atomic(ctx.metrics_path(), metrics)
         write_csv_atomic(ctx.table_path("loss"), [], columns=["step", "loss"])
@@ -68,11 +69,17 @@ def run(ctx: StageContext) -> dict:
         torch.set_num_threads(w.num_threads)
     seed_everything(p.seed)
     root = ctx.dep("data")
+    require_splits(root, "data.inputs", ["train"])
+    require_splits(root, "warmup.eval_split", [w.eval_split])
     train = read_manifest(root / "train.jsonl")
     ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
     base = base_model_path(ctx, ckpt, train)
     model, processor = load_vlm(
-        base, trust_remote_code=p.model.trust_remote_code, dtype=torch.float32
+        base,
+        trust_remote_code=p.model.trust_remote_code,
+        dtype=torch.float32,
+        min_pixels=p.model.min_pixels,
+        max_pixels=p.model.max_pixels,
     )
     model.to(device())
     with tracking.stage_run(ctx, run_id_file=tracking.resume_file(ckpt)):
@@ -95,13 +102,12 @@ def run(ctx: StageContext) -> dict:
         train_resumable(trainer, ckpt)
         out = save_model_atomic(model, processor, ctx.out("model"))
 
-        eval_path = root / f"{w.eval_split}.jsonl"
         metrics: dict = {"steps": trainer.state.global_step, "final_train_loss": last_loss(trainer)}
-        if eval_path.exists():
-            held_out = read_manifest(eval_path)[: w.eval_samples]
+        if w.eval_split is not None:
+            held_out = read_manifest(root / f"{w.eval_split}.jsonl")[: w.eval_samples]
             metrics |= vision_reliance(model, processor, held_out, root, w.prompt)
         else:
-            log.warning("warmup: no %s split; vision-reliance check skipped", w.eval_split)
+            log.warning("warmup: no held-out split; vision-reliance check skipped")
         tracking.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
         tracking.log_model(out, "warmup")
     write_json_atomic(ctx.metrics_path(), metrics)

@@ -114,3 +114,49 @@ def test_importing_the_harness_keeps_gradients_on():
         "assert torch.is_grad_enabled()"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+class Says:
+    """An answerer that always answers ``text``."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def answer(self, queries):
+        return [self.text] * len(queries)
+
+    def score_options(self, queries):
+        raise NotImplementedError
+
+
+def test_local_benchmark_runs_as_is_and_a_failing_one_is_recorded(tiny, tmp_path, monkeypatch):
+    """A local MMStar.tsv (md5 not VLMEvalKit's) is used without a download; a benchmark with
+    no local file fails alone; nothing is written into the benchmark folder; no socket."""
+    import socket
+
+    from tests.real_data import write_mmstar
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    bench = tmp_path / "LMUData"
+    write_mmstar(bench, n=6)
+    failures: dict = {}
+    acc = run_vlmevalkit(
+        None,
+        tiny.data,
+        ["test_iid"],
+        tmp_path / "out",
+        limit=2,
+        answerer=Says("B"),
+        datasets=["MMStar", "BLINK"],
+        lmu_data=bench,
+        benchmarks_local=True,
+        failures=failures,
+    )
+    assert acc["vlmeval/MMStar/acc"] == 2 / 6  # answers B; B is right for rows 1 and 4
+    assert "vlmeval/iid/acc" in acc  # the probes' results are kept too
+    assert list(failures) == ["BLINK"] and "no local benchmark file" in failures["BLINK"]
+    assert sorted(p.name for p in bench.iterdir()) == ["MMStar.tsv"]
+    assert (tmp_path / "out/LMUData/mmrpt_probes_iid.tsv").exists()

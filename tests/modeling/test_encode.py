@@ -65,3 +65,37 @@ def test_token_losses_match_hand_computation():
             else:
                 ref = F.cross_entropy(logits[b, t - 1][None], labels[b, t][None])
                 torch.testing.assert_close(out[b, t], ref)
+
+
+def test_target_losses_equal_full_logits_losses_in_any_chunking():
+    from mmrpt.modeling.encode import target_losses
+    from mmrpt.modeling.tiny import TinySpec, build_model
+
+    p = processor()
+    model = build_model(
+        TinySpec(
+            vocab_size=300,
+            hidden_size=32,
+            num_heads=2,
+            num_kv_heads=1,
+            intermediate_size=64,
+            num_layers=2,
+            vision_depth=1,
+            vision_embed_dim=16,
+            vision_heads=2,
+        ),
+        p.tokenizer,
+    ).eval()
+    encs = [
+        encode(p, Image.new("RGB", (56, 84), (9 * i, 0, 0)), "Describe.", c)
+        for i, c in enumerate(["A red circle.", "Two objects. A red circle is at the top left."])
+    ]
+    batch = collate(encs, p.tokenizer.pad_token_id)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        want = token_losses(model(**batch).logits, labels)
+        torch.testing.assert_close(target_losses(model, batch, labels), want, atol=0, rtol=0)
+        for chunk in (1, 3):  # several chunks: float rounding of the head's matmul only
+            got = target_losses(model, batch, labels, chunk)
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert (want[labels == IGNORE] == 0).all() and (want[labels != IGNORE] > 0).all()

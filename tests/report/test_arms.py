@@ -56,3 +56,27 @@ def test_write_report_files(tmp_path: Path):
         assert (tmp_path / "out" / f).stat().st_size > 0
     with pytest.raises(FileNotFoundError, match="eval stage"):
         write_report(tmp_path / "missing", curves, tmp_path / "out2")
+
+
+def test_table_and_claims_follow_the_benchmarks_that_ran(tmp_path: Path):
+    """Real data: no probes, one real benchmark and masked-span EM on its own split name."""
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for arm, a in {**ACC, "no_visual": 0.2}.items():
+        m = {"arm": arm, "seed": 0, "zero_shot/failed": {"BLINK": "FileNotFoundError: x"}}
+        for phase in ("zero_shot", "sft"):
+            m[f"{phase}/vlmeval/MMStar/acc"] = a
+            m[f"{phase}/vlmeval/MMStar/coarse_perception/acc"] = a / 2
+            m[f"{phase}/masked_em/val"] = 1 - a
+        (eval_dir / f"{arm}-0.json").write_text(json.dumps(m))
+    report, _ = write_report(eval_dir, tmp_path / "curves", tmp_path / "out")
+    md = (tmp_path / "out/report.md").read_text()
+    assert "| arm | VLMEvalKit MMStar | masked-span EM val |" in md
+    assert "| mmrpt | 0.600 (n=1) | 0.400 (n=1) |" in md and "| no_visual |" in md
+    assert report["claims"] == {
+        "zero_shot/vlmeval/MMStar/acc/mmrpt_beats_ntp_and_masked_sft": True,
+        "zero_shot/masked_em/val/mmrpt_beats_ntp_and_masked_sft": False,
+        "sft/vlmeval/MMStar/acc/mmrpt_beats_ntp_and_masked_sft": True,
+        "sft/masked_em/val/mmrpt_beats_ntp_and_masked_sft": False,
+    }
+    assert (tmp_path / "out/arms_sft.png").stat().st_size > 0

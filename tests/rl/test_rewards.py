@@ -160,3 +160,47 @@ def test_parse_and_table():
     assert parse(ans("a", "b")).answers == {1: "a", 2: "b"}
     assert not parse("no tags").tags_ok
     assert set(REWARDS) == {"format", "exact", "prefix", "semantic", "visual"}
+
+
+def test_visual_reward_without_a_scene_scores_the_filled_sentence_with_clip(tmp_path):
+    """Real data (no scene): the visual term is the image-text model's CLIPScore of the
+    sentence with the answer put back, per blank; with no model, exact match (as before)."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor
+
+    from mmrpt.rl.visual import image_text_scorer
+    from tests.rl.tiny_clip import build_tiny_clip
+
+    path = str(build_tiny_clip(tmp_path / "clip"))
+    red, blue = Image.new("RGB", (48, 40), "red"), Image.new("RGB", (40, 48), "blue")
+    cols = {
+        "targets": [["A red car waits.", "It is 5 p.m. now."]] * 3,
+        "masked_caption": ["Dr. Lee is here. [1] [2]"] * 3,
+        "meta": [{}] * 3,
+        "image": [red, red, blue],
+    }
+    completions = [
+        ans("A red car waits.", "It is 5 p.m. now."),
+        ans("A blue bus waits.", ""),
+        ans("A red car waits.", "It is 5 p.m. now."),
+    ]
+    got = visual_reward(completions, **cols, visual_model=path)
+    model, proc = AutoModel.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path)
+
+    def clipscore(image, text):
+        with torch.no_grad():
+            out = model(**proc(text=[text], images=[image], return_tensors="pt"))
+        cos = F.cosine_similarity(out.image_embeds, out.text_embeds).item()
+        return min(max(2.5 * cos, 0.0), 1.0)
+
+    want = [
+        (clipscore(red, "A red car waits.") + clipscore(red, "It is 5 p.m. now.")) / 2,
+        clipscore(red, "A blue bus waits.") / 2,  # the empty blank scores 0
+        (clipscore(blue, "A red car waits.") + clipscore(blue, "It is 5 p.m. now.")) / 2,
+    ]
+    assert got == [pytest.approx(w, abs=1e-5) for w in want]
+    assert len(set(got)) == 3
+    assert image_text_scorer(path) is image_text_scorer(path)  # loaded once
+    assert visual_reward(completions, **cols) == [1.0, 0.0, 1.0]  # no model: exact match

@@ -48,3 +48,18 @@ def test_bad_params_fail_before_work(tiny_project: Path, capsys):
     assert main(["data", "-S", "data.n_trian=5"]) == 2
     assert "data.n_trian" in capsys.readouterr().err
     assert not (tiny_project / "data").exists()
+
+
+def test_missing_real_inputs_and_splits_fail_before_work_naming_the_param(
+    tiny_project: Path, capsys
+):
+    args = ["data", "-S", "data.source=jsonl", "-S", "data.inputs={train: nope/*.jsonl}"]
+    assert main(args) == 2
+    assert "data.inputs.train: no input file(s) for 'nope/*.jsonl'" in capsys.readouterr().err
+    assert not (tiny_project / "data/world/train.jsonl").exists()
+    assert main(["data"]) == 0  # the world: train, dev, test_iid, test_counter
+    assert main(["warmup", "-S", "warmup.eval_split=val"]) == 2
+    assert "warmup.eval_split: split(s) ['val'] not in the data" in capsys.readouterr().err
+    assert main(["score", "-S", "score.splits=[train, test]"]) == 2
+    assert "score.splits" in capsys.readouterr().err
+    assert not (tiny_project / "checkpoints").exists() and not (tiny_project / "models").exists()
