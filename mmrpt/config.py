@@ -175,8 +175,14 @@ class MaskParams(Section):
     threshold: Literal["mean_std", "quantile"] = "mean_std"
     k: float = 0.5  # tau = per-caption mean + k * std
     quantile: float = Field(0.6, gt=0, lt=1)  # tau = corpus quantile of the scores
-    granularity: Literal["sentence", "span"] = "sentence"
+    # sentence: whole sentences; span: the most visually attended word of each; attribute: the
+    # colour word of object sentences (the synthetic world's grammar: the attribute its
+    # captions can misdescribe; only object sentences are candidates)
+    granularity: Literal["sentence", "span", "attribute"] = "sentence"
     max_masks: int = Field(2, ge=1)
+    # the answer format: <think>...</think><answer>...</answer>, or the answer alone (short
+    # completions; say so in the instruction)
+    think: bool = True
     splits: list[str] | None = None  # null: every split of the data
     instruction: str = (
         "Fill in each numbered blank of the caption using the image. "
@@ -437,6 +443,11 @@ class Params(Section):
             raise ValueError(
                 "mask.selectors counterfactual needs score.counterfactual and "
                 "score.counterfactual_train"
+            )
+        if self.mask.granularity == "attribute" and self.data.source != "synthetic":
+            raise ValueError(
+                "mask.granularity=attribute hides the synthetic world's colour words; real "
+                "captions have no such grammar: use sentence or span"
             )
         if self.mask.selectors[0] == "random":
             raise ValueError("mask.selectors: the first (primary) selector must not be random")

@@ -248,6 +248,17 @@ _OBJECT = re.compile(r"A (\w+) (\w+) (\w+) is at the (\w+) (\w+)\.?")
 _RELATION = re.compile(r"The (\w+) (\w+) is (left of|right of|above|below) the (\w+) (\w+)\.?")
 
 
+def colour_span(text: str) -> tuple[int, int] | None:
+    """The character span of the colour word of an object sentence ("A large [red] circle is
+    at the top left."), None for any other sentence: the attribute a biased caption gets
+    wrong, which the study's attribute masks hide."""
+    m = _OBJECT.fullmatch(text.strip())
+    if not m or m[2] not in COLOURS:
+        return None
+    lead = len(text) - len(text.lstrip())
+    return lead + m.start(2), lead + m.end(2)
+
+
 def verify_sentence(text: str, scene: list[Obj]) -> bool | None:
     """Is a caption sentence true of the scene? None if it makes no claim we can check
     (boilerplate, generic statements, or text outside the world's grammar)."""

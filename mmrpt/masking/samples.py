@@ -73,6 +73,12 @@ class MaskedSample:
     scores: list[float]
     meta: dict[str, Any]
     prompt: str
+    think: bool = True  # the answer format has a <think> block
+
+    @property
+    def target(self) -> str:
+        """The supervised completion: the hidden texts in the answer format."""
+        return fillin_target(self.targets, THINK if self.think else None)
 
     @property
     def answer(self) -> str:
@@ -85,6 +91,7 @@ class MaskedSample:
         sentences: Sequence[int],
         scores: Sequence[float],
         instruction: str,
+        think: bool = True,
     ) -> MaskedSample:
         """Hide ``spans`` of ``record``'s caption (sentence indices ``sentences``)."""
         masked, targets = mask_caption(record.caption, spans)
@@ -100,6 +107,7 @@ class MaskedSample:
             scores=[float(x) for x in scores],
             meta=record.meta,
             prompt=fillin_prompt(instruction, masked),
+            think=think,
         )
 
     def to_json(self) -> str:
@@ -119,6 +127,7 @@ class MaskedSample:
             scores=list(d["scores"]),
             meta=dict(d.get("meta") or {}),
             prompt=d["prompt"],
+            think=bool(d.get("think", True)),
         )
 
 

@@ -1,6 +1,6 @@
 """Masked-span fill-in: the supervised dataset (primer, masked_sft arm) and the held-out
 exact-match evaluation shared by the primer, every arm and the report. The target format is
-mmrpt.masking.samples.fillin_target."""
+MaskedSample.target."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from mmrpt.generation import generate
 from mmrpt.images import open_rgb
-from mmrpt.masking.samples import MaskedSample, fillin_target
+from mmrpt.masking.samples import MaskedSample
 from mmrpt.modeling.encode import Encoded, encode
 from mmrpt.rl.rewards import exact_reward, normalise
 
@@ -26,9 +26,7 @@ class FillInDataset(Dataset):
 
     def __getitem__(self, i: int) -> Encoded:
         s = self.samples[i]
-        return encode(
-            self.processor, open_rgb(self.root / s.image), s.prompt, fillin_target(s.targets)
-        )
+        return encode(self.processor, open_rgb(self.root / s.image), s.prompt, s.target)
 
 
 def fillin_exact_match(
@@ -45,7 +43,7 @@ def fillin_exact_match(
     completions = generate(
         model, processor, images, [s.prompt for s in samples], max_new_tokens, batch_size
     )
-    scores = exact_reward(completions, [s.targets for s in samples])
+    scores = exact_reward(completions, [s.targets for s in samples], [s.think for s in samples])
     return float(np.mean(scores)) if scores else float("nan"), completions
 
 

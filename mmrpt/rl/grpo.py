@@ -52,6 +52,7 @@ def grpo_dataset(samples: Sequence[MaskedSample], root: str | Path) -> Dataset:
                 "image": open_rgb(root / s.image),
                 "targets": s.targets,
                 "masked_caption": s.masked_caption,
+                "think": s.think,
                 "meta": json.dumps(s.meta),
             }
 

@@ -90,9 +90,11 @@ def summarise(
     ks = sorted({k for k in ks if k <= n} | {n})
     rows = []  # (label, greedy right, right of n)
     for j, s in enumerate(samples):
-        g = blank_hits(greedy[j], s.targets)
+        g = blank_hits(greedy[j], s.targets, s.think)
         right = np.sum(
-            [blank_hits(c, s.targets) for c in sampled[j * n : (j + 1) * n]], axis=0, dtype=int
+            [blank_hits(c, s.targets, s.think) for c in sampled[j * n : (j + 1) * n]],
+            axis=0,
+            dtype=int,
         )
         labels = s.labels or [None] * len(s.targets)
         rows += [(label, hit, int(c)) for label, hit, c in zip(labels, g, right, strict=True)]
@@ -174,9 +176,11 @@ def run_passk(
         base_greedy = generate(
             base[0].to(device()), base[1], images, [s.prompt for s in samples], max_new_tokens, 32
         )
-        targets = [s.targets for s in samples]
+        targets, thinks = [s.targets for s in samples], [s.think for s in samples]
         result["paired"] = {
             "baseline": baseline,
-            **paired(exact_reward(greedy, targets), exact_reward(base_greedy, targets)),
+            **paired(
+                exact_reward(greedy, targets, thinks), exact_reward(base_greedy, targets, thinks)
+            ),
         }
     return result

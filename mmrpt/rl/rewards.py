@@ -37,7 +37,7 @@ import numpy as np
 from mmrpt.data import world
 from mmrpt.data.records import split_at_punctuation, split_sentences
 
-_TAGS = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S)
+_TAGS = re.compile(r"\s*(?:<think>(.*?)</think>)?\s*<answer>(.*?)</answer>\s*", re.S)
 _SLOT = re.compile(r"\[(\d+)\]")
 _TAG_NAMES = ("<think>", "</think>", "<answer>", "</answer>")
 
@@ -47,6 +47,7 @@ class Parsed:
     tags_ok: bool
     answers: dict[int, str] = field(default_factory=dict)  # placeholder number -> text
     duplicates: bool = False
+    think: bool = False  # a <think>...</think> block came first
 
 
 def completion_text(completion) -> str:
@@ -60,9 +61,11 @@ def completion_text(completion) -> str:
     return str(completion)
 
 
-def parse(text: str) -> Parsed:
+def parse(text: str, think: bool = True) -> Parsed:
+    """The answers of a completion; with ``think`` the <think> block is required (the
+    sample's format has one), without it optional (short completions)."""
     m = _TAGS.fullmatch(text)
-    if not m:
+    if not m or (think and m.group(1) is None):
         return Parsed(False)
     body = m.group(2)
     parts = _SLOT.split(body)
@@ -73,7 +76,7 @@ def parse(text: str) -> Parsed:
         if n in answers:
             duplicates = True
         answers[n] = parts[k + 1].strip()
-    return Parsed(True, answers, duplicates)
+    return Parsed(True, answers, duplicates, think=m.group(1) is not None)
 
 
 def normalise(text: str) -> str:
@@ -82,16 +85,28 @@ def normalise(text: str) -> str:
     return text.strip(" .,;:!?\"'")
 
 
-def _answers(completions, targets) -> list[tuple[Parsed, list[str]]]:
-    return [(parse(completion_text(c)), list(t)) for c, t in zip(completions, targets, strict=True)]
+def _thinks(think, n: int) -> list[bool]:
+    """The ``think`` column (does each sample's format have a think block?); default yes."""
+    return [True] * n if think is None else [bool(t) for t in think]
 
 
-def format_reward(completions, targets, **_) -> list[float]:
+def _answers(completions, targets, think=None) -> list[tuple[Parsed, list[str]]]:
+    return [
+        (parse(completion_text(c), w), list(t))
+        for c, t, w in zip(completions, targets, _thinks(think, len(completions)), strict=True)
+    ]
+
+
+def format_reward(completions, targets, think=None, **_) -> list[float]:
     out = []
-    for c, (p, tgt) in zip(completions, _answers(completions, targets), strict=True):
+    expects = _thinks(think, len(completions))
+    for c, (p, tgt), want in zip(
+        completions, _answers(completions, targets, think), expects, strict=True
+    ):
         if not p.tags_ok:
             text = completion_text(c)
-            out.append(0.1 * sum(tag in text for tag in _TAG_NAMES))
+            tags = _TAG_NAMES if want else _TAG_NAMES[2:]
+            out.append(0.1 * sum(tag in text for tag in tags))
         elif (
             not p.duplicates
             and set(p.answers) == set(range(1, len(tgt) + 1))
@@ -103,19 +118,19 @@ def format_reward(completions, targets, **_) -> list[float]:
     return out
 
 
-def blank_hits(completion, targets: Sequence[str]) -> list[bool]:
+def blank_hits(completion, targets: Sequence[str], think: bool = True) -> list[bool]:
     """Per placeholder [1]..[n]: is its answer the (non-empty) hidden text, normalised?"""
-    answers = parse(completion_text(completion)).answers
+    answers = parse(completion_text(completion), think).answers
     return [
         bool(normalise(t)) and normalise(answers.get(i + 1, "")) == normalise(t)
         for i, t in enumerate(targets)
     ]
 
 
-def exact_reward(completions, targets, **_) -> list[float]:
+def exact_reward(completions, targets, think=None, **_) -> list[float]:
     return [
-        float(np.mean(blank_hits(c, tgt))) if len(tgt) else 0.0
-        for c, tgt in zip(completions, targets, strict=True)
+        float(np.mean(blank_hits(c, tgt, w))) if len(tgt) else 0.0
+        for c, tgt, w in zip(completions, targets, _thinks(think, len(completions)), strict=True)
     ]
 
 
@@ -128,12 +143,12 @@ def prefix_credit(answer: str, target: str) -> float:
     return len(a) / len(t) if len(a) < len(t) and t[: len(a)] == a else 0.0
 
 
-def prefix_reward(completions, targets, **_) -> list[float]:
+def prefix_reward(completions, targets, think=None, **_) -> list[float]:
     return [
         float(np.mean([prefix_credit(p.answers.get(i + 1, ""), t) for i, t in enumerate(tgt)]))
         if tgt
         else 0.0
-        for p, tgt in _answers(completions, targets)
+        for p, tgt in _answers(completions, targets, think)
     ]
 
 
@@ -152,13 +167,15 @@ def minilm() -> Embedder:
     )
 
 
-def semantic_reward(completions, targets, embed: Embedder | None = None, **_) -> list[float]:
+def semantic_reward(
+    completions, targets, embed: Embedder | None = None, think=None, **_
+) -> list[float]:
     """Each distinct text is embedded once per call (a GRPO group repeats its targets, and
     often its answers); an empty answer scores 0 and an answer equal to its target 1 (its
     cosine) without embedding."""
     pairs = [
         (p.answers.get(i + 1, "").strip(), t.strip())
-        for p, tgt in _answers(completions, targets)
+        for p, tgt in _answers(completions, targets, think)
         for i, t in enumerate(tgt)
     ]
     sims = [0.0 if not a else 1.0 if a == t else None for a, t in pairs]
@@ -194,13 +211,13 @@ def fill(masked_caption: str, answers: dict[int, str]) -> tuple[str, dict[int, t
 
 
 def visual_reward(
-    completions, targets, masked_caption, meta, image=None, visual_model=None, **_
+    completions, targets, masked_caption, meta, image=None, visual_model=None, think=None, **_
 ) -> list[float]:
     images = image if image is not None else [None] * len(completions)
     scores: list[list[float | None]] = []
     pending: list[tuple[int, int, object, str]] = []  # (sample, blank, image, sentence)
     for k, ((p, tgt), masked, m, img) in enumerate(
-        zip(_answers(completions, targets), masked_caption, meta, images, strict=True)
+        zip(_answers(completions, targets, think), masked_caption, meta, images, strict=True)
     ):
         scene = [world.Obj(**o) for o in (m or {}).get("scene", [])]
         by_model = not scene and visual_model is not None and img is not None

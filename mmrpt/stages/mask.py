@@ -18,6 +18,7 @@ from mmrpt import tracking
 from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.data.records import read_manifest
+from mmrpt.data.world import colour_span
 from mmrpt.io import write_json_atomic, write_jsonl_atomic
 from mmrpt.masking.samples import MaskedSample, write_samples
 from mmrpt.masking.select import caption_tau, select_by_label, select_by_score, select_random
@@ -49,12 +50,23 @@ def mask_split(
             skipped.append({"split": split, "id": r.id, "reason": "fewer than 2 sentences"})
             continue
         scores = g[column].to_numpy(dtype=float)
+        labels = [s.label for s in r.sentences]
+        if mp.granularity == "attribute":  # only sentences that carry the attribute qualify
+            attr = [colour_span(r.sentence_text(i)) for i in range(len(r.sentences))]
+            scores = np.where([a is not None for a in attr], scores, np.nan)
+            labels = [lab if a is not None else 0 for lab, a in zip(labels, attr, strict=True)]
         tau = caption_tau(scores, mp.k) if mp.threshold == "mean_std" else corpus_tau
         by_score = select_by_score(scores, tau, mp.max_masks)
         if selector == "random":
-            chosen = select_random(len(scores), max(len(by_score), 1), rng)
+            candidates = (
+                [i for i, a in enumerate(attr) if a is not None]
+                if mp.granularity == "attribute"
+                else list(range(len(scores)))
+            )
+            pick = select_random(len(candidates), max(len(by_score), 1), rng)
+            chosen = sorted(candidates[i] for i in pick)
         elif selector == "label":
-            chosen = select_by_label([s.label for s in r.sentences], mp.max_masks, rng)
+            chosen = select_by_label(labels, mp.max_masks, rng)
         else:
             chosen = by_score
         if not chosen:
@@ -62,10 +74,17 @@ def mask_split(
             continue
         if mp.granularity == "span":
             spans = [(int(g.peak_start.iloc[i]), int(g.peak_end.iloc[i])) for i in chosen]
+        elif mp.granularity == "attribute":
+            spans = [
+                (r.sentences[i].start + attr[i][0], r.sentences[i].start + attr[i][1])
+                for i in chosen
+            ]
         else:
             spans = [(r.sentences[i].start, r.sentences[i].end) for i in chosen]
         samples.append(
-            MaskedSample.build(r, spans, chosen, [scores[i] for i in chosen], mp.instruction)
+            MaskedSample.build(
+                r, spans, chosen, [scores[i] for i in chosen], mp.instruction, think=mp.think
+            )
         )
     return samples, skipped
 

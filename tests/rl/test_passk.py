@@ -18,9 +18,9 @@ def main(args):
     return cli(["passk", *args])
 
 
-class S:  # the two fields summarise reads of a masked sample
-    def __init__(self, targets, labels):
-        self.targets, self.labels = targets, labels
+class S:  # the fields summarise reads of a masked sample
+    def __init__(self, targets, labels, think=True):
+        self.targets, self.labels, self.think = targets, labels, think
 
 
 @pytest.mark.parametrize("n", [1, 3, 6])
