@@ -300,6 +300,9 @@ class SFTParams(Section):
     lr: float = Field(1e-3, gt=0, le=1.0)
     save_steps: int = Field(50, ge=1)
     max_length: int | None = Field(None, ge=16)  # never truncates image tokens (None = off)
+    # snapshots of the model after these many steps (< steps), evaluated like the final one:
+    # the curve of accuracy vs SFT budget (the final model is the budget `steps`)
+    budgets: list[int] = []
 
     @model_validator(mode="after")
     def _source(self) -> SFTParams:
@@ -307,6 +310,10 @@ class SFTParams(Section):
             raise ValueError("sft.inputs must name the LLaVA-style JSON file for source=llava")
         if self.source == "probes" and self.inputs:
             raise ValueError("sft.inputs is only for source=llava")
+        if any(not 0 < b < self.steps for b in self.budgets) or len(set(self.budgets)) != len(
+            self.budgets
+        ):
+            raise ValueError(f"sft.budgets must be distinct steps in 1..{self.steps - 1}")
         return self
 
 
@@ -328,11 +335,18 @@ class EvalParams(Section):
     # a missing file fails before any work); false: VLMEvalKit's own check and download.
     benchmarks_local: bool = False
     masked_samples: int = Field(200, ge=0)  # held-out masked-span exact match (0 = skip)
+    # Per-probe outcome tables (option log-likelihood, one shared format for every arm) for
+    # paired statistics (the study): zero-shot and after SFT at each sft.budgets snapshot.
+    outcomes: bool = False
+    outcome_forms: list[Literal["fillin", "question"]] = ["fillin", "question"]
+    # probes per (split, type) in the outcome tables (null: all); prior-conflict probes are
+    # always all kept (the study's primary metric)
+    outcome_limit: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _harnesses(self) -> EvalParams:
-        if not self.harnesses:
-            raise ValueError("eval.harnesses must name at least one harness")
+        if not self.harnesses and not self.outcomes:
+            raise ValueError("eval.harnesses must name at least one harness (or eval.outcomes)")
         if self.vlmevalkit_datasets and "vlmevalkit" not in self.harnesses:
             raise ValueError("eval.vlmevalkit_datasets needs vlmevalkit in eval.harnesses")
         return self

@@ -118,7 +118,11 @@ STAGES: tuple[Stage, ...] = (
         per_run=True,
         reads=("seed", "sft", "rl.deepspeed"),
         deps={"data": "${data.out_dir}", "model": "${rl.out_dir}/" + RUN, "inputs": INPUTS["sft"]},
-        outs={"model": "${sft.out_dir}/" + RUN, "checkpoints": "${sft.checkpoint_dir}/" + RUN},
+        outs={
+            "model": "${sft.out_dir}/" + RUN,
+            "budgets": "${sft.out_dir}-budgets/" + RUN,  # snapshots at sft.budgets steps
+            "checkpoints": "${sft.checkpoint_dir}/" + RUN,
+        },
         persist=("checkpoints",),
         tables={"metrics": "metrics/sft/" + RUN + ".json"},
         code=(*TRAIN_CODE, "mmrpt/finetune", "mmrpt/stages/sft.py"),
@@ -134,17 +138,23 @@ STAGES: tuple[Stage, ...] = (
             "rl.eval_splits",
             "rl.eval_samples",
             "model.trust_remote_code",
+            "mask.instruction",
+            "mask.think",
+            "sft.budgets",
+            "sft.steps",
         ),
         deps={
             "data": "${data.out_dir}",
             "masks": "${mask.out_dir}",
             "zero_shot": "${rl.out_dir}/" + RUN,
             "sft": "${sft.out_dir}/" + RUN,
+            "budgets": "${sft.out_dir}-budgets/" + RUN,
             "rl_metrics": "metrics/rl/" + RUN + ".json",
             "benchmarks": INPUTS["benchmarks"],
         },
         # lm-eval / VLMEvalKit raw files (timestamped): kept for resume, not versioned
         scratch={"eval": "${eval.out_dir}/" + RUN},
+        outs={"outcomes": "${eval.out_dir}/outcomes/" + RUN + ".parquet"},  # eval.outcomes
         tables={"metrics": "metrics/eval/" + RUN + ".json"},
         headline="metrics/run/" + RUN + ".json",
         code=(

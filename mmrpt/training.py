@@ -164,3 +164,16 @@ def save_trained(trainer, processor, out: str | Path) -> Path | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     return out
+
+
+class SaveAtSteps(TrainerCallback):
+    """Saves the model (and processor) to ``folder/<step>`` after each of ``steps``: the
+    snapshots of a budget curve (e.g. accuracy vs SFT steps) from one training run."""
+
+    def __init__(self, steps, folder: str | Path, processor):
+        self.steps, self.folder, self.processor = set(steps), Path(folder), processor
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps and state.is_world_process_zero:
+            save_model_atomic(model, self.processor, self.folder / str(state.global_step))

@@ -98,3 +98,53 @@ def outcomes(
             }
         )
     return pd.DataFrame(rows)
+
+
+def select(probes: Sequence[dict], limit: int | None) -> list[dict]:
+    """The first ``limit`` probes of each type, plus every prior-conflict probe (all of them
+    are kept: they carry the study's primary metric)."""
+    if limit is None:
+        return list(probes)
+    seen: dict[str, int] = {}
+    out = []
+    for p in probes:
+        seen[p["type"]] = seen.get(p["type"], 0) + 1
+        if p.get("conflict") or seen[p["type"]] <= limit:
+            out.append(p)
+    return out
+
+
+def score_model(
+    scorer,
+    root: str | Path,
+    splits: Sequence[str],
+    forms: Sequence[str],
+    *,
+    instruction: str,
+    think: bool,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Outcome rows of one model on the probes of ``splits`` (data_root/probes/<split>.jsonl)
+    in each of ``forms``, with a ``form`` column."""
+    from mmrpt.io import read_jsonl
+
+    frames = []
+    for split in splits:
+        probes = select(read_jsonl(Path(root) / "probes" / f"{split}.jsonl"), limit)
+        for form in forms:
+            table = outcomes(scorer, probes, root, form, instruction, think)
+            frames.append(table.assign(form=form))
+    return pd.concat(frames, ignore_index=True)
+
+
+def headline(table: pd.DataFrame) -> dict[str, float]:
+    """The study's primary numbers from a zero-shot outcome table: accuracy on prior-conflict
+    colour probes and the rate of picking the prior there (fill-in form when scored)."""
+    form = "fillin" if (table.form == "fillin").any() else "question"
+    part = table[(table.form == form) & table.conflict & (table.type == "colour")]
+    if part.empty:
+        return {}
+    return {
+        "conflict_acc": float(part.correct.mean()),
+        "prior_rate": float(part.picked_prior.mean()),
+    }

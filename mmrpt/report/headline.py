@@ -10,6 +10,8 @@ answering (VLMEvalKit). Real benchmarks add one key each: ``sft_<name>`` (after 
 from __future__ import annotations
 
 PROBES = {
+    "conflict_acc": "zero_shot/conflict_acc",  # the study's primary numbers (eval.outcomes)
+    "prior_rate": "zero_shot/prior_rate",
     "iid_acc": "zero_shot/lmeval/iid/acc",
     "counter_acc": "zero_shot/lmeval/counter/acc",
     "reliance": "zero_shot/lmeval/counter/reliance",

@@ -111,3 +111,61 @@ def reward_curves(curves: dict[str, pd.DataFrame], path: str | Path) -> Path:
     ax.set_ylabel("mean reward")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def sft_curves(study: dict, path: str | Path) -> Path:
+    """Accuracy vs SFT steps per arm: a row per caption-bias value, a column per metric
+    (iid probes; prior-conflict colour probes), step 0 = the arm's model before SFT."""
+    metrics = {
+        "sft_iid": "iid probes (question form)",
+        "sft_conflict": "prior-conflict colour (question form)",
+    }
+    fig, axes = plt.subplots(
+        len(study), len(metrics), figsize=(5 * len(metrics), 3.2 * len(study)), squeeze=False
+    )
+    for row, (bias, s) in enumerate(study.items()):
+        for col, (metric, title) in enumerate(metrics.items()):
+            ax = axes[row, col]
+            for arm, points in s["curves"][metric].items():
+                ax.plot(
+                    [p["steps"] for p in points],
+                    [p["accuracy"] for p in points],
+                    marker="o",
+                    label=arm,
+                )
+            refs = s["metrics"][metric]["references"]
+            ax.axhline(
+                refs["prior_only"],
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label="prior-only answerer",
+            )
+            ax.set_title(f"caption bias {bias}: {title}", fontsize=9)
+            ax.set_xlabel("SFT steps")
+            ax.set_ylabel("accuracy")
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def forest(study: dict, path: str | Path) -> Path:
+    """The paired differences (a - b) with their 95% intervals, one line per (caption bias,
+    comparison, metric), with the zero line."""
+    rows = [
+        (f"bias {bias}: {pair} ({metric})", c)
+        for bias, s in study.items()
+        for pair, per_metric in s["comparisons"].items()
+        for metric, c in per_metric.items()
+    ]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    for yi, (_, c) in zip(y, rows, strict=True):
+        colour = "tab:red" if c["lo"] > 0 or c["hi"] < 0 else "tab:grey"
+        ax.plot([c["lo"], c["hi"]], [yi, yi], color=colour)
+        ax.plot(c["diff"], yi, "o", color=colour)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, [label for label, _ in rows], fontsize=7)
+    ax.set_xlabel("difference in accuracy (a - b), 95% CI; red: effect detected")
+    ax.set_title("paired differences between arms")
+    return _save(fig, path)

@@ -23,7 +23,7 @@ import torch
 from mmrpt import tracking
 from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
-from mmrpt.io import fingerprint_dir, inputs_stamp, write_json_atomic
+from mmrpt.io import fingerprint_dir, inputs_stamp, write_json_atomic, write_parquet_atomic
 from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import CheckpointError, load_vlm
 from mmrpt.report.headline import run_headline
@@ -170,6 +170,47 @@ def masked_em_of_rl(ctx: StageContext) -> dict[str, float]:
     return out
 
 
+def write_outcomes(ctx: StageContext) -> dict[str, float]:
+    """Per-probe outcome tables (mmrpt.evaluation.probe_outcomes) of the zero-shot model, the
+    final SFT model and each sft.budgets snapshot, as one parquet table (columns phase, steps,
+    form, ...); each model's table is kept in the scratch folder, so a rerun after a crash
+    scores only what is missing. Returns the zero-shot primary numbers."""
+    import pandas as pd
+
+    from mmrpt.evaluation.probe_outcomes import headline, score_model
+    from mmrpt.evaluation.scorer import Scorer
+
+    p = ctx.params
+    ep, root = p.eval, ctx.dep("data")
+    splits = probe_splits(root, ep.splits)
+    models = [("zero_shot", 0, ctx.dep("zero_shot"))]
+    models += [("sft", k, ctx.dep("budgets") / str(k)) for k in p.sft.budgets]
+    models.append(("sft", p.sft.steps, ctx.dep("sft")))
+    frames = []
+    for phase, steps, path in models:
+        cache = fingerprint_dir(
+            ctx.scratch("eval") / f"outcomes-{phase}-{steps}",
+            ctx.fingerprint(phase, steps, inputs=["data"]) + inputs_stamp([path]),
+        )
+        table_file = cache / "outcomes.parquet"
+        if not table_file.exists():
+            scorer = Scorer.load(path, trust_remote_code=p.model.trust_remote_code)
+            table = score_model(
+                scorer,
+                root,
+                splits,
+                ep.outcome_forms,
+                instruction=p.mask.instruction,
+                think=p.mask.think,
+                limit=ep.outcome_limit,
+            )
+            write_parquet_atomic(table_file, table)
+        frames.append(pd.read_parquet(table_file).assign(phase=phase, steps=steps))
+    outcomes = pd.concat(frames, ignore_index=True)
+    write_parquet_atomic(ctx.out("outcomes"), outcomes)
+    return {f"zero_shot/{k}": v for k, v in headline(frames[0]).items()}
+
+
 def run(ctx: StageContext) -> dict:
     ep, name = ctx.params.eval, ctx.run_name
     check(ctx)
@@ -203,6 +244,12 @@ def run(ctx: StageContext) -> dict:
             if phase == "zero_shot" and ep.masked_samples:
                 results |= masked_em_of_rl(ctx)
             metrics |= {f"{phase}/{k}": v for k, v in results.items()}
+        if ep.outcomes:
+            metrics |= write_outcomes(ctx)
+        else:  # the declared output, empty
+            import pandas as pd
+
+            write_parquet_atomic(ctx.out("outcomes"), pd.DataFrame())
         tracking.log_metrics(metrics)
     write_json_atomic(ctx.table_path("metrics"), metrics)
     write_json_atomic(ctx.headline_path(), run_headline(metrics))

@@ -17,7 +17,14 @@ from mmrpt.finetune.vqa import llava_dataset, llava_rows, make_sft_trainer, prob
 from mmrpt.io import fingerprint_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
 from mmrpt.modeling.loader import CheckpointError, load_vlm
 from mmrpt.stages.common import run_seed, warn_untracked
-from mmrpt.training import device, last_loss, save_trained, seed_everything, train_resumable
+from mmrpt.training import (
+    SaveAtSteps,
+    device,
+    last_loss,
+    save_trained,
+    seed_everything,
+    train_resumable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +80,10 @@ def run(ctx: StageContext) -> dict:
             save_steps=sp.save_steps,
             seed=seed,
             max_length=sp.max_length,
-            callbacks=[tracking.StepLogger()],
+            callbacks=[
+                tracking.StepLogger(),
+                SaveAtSteps(sp.budgets, ctx.out("budgets"), processor),  # the budget curve
+            ],
             deepspeed=p.rl.deepspeed,
             bf16=torch.cuda.is_available(),
         )

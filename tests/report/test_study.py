@@ -1,0 +1,112 @@
+"""The study's comparison on simulated outcome tables: an effect put in is detected with an
+interval that covers it, a null is not, the reference answerers and the curves are right."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmrpt.report.study import items, markdown, plots, references, summarise
+
+N_COLOUR, N_OTHER = 400, 200
+
+
+def outcome_table(rng, p_conflict: float, p_iid: float, budgets=(50,), final=100) -> pd.DataFrame:
+    """One run's outcomes: conflict colour probes (test_counter) right with p_conflict, iid
+    probes right with p_iid; every phase/form the eval stage writes."""
+    rows = []
+    for phase, steps, forms in [
+        ("zero_shot", 0, ("fillin", "question")),
+        *[("sft", k, ("question",)) for k in (*budgets, final)],
+    ]:
+        for form in forms:
+            for i in range(N_COLOUR):  # answer slot cycles; prior in another slot
+                answer, prior = i % 4, (i + 1) % 4
+                ok = rng.random() < p_conflict
+                picked = answer if ok else prior
+                rows.append(
+                    {
+                        "id": f"c{i}",
+                        "scene": f"s{i}",
+                        "split": "test_counter",
+                        "type": "colour",
+                        "conflict": True,
+                        "answer": answer,
+                        "prior": prior,
+                        "picked": picked,
+                        "correct": ok,
+                        "picked_prior": picked == prior,
+                        "form": form,
+                        "phase": phase,
+                        "steps": steps,
+                    }
+                )
+            for i in range(N_OTHER):
+                answer = i % 4
+                ok = rng.random() < p_iid
+                picked = answer if ok else (answer + 2) % 4
+                rows.append(
+                    {
+                        "id": f"i{i}",
+                        "scene": f"t{i}",
+                        "split": "test_iid",
+                        "type": "count",
+                        "conflict": False,
+                        "answer": answer,
+                        "prior": -1,
+                        "picked": picked,
+                        "correct": ok,
+                        "picked_prior": False,
+                        "form": form,
+                        "phase": phase,
+                        "steps": steps,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def runs(effect: float, seeds=(0, 1, 2, 3)):
+    rng = np.random.default_rng(0)
+    out = {}
+    for s in seeds:
+        out["mmrpt", s] = outcome_table(rng, 0.5 + effect, 0.8)
+        out["masked_sft", s] = outcome_table(rng, 0.5, 0.8)
+    return out
+
+
+def test_items_pick_the_metric_rows():
+    t = outcome_table(np.random.default_rng(1), 0.5, 0.8)
+    assert len(items(t, "conflict")) == N_COLOUR
+    assert set(items(t, "conflict").form) == {"fillin"}
+    assert len(items(t, "sft_iid", 100)) == N_OTHER
+    assert set(items(t, "sft_iid", 0).phase) == {"zero_shot"}  # step 0 = before SFT
+    with pytest.raises(ValueError, match="unknown metric"):
+        items(t, "speed")
+
+
+def test_reference_answerers_on_the_same_items():
+    part = pd.DataFrame({"answer": [0, 1, 2, 3], "prior": [0, 2, -1, -1]})
+    # prior-only picks 0, 2, 0, 0 -> right on the first only; constant picks 0 -> first only
+    assert references(part) == {"oracle": 1.0, "prior_only": 0.25, "constant": 0.25}
+
+
+def test_an_effect_is_detected_and_its_interval_covers_it(tmp_path):
+    s = summarise(runs(0.15), budgets=[50, 100], n_boot=500)
+    c = s["comparisons"]["mmrpt vs masked_sft"]["conflict"]
+    assert c["verdict"].startswith("effect detected")
+    assert c["lo"] < 0.15 < c["hi"] and c["diff"] == pytest.approx(0.15, abs=0.04)
+    assert c["mde"] < 0.08  # 4 seeds x 400 conflict probes: ~2.8 * sqrt(0.45 / 1600) = 0.047,
+    # wider with the two-level bootstrap
+    iid = s["comparisons"]["mmrpt vs masked_sft"]["sft_iid"]
+    assert iid["verdict"].startswith("no effect detected")
+    m = s["metrics"]["conflict"]
+    assert m["mmrpt"]["n_seeds"] == 4 and m["mmrpt"]["n_items"] == N_COLOUR
+    assert m["masked_sft"]["prior_rate"] == pytest.approx(1 - m["masked_sft"]["accuracy"])
+    assert [p["steps"] for p in s["curves"]["sft_iid"]["mmrpt"]] == [0, 50, 100]
+    study = {0.0: summarise(runs(0.0), budgets=[50, 100], n_boot=300), 0.6: s}
+    assert study[0.0]["comparisons"]["mmrpt vs masked_sft"]["conflict"]["verdict"].startswith(
+        "no effect detected"
+    )
+    md = markdown(study)
+    assert "## caption bias 0.6" in md and "(prior_only)" in md and "effect detected" in md
+    for png in plots(study, tmp_path):
+        assert png.stat().st_size > 5000
