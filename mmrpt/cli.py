@@ -23,7 +23,7 @@ from mmrpt.progress import quiet_third_party
 
 log = logging.getLogger("mmrpt")
 
-TOOLS = ("compare", "passk", "summary", "dvc-yaml", "plots-template")
+TOOLS = ("compare", "passk", "summary", "dvc-yaml", "plots-template", "study")
 
 
 def _params_args(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="reports/report.md")
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from mmrpt/pipeline.py")
     p.add_argument("--out", default="dvc.yaml")
+    p = sub.add_parser(
+        "study", help="the study: the pipeline at caption bias 0 and > 0, arms compared"
+    )
+    p.add_argument("--biases", type=float, nargs="+", default=[0.0, 0.6])
+    p.add_argument("--profile", default="profiles/study.yaml", help="the params overlay")
+    p.add_argument("--root", default="studies/main", help="where the workspaces go")
+    p.add_argument("--max-parallel", type=int, default=2, help="stage processes at once")
+    p.add_argument("--out", default="reports/study")
     p = sub.add_parser("plots-template", help="write the offline `dvc plots show` page template")
     p.add_argument("--out", default=".dvc/plots_page.html")
     return parser
@@ -109,6 +117,20 @@ def _tool(args) -> int:
         from mmrpt.pipeline import write_dvc_yaml
 
         print(f"wrote {write_dvc_yaml(args.out)}")
+        return 0
+    if args.command == "study":
+        from flows.study import study
+
+        try:
+            study(
+                biases=args.biases,
+                profile=args.profile,
+                root=args.root,
+                max_parallel=args.max_parallel,
+                out=args.out,
+            )
+        except ParamsError as e:
+            return _fail(str(e))
         return 0
     if args.command == "plots-template":
         from mmrpt.report.dvc_plots import write_page_template

@@ -252,19 +252,24 @@ class RLParams(Section):
 class ArmParams(Section):
     """One arm of the comparison: an objective on masked samples from the shared primer.
     ntp: caption next-token prediction on the samples' captions; sft: supervised fill-in
-    (imitation); grpo: GRPO with the reward; an ablation is another entry in `arms`."""
+    (imitation); grpo: GRPO with the reward; rft: rejection-sampling fine-tuning (supervised
+    fill-in on the primer's own completions that the reward fully accepts); an ablation is
+    another entry in `arms`."""
 
-    objective: Literal["ntp", "sft", "grpo"]
+    objective: Literal["ntp", "sft", "grpo", "rft"]
     # whose masks: "primary" (mask.selectors[0]) or a selector named in mask.selectors
     masks: str = "primary"
-    lr: float | None = Field(None, gt=0, le=1.0)  # null: rl.lr (grpo), rl.sft_lr (ntp, sft)
-    reward_weights: dict[str, float] | None = None  # null: rl.reward_weights (grpo only)
+    # null: rl.lr (grpo), rl.sft_lr (ntp, sft, rft)
+    lr: float | None = Field(None, gt=0, le=1.0)
+    # grpo: the reward; rft: the acceptance test (every term of weight > 0 gives full credit);
+    # null: rl.reward_weights
+    reward_weights: dict[str, float] | None = None
 
     @model_validator(mode="after")
     def _arm(self) -> ArmParams:
         if self.reward_weights is not None:
-            if self.objective != "grpo":
-                raise ValueError("reward_weights only apply to objective grpo")
+            if self.objective not in ("grpo", "rft"):
+                raise ValueError("reward_weights only apply to objectives grpo and rft")
             _check_rewards(self.reward_weights, "reward_weights")
         return self
 

@@ -84,7 +84,7 @@ def test_every_float_is_finite(tmp_path, key, value):
     [
         ("arms.mmrpt.masks=label", "not in mask.selectors"),
         ("arms.new_arm.objective=rlhf", "objective"),
-        ("arms.masked_sft.reward_weights={exact: 1}", "only apply to objective grpo"),
+        ("arms.masked_sft.reward_weights={exact: 1}", "only apply to objectives grpo and rft"),
         ("arms.mmrpt.reward_weights={exact: 0}", "at least one > 0"),
         ("arms.mmrpt.reward_weights={speed: 1}", "unknown terms"),
         ("arms={../x: {objective: sft}}", "folder names"),
