@@ -28,6 +28,25 @@ def test_dvc_params_are_the_declared_reads():
             assert path in dvc[s.name]["deps"]
 
 
+@pytest.mark.parametrize("params_file", ["params.yaml", "profiles/real.yaml"])
+def test_every_declared_read_is_in_the_complete_params_files(params_file):
+    """DVC refuses a stage whose params key is missing from the file ("Parameters ... are
+    missing"), so a key added to a declaration must be added to every complete params file."""
+    params = yaml.safe_load((ROOT / params_file).read_text())
+    missing = []
+    for s in STAGES:
+        for key in s.reads:
+            node = params
+            for part in key.split("."):
+                if "${" in part or not isinstance(node, dict):
+                    break
+                if part not in node:
+                    missing.append(f"{s.name}: {key}")
+                    break
+                node = node[part]
+    assert missing == []
+
+
 def test_a_stage_reads_only_what_it_declares():
     params = Params()
     view = ParamsView(params, ("seed", "warmup.prompt", "model.tiny.hidden_size"), "demo")
