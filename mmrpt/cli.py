@@ -3,6 +3,11 @@
 python -m mmrpt <stage> [-S key=value ...]            one pipeline stage
 python -m mmrpt rl --arm mmrpt --seed 0               a per-run stage (rl, sft, eval)
 python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--help``)
+
+Exit codes of a stage: 0 done; 2 bad params or input, or a refusal (the reason on one line;
+MMRPT_LOG=DEBUG also logs the traceback); 75 an output is busy (another run writes it: try
+again later); 143 SIGTERM (stopped cleanly: the MLflow run is marked KILLED, a training stage
+saves a checkpoint at the end of its step first).
 """
 
 from __future__ import annotations
@@ -154,12 +159,17 @@ def _tool(args) -> int:
 
 
 def run_stage(name: str, params, arm: str | None = None, seed: int | None = None) -> dict:
-    """Run one stage in this process (the CLI and tests call this)."""
+    """Run one stage in this process (the CLI and tests call this): its inputs checked, its
+    outputs locked and claimed (mmrpt.stagerun), the MLflow store writable."""
+    from mmrpt import tracking
     from mmrpt.pipeline import context
+    from mmrpt.stagerun import prepared
 
     ctx = context(name, params, arm, seed)
     try:
-        return importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+        with prepared(ctx):
+            tracking.check_store(params)
+            return importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
     finally:
         record = os.environ.get("MMRPT_RECORD_READS")
         if record:  # which declared params the stage really read (tests/test_pipeline.py)
@@ -179,8 +189,36 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, args.overrides)
     except (ParamsError, FileNotFoundError) as e:
         return _fail(str(e))
+    return _stage(args.command, params, getattr(args, "arm", None), getattr(args, "seed", None))
+
+
+def _stage(name: str, params, arm: str | None, seed: int | None) -> int:
+    """Run a stage; expected failures become one line and an exit code (module docstring)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mmrpt import tracking
+    from mmrpt.guards import Terminated, sigterm_handler
+    from mmrpt.modeling.loader import CheckpointError
+    from mmrpt.safety import Refused
+    from mmrpt.stagerun import BUSY_EXIT, Busy
+
+    log = logging.getLogger("mmrpt")
     try:
-        run_stage(args.command, params, getattr(args, "arm", None), getattr(args, "seed", None))
-    except ParamsError as e:  # a check that needs the model or data (e.g. score.layers)
-        return _fail(str(e))
+        with sigterm_handler(), tracking._quiet_store_errors():
+            run_stage(name, params, arm, seed)
+    except (ParamsError, Refused, CheckpointError, FileNotFoundError) as e:
+        # ParamsError here: a check that needs the model or data (e.g. score.layers)
+        log.debug("%s failed", name, exc_info=True)
+        return _fail(f"{name}: {e}")
+    except Busy as e:
+        print(f"mmrpt: {name}: {e}", file=sys.stderr)
+        return BUSY_EXIT
+    except Terminated as e:
+        print(f"mmrpt: {name}: stopped by SIGTERM; rerun to resume", file=sys.stderr)
+        return e.code
+    except (MlflowException, SQLAlchemyError) as e:  # the store failed mid-run
+        log.debug("%s failed", name, exc_info=True)
+        store = params.tracking.tracking_uri
+        return _fail(f"{name}: MLflow store {store} failed: {tracking.root_cause(e)}")
     return 0

@@ -42,6 +42,14 @@ code (run.py's defaults and each dataset's ``evaluate``):
 
 Set $LMUData (``run_vlmevalkit`` does, default ``out_dir/LMUData``): otherwise VLMEvalKit
 creates ~/LMUData.
+
+No pickle from an output folder is ever loaded. VLMEvalKit resumes from its own pickles in its
+work folder (``<model>_<dataset>_PREV.pkl``, ``<rank><world>_<dataset>.pkl``, judge
+``*_result.pkl``: ``vlmeval.smp.load`` unpickles them) and our output folders can come from a
+DVC remote or a shared disk. So every run gets a fresh private work folder
+(``tempfile.mkdtemp``, mode 0700) where VLMEvalKit only reads back what it wrote in this
+process, and the probe datasets a fresh private $LMUData; the finished files (predictions,
+scores; not VLMEvalKit's pickles) are then copied into ``out_dir``, replacing earlier ones.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ import contextlib
 import os
 import shutil
 import string
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -83,7 +92,9 @@ def export_probes(
     data_root: str | Path, split: str, lmu_data: str | Path, limit: int | None = None
 ) -> str:
     """Write ``$LMUData/<name>.tsv`` for the probes of ``split`` (the first ``limit`` of each
-    type, as lm-eval's limit); drops images dumped for an earlier export. Returns the name."""
+    type, as lm-eval's limit). ``lmu_data`` must not hold images of an earlier export of this
+    name (they would be shown instead: VLMEvalKit names images by the source file); run_vlmevalkit
+    exports to a fresh private folder. Returns the name."""
     root, lmu, name = Path(data_root), Path(lmu_data), dataset_name(split)
     rows, first, seen = [], {}, {}
     for p in read_probes(root, split):
@@ -112,7 +123,8 @@ def export_probes(
             }
         )
     lmu.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(lmu / "images" / name, ignore_errors=True)
+    if (lmu / "images" / name).exists():  # images dumped for another export of this name
+        raise FileExistsError(f"{lmu / 'images' / name}: export probes to a fresh $LMUData")
     pd.DataFrame(rows).to_csv(lmu / f"{name}.tsv", sep="\t", index=False)
     return name
 
@@ -227,9 +239,9 @@ def run_vlmevalkit(
 
     ``limit``: the first ``limit`` probes of each (split, probe type), as in lm-eval.
     ``blank``: as ``lmeval.variants`` (True = also blank). ``datasets``: real VLMEvalKit
-    benchmark names, run after the probes (they download). VLMEvalKit's prediction/result
-    files go to ``out_dir`` (cleared of earlier files of the same model and dataset first:
-    VLMEvalKit would resume from them). Returns ``{"vlmeval/iid/acc",
+    benchmark names, run after the probes (they download into ``lmu_data``). VLMEvalKit runs
+    in a fresh private work folder (nothing in ``out_dir`` is read, see the module docstring);
+    its prediction/result files are then moved to ``out_dir``. Returns ``{"vlmeval/iid/acc",
     "vlmeval/iid/colour/acc", ..., "vlmeval/iid_blank/acc", ...}``; a benchmark under its own
     name (``vlmeval/MMStar/acc``, per category ``vlmeval/MMStar/<category>/acc``).
     """
@@ -243,27 +255,37 @@ def run_vlmevalkit(
             model_path, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
         )
     out: dict[str, float] = {}
-    with _lmu_data(lmu):
-        from vlmeval.dataset import build_dataset
-        from vlmeval.inference import infer_data_job
+    from vlmeval.dataset import build_dataset
+    from vlmeval.inference import infer_data_job
 
-        names = [export_probes(data_root, s, lmu, limit) for s in splits] + list(datasets)
+    with tempfile.TemporaryDirectory(prefix="mmrpt-vlmeval-") as private:
+        work, probes_lmu = Path(private) / "work", Path(private) / "LMUData"
+        work.mkdir()
+        with _lmu_data(probes_lmu):
+            names = [export_probes(data_root, s, probes_lmu, limit) for s in splits]
+        names += list(datasets)
         for is_blank in variants(blank):
             model = VLMEvalModel(answerer, blank=is_blank)
             model_name = "mmrpt_blank" if is_blank else "mmrpt"
             for name in names:
-                dataset = build_dataset(name)
-                if dataset is None:
-                    raise FileNotFoundError(f"VLMEvalKit cannot build dataset {name}")
-                for stale in out_dir.glob(f"{model_name}_{name}*"):
-                    stale.unlink()
-                model.prefetch(dataset)
-                infer_data_job(model, work_dir=str(out_dir), model_name=model_name, dataset=dataset)
-                result = dataset.evaluate(
-                    str(out_dir / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1
-                )
+                with _lmu_data(probes_lmu if is_probe_dataset(name) else lmu):
+                    dataset = build_dataset(name)
+                    if dataset is None:
+                        raise FileNotFoundError(f"VLMEvalKit cannot build dataset {name}")
+                    model.prefetch(dataset)
+                    infer_data_job(
+                        model, work_dir=str(work), model_name=model_name, dataset=dataset
+                    )
+                    result = dataset.evaluate(
+                        str(work / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1
+                    )
                 key = name.removeprefix(f"{PREFIX}_") + ("_blank" if is_blank else "")
                 out.update(_flatten(result, f"vlmeval/{key}"))
+        for f in sorted(work.iterdir()):
+            if f.is_file() and f.suffix != ".pkl":  # VLMEvalKit's own resume state stays behind
+                tmp = out_dir / f"{f.name}.tmp"  # then rename: never a half-copied result
+                shutil.copyfile(f, tmp)
+                os.replace(tmp, out_dir / f.name)
     return out
 
 

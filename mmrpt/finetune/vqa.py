@@ -7,9 +7,10 @@ This module supplies the rows, from either source:
 - the synthetic world's train-split probes (question -> the true option's text);
 - LLaVA-style JSON (``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}]``),
   one row per assistant turn with the earlier turns as the prompt; ``<image>`` markers are
-  dropped (the image always goes first). Rows that cannot be used (missing or unreadable
-  image, no assistant turn, empty text) are refused with a reason and counted, never dropped
-  silently.
+  dropped (the image always goes first). Rows that cannot be used (missing, unreadable or
+  oversized image, no assistant turn, empty text, text that is not Unicode, too long or holds
+  a special token such as ``<|im_end|>``: it would become a control token in TRL's chat
+  template) are refused with a reason and counted, never dropped silently.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from mmrpt.data.readers import BadInput, load_image
 from mmrpt.images import open_rgb
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
+from mmrpt.safety import text_problem, utf8_safe
 
 
 def _user(text: str, image: bool) -> dict:
@@ -63,13 +66,20 @@ class Refused:
 
     def refuse(self, item_id: str, reason: str) -> None:
         self.reasons[reason] += 1
+        if not utf8_safe([item_id]):  # the rejects file is UTF-8
+            item_id = item_id.encode("utf-8", "backslashreplace").decode("utf-8")
         self.rows.append({"id": item_id, "reason": reason})
 
 
 def llava_rows(
-    path: str | Path, image_root: str | Path | None = None
+    path: str | Path,
+    image_root: str | Path | None = None,
+    *,
+    max_text_chars: int | None = None,
+    max_pixels: int = 4096 * 4096,
 ) -> tuple[list[dict], Refused]:
-    """Prompt-completion rows from a LLaVA-style JSON file, and what was refused and why."""
+    """Prompt-completion rows from a LLaVA-style JSON file, and what was refused and why
+    (``max_text_chars``: of a conversation's turns together; ``max_pixels``: per image)."""
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
     try:
@@ -81,21 +91,45 @@ def llava_rows(
     refused, rows = Refused(n_input=len(items)), []
     for k, item in enumerate(items):
         rid = str(item.get("id", k)) if isinstance(item, dict) else str(k)
-        rows.extend(_conversation_rows(item, root, rid, refused))
+        rows.extend(_conversation_rows(item, root, rid, refused, max_text_chars, max_pixels))
     return rows, refused
 
 
-def _conversation_rows(item, root: Path, rid: str, refused: Refused) -> Iterator[dict]:
+def _text_problem(turns: list, max_chars: int | None) -> str | None:
+    if not all(isinstance(t, dict) for t in turns):
+        return "turn is not an object"
+    texts = [str(t.get("value", "")) for t in turns]
+    for text in texts:
+        problem = text_problem(text, what="text")
+        if problem:
+            return problem
+    n = sum(map(len, texts))
+    if max_chars is not None and n > max_chars:
+        return f"text too long: {n} characters > {max_chars}"
+    return None
+
+
+def _conversation_rows(
+    item, root: Path, rid: str, refused: Refused, max_chars: int | None, max_pixels: int
+) -> Iterator[dict]:
     if not isinstance(item, dict) or not isinstance(item.get("conversations"), list):
         refused.refuse(rid, "no conversations list")
         return
     if not item.get("image"):
         refused.refuse(rid, "no image")
         return
+    problem = _text_problem(item["conversations"], max_chars)
+    if problem:
+        refused.refuse(rid, problem)
+        return
+    path = str(item["image"])
+    if not utf8_safe([path]):
+        refused.refuse(rid, "image path not Unicode: lone surrogate")
+        return
     try:
-        image = open_rgb(root / str(item["image"]))
-    except (OSError, ValueError) as e:
-        refused.refuse(rid, f"unreadable image: {type(e).__name__}")
+        image = load_image(root / path, max_pixels)  # header checked before any decoding
+    except BadInput as e:
+        refused.refuse(rid, f"unreadable image: {str(e).split(':')[0]}")
         return
     history: list[dict] = []
     n = 0

@@ -21,6 +21,7 @@ from mmrpt.io import write_json_atomic, write_jsonl_atomic
 from mmrpt.masking.samples import MaskedSample, write_samples
 from mmrpt.masking.select import caption_tau, select_by_label, select_by_score, select_random
 from mmrpt.report.gallery import masked_gallery
+from mmrpt.safety import empty_owned
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def mask_split(
 def run(ctx: StageContext) -> dict:
     mp = ctx.params.mask
     root = ctx.dep("data")
-    out = ctx.out("masks")
+    out = empty_owned(ctx.out("masks"))  # no selector or split of earlier params survives
     table = pd.read_parquet(ctx.dep("scores"))
     metrics: dict = {}
     with tracking.stage_run(ctx):
