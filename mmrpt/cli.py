@@ -5,8 +5,8 @@ python -m mmrpt rl --arm mmrpt --seed 0               a per-run stage (rl, sft, 
 python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--help``)
 
 Exit codes of a stage: 0 done; 2 bad params or input, or a refusal (the reason on one line;
-MMRPT_LOG=DEBUG also logs the traceback); 75 an output is busy (another run writes it: try
-again later); 143 SIGTERM (stopped cleanly: the MLflow run is marked KILLED, a training stage
+MMRPT_LOG=DEBUG also logs the traceback); 1 an error of the machine (disk full, ...), one line
+too; 75 an output is busy (another run writes it: try again later); 143 SIGTERM (stopped cleanly: the MLflow run is marked KILLED, a training stage
 saves a checkpoint at the end of its step first).
 """
 
@@ -217,8 +217,13 @@ def _stage(name: str, params, arm: str | None, seed: int | None) -> int:
     except Terminated as e:
         print(f"mmrpt: {name}: stopped by SIGTERM; rerun to resume", file=sys.stderr)
         return e.code
+    except OSError as e:  # the machine's (a full disk, ...): may pass on a retry
+        log.debug("%s failed", name, exc_info=True)
+        print(f"mmrpt: {name}: {e}", file=sys.stderr)
+        return 1
     except (MlflowException, SQLAlchemyError) as e:  # the store failed mid-run
         log.debug("%s failed", name, exc_info=True)
         store = params.tracking.tracking_uri
-        return _fail(f"{name}: MLflow store {store} failed: {tracking.root_cause(e)}")
+        why = tracking.root_cause(e) + tracking.store_note(params)
+        return _fail(f"{name}: MLflow store {store} failed: {why}")
     return 0

@@ -90,6 +90,12 @@ def check_store(params: Params) -> None:
             raise StoreError(f"MLflow store {uri} cannot be written: {root_cause(e)}") from e
 
 
+def store_note(params: Params) -> str:
+    """' (it was deleted while the stage ran)' when a SQLite store's file is gone, else ''."""
+    db = _sqlite_file(params.tracking.tracking_uri)
+    return " (it was deleted while the stage ran)" if db is not None and not db.exists() else ""
+
+
 def _sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
@@ -276,7 +282,6 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
     inode = db.stat().st_ino if db is not None and db.exists() else None
     with (
         _store_kept(db, inode),
-        _killed_on_sigterm(),
         mlflow.start_run(
             run_id=run_id, run_name=name, experiment_id=experiment_id, **kwargs
         ) as run,
@@ -292,7 +297,8 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(run.info.run_id)
-        yield run.info.run_id
+        with _killed_on_sigterm():
+            yield run.info.run_id
 
 
 @contextmanager
@@ -311,7 +317,8 @@ def _store_kept(db: Path | None, inode: int | None) -> Iterator[None]:
 
 @contextmanager
 def _killed_on_sigterm() -> Iterator[None]:
-    """A run that ends by SIGTERM (mmrpt.guards.Terminated) is marked KILLED, not FAILED."""
+    """A run that ends by SIGTERM (mmrpt.guards.Terminated) is marked KILLED, not FAILED
+    (inside mlflow.start_run: it then finds the run ended)."""
     from mmrpt.guards import Terminated
 
     try:

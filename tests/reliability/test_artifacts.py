@@ -14,6 +14,7 @@ loader looks, and asserts the file is never created:
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import shutil
 import socket
@@ -66,6 +67,7 @@ def test_a_checkpoint_not_written_here_is_never_loaded(warmed_project: Path, cap
     pickle payload: the rerun does not load it, removes it, and resumes from checkpoint-10
     (its record matches), so the final model is this workspace's own. Before: it was the
     resume point and its weights became the final model."""
+    caplog.set_level(logging.INFO)
     p = warmed_project
     own = (p / "models/warmup/model.safetensors").read_bytes()
     foreign = _checkpoint(p, 20)
