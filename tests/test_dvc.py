@@ -23,8 +23,11 @@ ONLY_IN_OTHER_CONFIGS = {
     "data.inputs",
     "data.min_sentences",
     "data.max_image_pixels",
+    "data.max_caption_chars",
     "sft.inputs",
     "sft.image_root",
+    "sft.max_text_chars",
+    "sft.max_image_pixels",
 }
 
 
