@@ -85,13 +85,19 @@ class Project:
 
 
 def last_line(text: str) -> str:
+    """The CLI's own error line (with the next line when it ends in ':'), or the traceback's
+    last line, or the last line."""
     lines = [x for x in text.replace("\r", "\n").splitlines() if x.strip()]
-    tb = [x for x in lines if x.startswith(("Traceback", "mmrpt:"))]
     tail = lines[-1] if lines else ""
-    if any(x.startswith("Traceback") for x in tb):
+    if any(x.startswith("Traceback") for x in lines):
         return f"traceback: {tail[:160]}"
-    mine = [x for x in lines if x.startswith("mmrpt:")]
-    return (mine[-1] if mine else tail)[:200]
+    for i, line in enumerate(lines):
+        if "mmrpt: " in line:
+            mine = line[line.index("mmrpt: ") :]
+            if mine.endswith(":") and i + 1 < len(lines):
+                mine += " " + lines[i + 1].strip()
+            return mine[:220]
+    return tail[:200]
 
 
 def runs(root: Path) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ replaced the dataset with model files; each exited 0.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,21 @@ def test_a_model_folder_is_replaced_only_if_the_project_made_it(tmp_path: Path):
     out = save_model_atomic(model, processor, tmp_path / "new")  # a new folder: made, marked
     save_model_atomic(model, processor, out)  # and replaced next time
     assert (out / "model.safetensors").exists() and (out / MARKER).exists()
+
+
+def test_an_output_recorded_in_dvc_lock_is_adopted(tmp_path: Path, monkeypatch):
+    """Folders written before markers existed: DVC records them as outputs (and deletes and
+    rewrites them itself), so a stage may take them over; a folder DVC does not know stays
+    refused."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("checkpoints/warmup", "checkpoints/other"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "fingerprint.txt").write_text("0123")
+    lock = {"stages": {"warmup": {"outs": [{"path": "checkpoints/warmup", "md5": "x.dir"}]}}}
+    (tmp_path / "dvc.lock").write_text(json.dumps(lock))  # JSON is YAML
+    claim("checkpoints/warmup", "warmup.checkpoint_dir")
+    assert (tmp_path / "checkpoints/warmup" / MARKER).exists()
+    with pytest.raises(NotOwned):
+        claim("checkpoints/other", "warmup.checkpoint_dir")
+    with pytest.raises(NotOwned, match="is a file"):
+        claim("dvc.lock", "report.out_dir")
