@@ -28,7 +28,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from mmrpt.contract import StageContext, resolve
-from mmrpt.safety import STATE_DIR, Refused, claim
+from mmrpt.safety import MARKER, STATE_DIR, Refused, claim
 
 BUSY_EXIT = 75  # EX_TEMPFAIL: the workspace is busy, try again later
 
@@ -128,6 +128,14 @@ def prepared(ctx: StageContext) -> Iterator[None]:
     """Inputs checked, outputs locked and claimed, for the body of one stage run."""
     check_inputs(ctx)
     with output_locks(ctx):
+        made = [ctx.out(name) for name in ctx.stage.outs if not ctx.out(name).exists()]
         for name, template in ctx.stage.outs.items():
             claim(ctx.out(name), _param_key(template))
-        yield
+        try:
+            yield
+        except BaseException:  # a run that fails early leaves no new (empty) output folder
+            for folder in made:
+                if [f.name for f in folder.iterdir()] == [MARKER]:
+                    (folder / MARKER).unlink()
+                    folder.rmdir()
+            raise
