@@ -6,8 +6,9 @@ python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--h
 
 Exit codes of a stage: 0 done; 2 bad params or input, or a refusal (the reason on one line;
 MMRPT_LOG=DEBUG also logs the traceback); 1 an error of the machine (disk full, ...), one line
-too; 75 an output is busy (another run writes it: try again later); 143 SIGTERM (stopped cleanly: the MLflow run is marked KILLED, a training stage
-saves a checkpoint at the end of its step first).
+too; 75 an output is busy (another run writes it: try again later); 143 SIGTERM (stopped
+cleanly: the MLflow run is marked KILLED; a training stage first finishes its step and saves a
+checkpoint).
 """
 
 from __future__ import annotations
@@ -184,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command in TOOLS:
-        return _tool(args)
+        try:
+            return _tool(args)
+        except ParamsError as e:  # compare's params file
+            return _fail(str(e))
     try:
         params = load_params(args.params, args.overrides)
     except (ParamsError, FileNotFoundError) as e:

@@ -113,9 +113,10 @@ def train_resumable(trainer, ckpt: Path) -> None:
     ):
         trainer.add_callback(callback)
     # the main process checks (and prunes); every process resumes from what it chose
-    choice = [checkpoints.resume_point(ckpt) if trainer.is_world_process_zero() else None]
+    last = checkpoints.resume_point(ckpt) if trainer.is_world_process_zero() else None
+    choice = [None if last is None else str(last)]
     broadcast_object_list(choice)
-    last = str(choice[0]) if choice[0] is not None else None
+    last = choice[0]
     if last:
         log.info("resuming from %s", last)
         state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))

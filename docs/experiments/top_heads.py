@@ -1,5 +1,4 @@
 """Dev-split check of how many of the best (layer, head) pairs D_vis should average (LOG)."""
-
 from pathlib import Path
 
 import numpy as np
