@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from mmrpt.data.records import Record, Sentence, split_sentences, write_manifest
-from mmrpt.safety import text_problem, utf8_safe
+from mmrpt.safety import Refused, text_problem, utf8_safe
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ def _resolve_inputs(inputs: str | os.PathLike | list[str]) -> list[Path]:
         matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
         if not matches or not all(os.path.isfile(m) for m in matches):
             raise FileNotFoundError(f"no input file(s) for {item!r}")
+        odd = [m for m in matches if not utf8_safe([m])]
+        if odd:  # every record names its input file; the manifest is UTF-8
+            raise Refused(f"input file name not UTF-8: {ascii(odd[0])}; rename it")
         paths += map(Path, matches)
     return paths
 

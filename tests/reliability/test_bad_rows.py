@@ -91,3 +91,15 @@ def test_llava_rows_refuse_bombs_surrogates_and_huge_text(tmp_path: Path):
         {"id": "s2", "reason": "image path not Unicode: lone surrogate"},
     ]
     json.dumps(refused.rows, ensure_ascii=False).encode("utf-8")  # writable as rejects.jsonl
+
+
+def test_an_input_file_whose_name_is_not_utf8_is_refused(tiny_project: Path, capsys):
+    """Every record names its input file and the manifest is UTF-8: such a file name used to
+    crash the stage when the first record was written."""
+    src = tiny_project / "raw"
+    src.mkdir()
+    name = b"caps\xff.jsonl".decode("utf-8", "surrogateescape")
+    (src / name).write_text(json.dumps({"id": "a", "image": "x.png", "caption": OK}) + "\n")
+    inputs = json.dumps({"train": str(src / "*.jsonl")})
+    assert main(["data", "-S", "data.source=jsonl", "-S", f"data.inputs={inputs}"]) == 2
+    assert "input file name not UTF-8: " in capsys.readouterr().err
