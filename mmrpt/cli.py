@@ -3,6 +3,12 @@
 python -m mmrpt <stage> [-S key=value ...]            one pipeline stage
 python -m mmrpt rl --arm mmrpt --seed 0               a per-run stage (rl, sft, eval)
 python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--help``)
+
+Exit codes of a stage: 0 done; 2 bad params or input, or a refusal (the reason on one line;
+MMRPT_LOG=DEBUG also logs the traceback); 1 an error of the machine (disk full, ...), one line
+too; 75 an output is busy (another run writes it: try again later); 143 SIGTERM (stopped
+cleanly: the MLflow run is marked KILLED; a training stage first finishes its step and saves a
+checkpoint).
 """
 
 from __future__ import annotations
@@ -213,9 +219,12 @@ def reference_seconds(name: str, params, arm: str | None) -> float | None:
 
 
 def run_stage(name: str, params, arm: str | None = None, seed: int | None = None) -> dict:
-    """Run one stage in this process (the CLI and tests call this), with a progress line at
-    its start and end."""
+    """Run one stage in this process (the CLI and tests call this): its inputs checked, its
+    outputs locked and claimed (mmrpt.stagerun), the MLflow store writable; with a progress
+    line at its start and end."""
+    from mmrpt import tracking
     from mmrpt.pipeline import context
+    from mmrpt.stagerun import prepared
 
     ctx = context(name, params, arm, seed)
     label = f"{name}/{ctx.run_name}" if ctx.stage.per_run else name
@@ -230,7 +239,9 @@ def run_stage(name: str, params, arm: str | None = None, seed: int | None = None
     )
     t0 = time.perf_counter()
     try:
-        result = importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+        with prepared(ctx):
+            tracking.check_store(params)
+            result = importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
         log.info("stage %s done in %.0f s (%d of %d)", label, time.perf_counter() - t0, k, n)
         return result
     finally:
@@ -253,13 +264,49 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
     quiet_third_party()
     if args.command in TOOLS:
-        return _tool(args)
+        try:
+            return _tool(args)
+        except ParamsError as e:  # compare's params file
+            return _fail(str(e))
     try:
         params = load_params(args.params, args.overrides)
     except (ParamsError, FileNotFoundError) as e:
         return _fail(str(e))
+    return _stage(args.command, params, getattr(args, "arm", None), getattr(args, "seed", None))
+
+
+def _stage(name: str, params, arm: str | None, seed: int | None) -> int:
+    """Run a stage; expected failures become one line and an exit code (module docstring)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mmrpt import tracking
+    from mmrpt.guards import Terminated, sigterm_handler
+    from mmrpt.modeling.loader import CheckpointError
+    from mmrpt.safety import Refused
+    from mmrpt.stagerun import BUSY_EXIT, Busy
+
+    log = logging.getLogger("mmrpt")
     try:
-        run_stage(args.command, params, getattr(args, "arm", None), getattr(args, "seed", None))
-    except ParamsError as e:  # a check that needs the model or data (e.g. score.layers)
-        return _fail(str(e))
+        with sigterm_handler(), tracking._quiet_store_errors():
+            run_stage(name, params, arm, seed)
+    except (ParamsError, Refused, CheckpointError, FileNotFoundError) as e:
+        # ParamsError here: a check that needs the model or data (e.g. score.layers)
+        log.debug("%s failed", name, exc_info=True)
+        return _fail(f"{name}: {e}")
+    except Busy as e:
+        print(f"mmrpt: {name}: {e}", file=sys.stderr)
+        return BUSY_EXIT
+    except Terminated as e:
+        print(f"mmrpt: {name}: stopped by SIGTERM; rerun to resume", file=sys.stderr)
+        return e.code
+    except OSError as e:  # the machine's (a full disk, ...): may pass on a retry
+        log.debug("%s failed", name, exc_info=True)
+        print(f"mmrpt: {name}: {e}", file=sys.stderr)
+        return 1
+    except (MlflowException, SQLAlchemyError) as e:  # the store failed mid-run
+        log.debug("%s failed", name, exc_info=True)
+        store = params.tracking.tracking_uri
+        why = tracking.root_cause(e) + tracking.store_note(params)
+        return _fail(f"{name}: MLflow store {store} failed: {why}")
     return 0

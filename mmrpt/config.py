@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mmrpt.safety import PROJECT_FILES, SOURCE, path_conflicts, text_problem
 
 REWARD_TERMS = ("format", "exact", "prefix", "semantic", "visual")
 
@@ -21,6 +31,14 @@ REWARD_TERMS = ("format", "exact", "prefix", "semantic", "visual")
 class Section(BaseModel):
     # NaN and infinity are refused for every float (they pass `ge`/`le` checks otherwise)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _plain_text(value: str) -> str:
+    """A prompt or instruction: never a special (control) token, always Unicode."""
+    problem = text_problem(value, what="text")
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class DataParams(Section):
@@ -46,6 +64,9 @@ class DataParams(Section):
     # Qwen2-VL image token; the processor would upscale them). Aspect ratios over 200, which
     # the processor refuses, are always refused.
     min_image_side: int = Field(1, ge=1)
+    # real sources: longer captions are rejected with a reason (a 200,000-character caption
+    # would need a 13 GB attention matrix in warmup)
+    max_caption_chars: int = Field(4000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _inputs(self) -> DataParams:
@@ -107,7 +128,7 @@ class WarmupParams(Section):
     max_steps: int = Field(1500, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0, le=1.0)
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.01, ge=0, le=1.0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     save_steps: int = Field(250, ge=1)
     save_total_limit: int = Field(2, ge=1)
@@ -115,6 +136,8 @@ class WarmupParams(Section):
     eval_split: str | None = None  # null: the data's first held-out split (world: test_iid)
     eval_samples: int = Field(300, ge=2)
     num_threads: int = Field(0, ge=0)  # 0 = torch default
+
+    _prompt = field_validator("prompt")(_plain_text)
 
 
 class ScoreParams(Section):
@@ -173,7 +196,7 @@ class MaskParams(Section):
         "random",
     ]
     threshold: Literal["mean_std", "quantile"] = "mean_std"
-    k: float = 0.5  # tau = per-caption mean + k * std
+    k: float = Field(0.5, ge=-10.0, le=10.0)  # tau = per-caption mean + k * std
     quantile: float = Field(0.6, gt=0, lt=1)  # tau = corpus quantile of the scores
     # sentence: whole sentences; span: the most visually attended word of each; attribute: the
     # colour word of object sentences (the synthetic world's grammar: the attribute its
@@ -189,6 +212,8 @@ class MaskParams(Section):
         "Think in <think></think>, then write <answer>[1] ... [2] ...</answer>."
     )
     gallery_samples: int = Field(24, ge=0)
+
+    _instruction = field_validator("instruction")(_plain_text)
 
 
 class PrimerParams(Section):
@@ -216,10 +241,10 @@ class RLParams(Section):
     steps: int = Field(150, ge=1)  # optimizer steps, the same for every arm
     batch_size: int = Field(8, ge=1)  # prompts (samples) per step, the same for every arm
     num_generations: int = Field(4, ge=2)  # GRPO group size
-    temperature: float = Field(0.8, gt=0)
+    temperature: float = Field(0.8, gt=0, le=10.0)
     lr: float = Field(1e-4, gt=0, le=1.0)
     sft_lr: float = Field(1e-3, gt=0, le=1.0)  # ntp / masked_sft arms
-    beta: float = Field(0.0, ge=0)  # KL coefficient (RPT: 0)
+    beta: float = Field(0.0, ge=0, le=10.0)  # KL coefficient (RPT: 0)
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
     max_completion_length: int = Field(64, ge=8)
     reward_weights: dict[str, float] = {
@@ -278,8 +303,8 @@ def _check_rewards(weights: dict[str, float], key: str) -> None:
     unknown = set(weights) - set(REWARD_TERMS)
     if unknown:
         raise ValueError(f"{key}: unknown terms {sorted(unknown)}; known: {list(REWARD_TERMS)}")
-    if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
-        raise ValueError(f"{key}: weights must be >= 0 with at least one > 0")
+    if any(not 0 <= w <= 100 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+        raise ValueError(f"{key}: weights must be in [0, 100] with at least one > 0")
 
 
 DEFAULT_ARMS = {
@@ -308,6 +333,9 @@ class SFTParams(Section):
     # snapshots of the model after these many steps (< steps), evaluated like the final one:
     # the curve of accuracy vs SFT budget (the final model is the budget `steps`)
     budgets: list[int] = []
+    # llava: conversations with more text than this, or images with more pixels, are refused
+    max_text_chars: int = Field(20000, ge=1, le=1_000_000)
+    max_image_pixels: int = Field(4096 * 4096, ge=1)
 
     @model_validator(mode="after")
     def _source(self) -> SFTParams:
@@ -442,6 +470,53 @@ class Params(Section):
         return _fill_splits(raw)
 
     @model_validator(mode="after")
+    def _paths(self, info: ValidationInfo) -> Params:
+        root = (info.context or {}).get("root", ".")
+        problems = path_conflicts(*self.paths(), root)
+        if problems:
+            raise ValueError("output paths: " + "; ".join(problems))
+        return self
+
+    def paths(self) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """(outputs, reserved, inputs) for mmrpt.safety.path_conflicts: every folder a
+        stage replaces, what must never be written, and what the stages read."""
+        outputs = {
+            f"{s}.{k}": getattr(getattr(self, s), k)
+            for s, keys in (
+                ("data", ["out_dir"]),
+                ("warmup", ["out_dir", "checkpoint_dir"]),
+                ("score", ["out_dir"]),
+                ("mask", ["out_dir"]),
+                ("primer", ["out_dir", "checkpoint_dir"]),
+                ("rl", ["out_dir", "checkpoint_dir"]),
+                ("sft", ["out_dir", "checkpoint_dir"]),
+                ("eval", ["out_dir"]),
+                ("report", ["out_dir"]),
+            )
+            for k in keys
+        }
+        reserved = {name: name for name in (*SOURCE, *PROJECT_FILES, "metrics", "plots")}
+        reserved["tracking.artifact_root"] = self.tracking.artifact_root
+        if self.tracking.tracking_uri.startswith("sqlite:///"):
+            reserved["tracking.tracking_uri"] = self.tracking.tracking_uri.removeprefix(
+                "sqlite:///"
+            )
+        inputs = {}
+        for split, given in self.data.inputs.items():
+            for i, item in enumerate([given] if isinstance(given, str) else given):
+                inputs[
+                    f"data.inputs.{split}" + (f"[{i}]" if not isinstance(given, str) else "")
+                ] = item
+        for key, value in (
+            ("sft.inputs", self.sft.inputs),
+            ("sft.image_root", self.sft.image_root),
+            ("model.path", self.model.path),
+        ):
+            if value is not None:
+                inputs[key] = value
+        return outputs, reserved, inputs
+
+    @model_validator(mode="after")
     def _cross(self) -> Params:
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0 or max(self.seeds) > 1000:
             raise ValueError("seeds must be distinct integers in 0..1000")
@@ -511,14 +586,43 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
     return raw
 
 
+def read_params_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a params file; ParamsError (naming the file) if it is missing, not
+    text, not YAML, empty (it would silently mean all defaults) or not a mapping."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such params file") from None
+    except UnicodeDecodeError:
+        raise ParamsError(f"{path}: not a text file (not UTF-8)") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ParamsError(f"{path}: not valid YAML{at}: {problem}") from None
+    if raw is None:
+        raise ParamsError(
+            f"{path}: empty params file (it would silently mean every default); "
+            "copy the project's params.yaml"
+        )
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping")
+    return raw
+
+
 def load_params(
     path: str | os.PathLike = "params.yaml", overrides: list[str] | dict[str, Any] | None = None
 ) -> Params:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping")
-    raw = apply_overrides(raw, overrides or [])
+    raw = read_params_file(path)
     try:
-        return Params.model_validate(raw)
+        raw = apply_overrides(raw, overrides or [])
+    except yaml.YAMLError as e:
+        raise ParamsError(f"override: not valid YAML: {getattr(e, 'problem', e)}") from None
+    try:
+        return Params.model_validate(raw, context={"root": Path(path).resolve().parent})
     except ValidationError as e:
         raise ParamsError(_format(e)) from None

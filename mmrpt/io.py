@@ -1,7 +1,8 @@
 """Files the pipeline writes: atomic writes (temp file, then rename, so a crash never leaves
 half a file), JSONL reading, and resumable work folders keyed by a fingerprint.
 
-Every writer here creates its parent folder; none deletes anything but the temp file it made.
+Every writer here creates its parent folder; none deletes anything but the temp file it made,
+except ``fingerprint_dir``, which empties only a folder the project created (mmrpt.safety).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from mmrpt.safety import MARKER, empty_owned, marker_of
 
 
 def _tmp(path: Path) -> Path:
@@ -113,11 +115,14 @@ def inputs_stamp(paths: Iterable[str | os.PathLike]) -> str:
 
 def fingerprint_dir(path: str | os.PathLike, fingerprint: str) -> Path:
     """A resumable work folder: kept if it was made with the same fingerprint, else emptied
-    and started over."""
+    and started over. Only a folder the project created is emptied (mmrpt.safety.NotOwned
+    otherwise); a new one is marked as the project's."""
     path = Path(path)
     stamp = path / "fingerprint.txt"
     if path.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
-        shutil.rmtree(path)
+        empty_owned(path)
     path.mkdir(parents=True, exist_ok=True)
+    if marker_of(path) is None:
+        (path / MARKER).write_text("fingerprint_dir\n", encoding="utf-8")
     stamp.write_text(fingerprint)
     return path

@@ -278,8 +278,8 @@ def context(name: str, params, arm: str | None = None, seed: int | None = None):
             raise ParamsError(f"stage {name} runs once per arm and seed: give --arm and --seed")
         if arm not in params.arms:
             raise ParamsError(f"--arm {arm}: not in arms ({', '.join(params.arms)})")
-        if seed < 0:
-            raise ParamsError(f"--seed {seed}: must be >= 0")
+        if not 0 <= seed <= 1000:
+            raise ParamsError(f"--seed {seed}: must be in 0..1000 (as the seeds param)")
     elif arm is not None or seed is not None:
         raise ParamsError(f"stage {name} runs once: --arm/--seed do not apply")
     ctx = StageContext(s, None, params, arm, seed)

@@ -5,7 +5,9 @@ beside it). Training loops report through `StepLogger`, a transformers callback,
 logged per step. A resumed stage continues its MLflow run: the run id is kept in the stage's
 checkpoint folder. A process killed with kill -9 cannot close its run; every run carries its
 host and pid as tags, and the next stage or pipeline run started on that host marks runs whose
-process is gone as KILLED (close_orphaned_runs).
+process is gone as KILLED (close_orphaned_runs); a stage stopped by SIGTERM marks its own run
+KILLED. A resumed run does not log a training step twice (StepLogger), so its curves are those
+of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
 
 from mmrpt.config import Params
+from mmrpt.safety import Refused
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,56 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 FALLBACK_URI = "sqlite:///mlruns/mlflow.db"
+
+
+class StoreError(Refused):
+    """The MLflow store cannot be written (read-only, corrupt, deleted): the message names it."""
+
+
+def root_cause(e: BaseException) -> str:
+    """The innermost cause's message, first line (e.g. sqlite's 'attempt to write a readonly
+    database' under SQLAlchemy's and MLflow's wrappers)."""
+    while e.__cause__ is not None or getattr(e, "orig", None) is not None:
+        e = e.__cause__ if e.__cause__ is not None else e.orig
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+@contextmanager
+def _quiet_store_errors() -> Iterator[None]:
+    """MLflow's SQL store logs each failure with a full traceback; we report it in one line
+    (MMRPT_LOG=DEBUG keeps MLflow's)."""
+    noisy = logging.getLogger("mlflow.store.db.utils")
+    level = noisy.level
+    if not log.isEnabledFor(logging.DEBUG):
+        noisy.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        noisy.setLevel(level)
+
+
+def check_store(params: Params) -> None:
+    """Fail before any work if the MLflow store cannot be opened and written (StoreError)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    uri = params.tracking.tracking_uri
+    with _quiet_store_errors():
+        try:
+            experiment_id = configure(params)
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, "mmrpt.store", "writable")
+        except (MlflowException, SQLAlchemyError, OSError) as e:
+            raise StoreError(f"MLflow store {uri} cannot be written: {root_cause(e)}") from e
+
+
+def store_note(params: Params) -> str:
+    """' (it was deleted while the stage ran)' when a SQLite store's file is gone, else ''."""
+    db = _sqlite_file(params.tracking.tracking_uri)
+    return " (it was deleted while the stage ran)" if db is not None and not db.exists() else ""
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def _reachable(uri: str, timeout: float = 3.0) -> bool:
@@ -264,9 +317,14 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
     if run_id is None:
         parent = os.environ.get(PARENT_ENV) or pipeline_parent(ctx.full, experiment_id)
         kwargs = {"parent_run_id": parent, "nested": True}
-    with mlflow.start_run(
-        run_id=run_id, run_name=name, experiment_id=experiment_id, **kwargs
-    ) as run:
+    db = _sqlite_file(mlflow.get_tracking_uri())
+    inode = db.stat().st_ino if db is not None and db.exists() else None
+    with (
+        _store_kept(db, inode),
+        mlflow.start_run(
+            run_id=run_id, run_name=name, experiment_id=experiment_id, **kwargs
+        ) as run,
+    ):
         if run_id is None:
             mlflow.log_params(
                 {k: "null" if v is None else v for k, v in ctx.logged_params().items()}
@@ -278,7 +336,36 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
             run_id_file.write_text(run.info.run_id)
-        yield run.info.run_id
+        with _killed_on_sigterm():
+            yield run.info.run_id
+
+
+@contextmanager
+def _store_kept(db: Path | None, inode: int | None) -> Iterator[None]:
+    """A SQLite store deleted or replaced while the stage ran took the run with it, silently
+    (the open file keeps taking writes): say so, naming the store."""
+    yield
+    if db is not None and inode is not None:
+        now = db.stat().st_ino if db.exists() else None
+        if now != inode:
+            raise StoreError(
+                f"MLflow store sqlite:///{db} was deleted or replaced while the stage ran: "
+                "its run is lost (the stage's outputs are complete; rerun to track it)"
+            )
+
+
+@contextmanager
+def _killed_on_sigterm() -> Iterator[None]:
+    """A run that ends by SIGTERM (mmrpt.guards.Terminated) is marked KILLED, not FAILED
+    (inside mlflow.start_run: it then finds the run ended)."""
+    from mmrpt.guards import Terminated
+
+    try:
+        yield
+    except Terminated:
+        if mlflow.active_run() is not None:
+            mlflow.end_run("KILLED")
+        raise
 
 
 STATE_DIR = Path(".mmrpt")  # the workspace's private state (git-ignored, not a DVC output)
@@ -348,7 +435,8 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
         for k, v in metrics.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
-    mlflow.log_metrics(numeric, step=step)
+    if numeric:
+        mlflow.log_metrics(numeric, step=step)
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
@@ -381,21 +469,36 @@ class StepLogger(TrainerCallback):
     """Sends the Trainer's logs (loss, lr, grad norm, ...) to the active MLflow run per step,
     and completion tables from trainers that share them (mmrpt.rl.grpo) to ``completions.json``.
     Off a terminal (where the Trainer's bar is off) each log is also one progress line: step,
-    loss or reward, elapsed and expected time left."""
+    loss or reward, elapsed and expected time left.
+
+    A resumed stage continues its MLflow run, which already holds the steps its killed
+    process logged, some past the checkpoint it resumes from: a metric is not logged again
+    at a step it already has (the resumed run recomputes the same values), so the history
+    equals an uninterrupted run's, one point per step."""
 
     SHOWN = ("loss", "reward", "grad_norm", "learning_rate")
 
     def __init__(self, prefix: str = "train/"):
         self.prefix = prefix
         self.start: tuple[float, int] | None = None
+        self._logged: dict[str, int] = {}  # metric -> the last step the run already has
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = (time.perf_counter(), state.global_step)
+        run = mlflow.active_run()
+        if run is not None and state.is_world_process_zero:
+            self._logged = logged_steps(run.info.run_id, self.prefix)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
             return
-        log_metrics({self.prefix + k: v for k, v in logs.items()}, step=state.global_step)
+        step = state.global_step
+        fresh = {
+            self.prefix + k: v
+            for k, v in logs.items()
+            if self._logged.get(metric_name(self.prefix + k), -1) < step
+        }
+        log_metrics(fresh, step=step)
         if self.start is not None and not sys.stderr.isatty():
             t0, step0 = self.start
             elapsed, done = time.perf_counter() - t0, state.global_step - step0
@@ -415,6 +518,13 @@ class StepLogger(TrainerCallback):
     def on_completions(self, args, state, control, table=None, **kwargs):
         if table and state.is_world_process_zero:
             log_completions(table)
+
+
+def logged_steps(run_id: str, prefix: str) -> dict[str, int]:
+    """{metric: its last logged step} of the run's metrics named ``prefix...``."""
+    client = mlflow.MlflowClient()
+    names = [k for k in client.get_run(run_id).data.metrics if k.startswith(prefix)]
+    return {k: max(m.step for m in client.get_metric_history(run_id, k)) for k in names}
 
 
 def child_run_id(parent_run_id: str, stage: str) -> str | None:

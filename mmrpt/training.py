@@ -1,10 +1,12 @@
 """Training plumbing shared by every training stage: the HF Trainer for our datasets, resume
-from the last checkpoint, and saving a trained model atomically.
+from the last complete checkpoint this workspace wrote, and saving a trained model atomically.
 
 transformers' Trainer does the work (checkpointing, resume with optimizer/scheduler/RNG state,
 gradient accumulation, DeepSpeed via accelerate); this module supplies the collator, the
 resume that really restores Qwen2-VL weights (LoadsCheckpointsByFromPretrained) and the
-save that never leaves a half-written model folder.
+save that never leaves a half-written model folder. ``train_resumable`` adds the guards
+every trainer gets: checkpoint records and resume checks (mmrpt.checkpoints), stop on
+divergence and on SIGTERM (mmrpt.guards).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +22,11 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from mmrpt import checkpoints, guards
 from mmrpt.modeling.encode import collate
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.progress import interactive
+from mmrpt.safety import fresh_dir, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +114,27 @@ def make_trainer(
 
 
 def train_resumable(trainer, ckpt: Path) -> None:
-    """Train, resuming from the last checkpoint in ``ckpt`` if there is one.
+    """Train, resuming from the last checkpoint in ``ckpt`` that is complete and as this
+    workspace wrote it (mmrpt.checkpoints: newer partial or foreign ones are removed unread).
 
     A last checkpoint at max_steps (the run was killed after training, e.g. during its
     evaluation) is only loaded, weights and state: Trainer.train would run one step past
     max_steps from it, so the rerun would differ from an uninterrupted run.
     """
+    from accelerate.utils import broadcast_object_list
     from transformers import TrainerState
-    from transformers.trainer_utils import get_last_checkpoint
 
-    last = get_last_checkpoint(str(ckpt))
+    for callback in (
+        checkpoints.RecordsCheckpoints,
+        guards.StopsOnSignal,
+        guards.StopsOnNonFinite,
+    ):
+        trainer.add_callback(callback)
+    # the main process checks (and prunes); every process resumes from what it chose
+    last = checkpoints.resume_point(ckpt) if trainer.is_world_process_zero() else None
+    choice = [None if last is None else str(last)]
+    broadcast_object_list(choice)
+    last = choice[0]
     if last:
         log.info("resuming from %s", last)
         state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
@@ -128,7 +142,9 @@ def train_resumable(trainer, ckpt: Path) -> None:
             trainer._load_from_checkpoint(last)
             trainer.state = state
             return
-    trainer.train(resume_from_checkpoint=last)
+    with guards.deferred_signals():
+        trainer.train(resume_from_checkpoint=last)
+    guards.raise_if_terminated()
 
 
 def last_loss(trainer) -> float:
@@ -137,16 +153,13 @@ def last_loss(trainer) -> float:
 
 
 def save_model_atomic(model, processor, out: str | Path) -> Path:
-    """save_pretrained to a temp folder, then rename: never a half-written model folder."""
+    """save_pretrained to a temp folder, then rename: never a half-written model folder.
+    Replaces ``out`` only if the project made it (mmrpt.safety)."""
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = fresh_dir(out.with_name(out.name + ".tmp"))
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-    return out
+    return replace_dir(tmp, out)
 
 
 def save_trained(trainer, processor, out: str | Path) -> Path | None:
@@ -155,15 +168,12 @@ def save_trained(trainer, processor, out: str | Path) -> Path | None:
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if trainer.is_world_process_zero():
-        shutil.rmtree(tmp, ignore_errors=True)
+        fresh_dir(tmp)
     trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
         return None
     processor.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-    return out
+    return replace_dir(tmp, out)
 
 
 class SaveAtSteps(TrainerCallback):

@@ -25,8 +25,11 @@ ONLY_IN_OTHER_CONFIGS = {
     "data.min_sentences",
     "data.max_image_pixels",
     "data.min_image_side",
+    "data.max_caption_chars",
     "sft.inputs",
     "sft.image_root",
+    "sft.max_text_chars",
+    "sft.max_image_pixels",
 }
 
 

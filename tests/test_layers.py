@@ -19,7 +19,17 @@ COMPONENTS = (
     "pretrain",
     "report",
 )
-SHARED = ("io.py", "images.py", "training.py", "generation.py", "contract.py", "config.py")
+SHARED = (
+    "io.py",
+    "images.py",
+    "training.py",
+    "generation.py",
+    "contract.py",
+    "config.py",
+    "safety.py",
+    "checkpoints.py",
+    "guards.py",
+)
 FORBIDDEN = (
     "prefect",
     "mlflow",

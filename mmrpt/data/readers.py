@@ -33,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmrpt.data.records import Record, Sentence, split_sentences, write_manifest
 from mmrpt.progress import bar
+from mmrpt.safety import Refused, text_problem, utf8_safe
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,12 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def clean_caption(raw: bytes | str | None, min_sentences: int) -> tuple[str, tuple[Sentence, ...]]:
-    """Decode (UTF-8), normalise whitespace and split a caption into sentences (labels None)."""
+def clean_caption(
+    raw: bytes | str | None, min_sentences: int, max_chars: int | None = None
+) -> tuple[str, tuple[Sentence, ...]]:
+    """Decode (UTF-8), normalise whitespace and split a caption into sentences (labels None).
+    Refused: not Unicode (a lone surrogate from a JSON escape), more than ``max_chars``
+    characters, or a special token such as ``<|im_end|>`` (mmrpt.safety.text_problem)."""
     if raw is None:
         raise BadInput("missing caption")
     if isinstance(raw, bytes | bytearray):
@@ -129,6 +134,9 @@ def clean_caption(raw: bytes | str | None, min_sentences: int) -> tuple[str, tup
     text = " ".join(raw.lstrip("\ufeff").split())
     if not text:
         raise BadInput("empty caption")
+    problem = text_problem(text, max_chars)
+    if problem:
+        raise BadInput(problem)
     sentences = split_sentences(text)
     if len(sentences) < min_sentences:
         raise BadInput(f"caption has {len(sentences)} sentence(s), need >= {min_sentences}")
@@ -154,6 +162,9 @@ def resolve_inputs(inputs: str | os.PathLike | list[str]) -> list[Path]:
         matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
         if not matches or not all(os.path.isfile(m) for m in matches):
             raise FileNotFoundError(f"no input file(s) for {item!r}")
+        odd = [m for m in matches if not utf8_safe([m])]
+        if odd:  # every record names its input file; the manifest is UTF-8
+            raise Refused(f"input file name not UTF-8: {ascii(odd[0])}; rename it")
         paths += map(Path, matches)
     return paths
 
@@ -263,6 +274,13 @@ def _tar_end_error(path: Path) -> str | None:
 _READERS = {"jsonl": _iter_jsonl, "parquet": _iter_parquet, "webdataset": _iter_webdataset}
 
 
+def json_line(obj: Any) -> str:
+    """One JSON line, UTF-8 where it can be, ASCII escapes where a string is not Unicode (a
+    reject may quote the lone surrogate it was rejected for)."""
+    line = json.dumps(obj, ensure_ascii=False)
+    return line if utf8_safe([line]) else json.dumps(obj)
+
+
 def _safe_id(raw: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", raw)[:200]
 
@@ -276,6 +294,7 @@ def ingest(
     min_sentences: int = 2,
     max_pixels: int = 4096 * 4096,
     min_side: int = 1,
+    max_caption_chars: int | None = None,
     id_prefix: str = "",
     seen: dict[str, str] | None = None,
 ) -> IngestReport:
@@ -285,7 +304,8 @@ def ingest(
     counted over all inputs). An id already accepted in this call, or in ``seen`` ({id: split},
     shared by the calls that write one folder, updated here), rejects the row as a duplicate:
     ids name the image files, so a repeated id in another split would overwrite its image.
-    ``rejects.jsonl`` is appended to, so several splits can share one folder.
+    ``rejects.jsonl`` is appended to, so several splits can share one folder. Ids and image
+    paths must be Unicode (no lone surrogates), captions as ``clean_caption`` says.
     """
     if source not in _READERS:
         raise ValueError(f"unknown source {source!r}; expected one of {sorted(_READERS)}")
@@ -304,9 +324,13 @@ def ingest(
             try:
                 if row.error:
                     raise BadInput(row.error)
+                if not utf8_safe([raw_id]):
+                    raise BadInput("id not Unicode: lone surrogate")
+                if isinstance(row.image, str | Path) and not utf8_safe([str(row.image)]):
+                    raise BadInput("image path not Unicode: lone surrogate")
                 if rid in seen:
                     raise BadInput(f"duplicate id: already accepted in split {seen[rid]}")
-                caption, sentences = clean_caption(row.caption, min_sentences)
+                caption, sentences = clean_caption(row.caption, min_sentences, max_caption_chars)
                 img = load_image(row.image, max_pixels, min_side)
             except BadInput as e:
                 reason = str(e)
@@ -318,7 +342,7 @@ def ingest(
                 if raw_id or not row.error:
                     rej["id"] = rid
                 rej["reason"] = reason
-                rejects.write(json.dumps(rej, ensure_ascii=False) + "\n")
+                rejects.write(json_line(rej) + "\n")
                 continue
             seen[rid] = split
             image_rel = f"images/{rid}.png"

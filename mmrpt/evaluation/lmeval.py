@@ -18,7 +18,10 @@ the same size), and one group per split (``mmrpt_probes_iid``, ``mmrpt_probes_ii
 ...) whose accuracy is over all its probes. Images travel as paths, not PIL objects, so
 lm-eval's samples name the file the model saw (and need no per-sample image hashing).
 ``run_lmeval`` runs them through ``lm_eval.simple_evaluate`` and writes lm-eval's own results
-JSON and per-task samples (EvaluationTracker) under ``out_dir``.
+JSON and per-task samples (EvaluationTracker) under ``out_dir``. The task files go to a fresh
+private folder per run, never to ``out_dir``: lm-eval indexes every YAML of its include path,
+and a YAML's ``!function`` tag imports Python code from beside it, so a task folder that came
+with an output folder (a DVC remote, a shared disk) could run code.
 
 Two probe forms (``form``): "statement" (the default of the eval stage: the context is the
 captioning prompt and the options are the probe's caption sentences, so a caption-pretrained
@@ -30,6 +33,7 @@ SFT teaches and VLMEvalKit generates in).
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -252,7 +256,8 @@ def run_lmeval(
 
     ``limit``: the first ``limit`` probes of each (split, probe type), lm-eval's per-task
     limit. ``blank``: see ``variants`` (True = also the blank-image control). Writes the task
-    files under ``out_dir/tasks`` and lm-eval's results/samples under ``out_dir/<model>``.
+    files to a private temp folder (module docstring) and lm-eval's results/samples under
+    ``out_dir/<model>``.
     Returns ``{"lmeval/iid/acc", "lmeval/iid/colour/acc", ..., "lmeval/iid_blank/acc",
     "lmeval/iid_blank/colour/acc", ...}`` (accuracy over all probes of the split / per type).
     """
@@ -261,30 +266,31 @@ def run_lmeval(
     from lm_eval.tasks import TaskManager
 
     out_dir = Path(out_dir)
-    groups = write_tasks(
-        data_root,
-        splits,
-        out_dir / "tasks",
-        ["_blank" if b else "" for b in variants(blank)],
-        form,
-        prompt,
-    )
     if answerer is None:
         if model_path is None:
             raise ValueError("run_lmeval needs model_path or answerer")
         answerer = Scorer.load(model_path, device=device, batch_size=batch_size)
     name = str(model_path) if model_path is not None else type(answerer).__name__
     tracker = EvaluationTracker(output_path=str(out_dir))
-    results = simple_evaluate(
-        model=MMRPTLM(answerer=answerer),
-        model_args={"pretrained": name},
-        tasks=groups,
-        task_manager=TaskManager(include_path=str(out_dir / "tasks"), include_defaults=False),
-        limit=limit,
-        log_samples=True,
-        evaluation_tracker=tracker,
-        bootstrap_iters=bootstrap_iters,
-    )
+    with tempfile.TemporaryDirectory(prefix="mmrpt-lmeval-") as tasks:
+        groups = write_tasks(
+            data_root,
+            splits,
+            tasks,
+            ["_blank" if b else "" for b in variants(blank)],
+            form,
+            prompt,
+        )
+        results = simple_evaluate(
+            model=MMRPTLM(answerer=answerer),
+            model_args={"pretrained": name},
+            tasks=groups,
+            task_manager=TaskManager(include_path=tasks, include_defaults=False),
+            limit=limit,
+            log_samples=True,
+            evaluation_tracker=tracker,
+            bootstrap_iters=bootstrap_iters,
+        )
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
     for task in results["configs"]:

@@ -26,7 +26,7 @@ prompt = image + question, prediction = a greedy short answer.
 
 Real benchmarks pass straight to VLMEvalKit's ``build_dataset`` (``datasets=[...]``) with
 $LMUData = ``lmu_data`` (the user's benchmark folder; the probes' TSVs never go there, they go
-to ``out_dir/LMUData``, and images VLMEvalKit dumps go to ``out_dir/images``). By default
+to a private $LMUData, and images VLMEvalKit dumps go to ``out_dir/images``). By default
 VLMEvalKit checks each TSV's md5 against its table and downloads on a mismatch (any local or
 trimmed copy mismatches). ``benchmarks_local=True`` uses the TSVs in ``lmu_data`` as they are:
 ``prepare_tsv`` (VLMEvalKit's check-and-download) is bypassed for the build, a missing file
@@ -48,6 +48,14 @@ code (run.py's defaults and each dataset's ``evaluate``):
 
 ``run_vlmevalkit`` sets $LMUData for each dataset it builds (otherwise VLMEvalKit creates
 ~/LMUData) and restores it afterwards.
+
+No pickle from an output folder is ever loaded. VLMEvalKit resumes from its own pickles in its
+work folder (``<model>_<dataset>_PREV.pkl``, ``<rank><world>_<dataset>.pkl``, judge
+``*_result.pkl``: ``vlmeval.smp.load`` unpickles them) and our output folders can come from a
+DVC remote or a shared disk. So every run gets a fresh private work folder
+(``tempfile.mkdtemp``, mode 0700) where VLMEvalKit only reads back what it wrote in this
+process, and the probe datasets a fresh private $LMUData; the finished files (predictions,
+scores; not VLMEvalKit's pickles) are then copied into ``out_dir``, replacing earlier ones.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ import logging
 import os
 import shutil
 import string
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -108,7 +117,9 @@ def export_probes(
     data_root: str | Path, split: str, lmu_data: str | Path, limit: int | None = None
 ) -> str:
     """Write ``$LMUData/<name>.tsv`` for the probes of ``split`` (the first ``limit`` of each
-    type, as lm-eval's limit); drops images dumped for an earlier export. Returns the name."""
+    type, as lm-eval's limit). ``lmu_data`` must not hold images of an earlier export of this
+    name (they would be shown instead: VLMEvalKit names images by the source file); run_vlmevalkit
+    exports to a fresh private folder. Returns the name."""
     root, lmu, name = Path(data_root), Path(lmu_data), dataset_name(split)
     rows, first, seen = [], {}, {}
     for p in read_probes(root, split):
@@ -137,7 +148,8 @@ def export_probes(
             }
         )
     lmu.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(lmu / "images" / name, ignore_errors=True)
+    if (lmu / "images" / name).exists():  # images dumped for another export of this name
+        raise FileExistsError(f"{lmu / 'images' / name}: export probes to a fresh $LMUData")
     pd.DataFrame(rows).to_csv(lmu / f"{name}.tsv", sep="\t", index=False)
     return name
 
@@ -282,21 +294,20 @@ def run_vlmevalkit(
 ) -> dict[str, float]:
     """Probe (and benchmark) accuracies of one checkpoint (or ``answerer``) via VLMEvalKit.
 
-    ``splits``: the probe splits (their TSVs are written to ``out_dir/LMUData``). ``limit``:
-    the first ``limit`` probes of each (split, probe type), as in lm-eval. ``blank``: as
+    ``splits``: the probe splits (their TSVs go to a private $LMUData). ``limit``: the first
+    ``limit`` probes of each (split, probe type), as in lm-eval. ``blank``: as
     ``lmeval.variants`` (True = also blank). ``datasets``: real VLMEvalKit benchmark names,
     read from ``lmu_data`` (default $LMUData), run after the probes; ``benchmarks_local``: use
     their TSVs as they are (see the module docstring). A benchmark that fails is logged and
     recorded in ``failures`` ({"<name>[_blank]": error}); the others' results are kept.
-    VLMEvalKit's prediction/result files go to ``out_dir`` (cleared of earlier files of the
-    same model and dataset first: VLMEvalKit would resume from them). Returns
+    VLMEvalKit runs in a fresh private work folder (nothing in ``out_dir`` is read, see the
+    module docstring); its prediction/result files are then copied to ``out_dir``. Returns
     ``{"vlmeval/iid/acc", "vlmeval/iid/colour/acc", ..., "vlmeval/iid_blank/acc", ...}``; a
     benchmark under its own name (``vlmeval/MMStar/acc``, per category
     ``vlmeval/MMStar/<category>/acc``).
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    probes_dir = out_dir / "LMUData"  # ours, never the user's $LMUData
     bench = benchmark_dir(lmu_data)
     if datasets and bench is None:
         raise ValueError("benchmarks need a folder: pass lmu_data or set $LMUData")
@@ -308,30 +319,43 @@ def run_vlmevalkit(
             model_path, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
         )
     out: dict[str, float] = {}
-    names = [export_probes(data_root, s, probes_dir, limit) for s in splits] + list(datasets)
-    for is_blank in variants(blank):
-        model = VLMEvalModel(answerer, blank=is_blank)
-        model_name = "mmrpt_blank" if is_blank else "mmrpt"
-        for name in names:
-            key = name.removeprefix(f"{PREFIX}_") + ("_blank" if is_blank else "")
-            probe = is_probe_dataset(name)
-            try:
-                with _lmu_data(probes_dir if probe else bench):
-                    result = _run_dataset(
-                        model, model_name, name, out_dir, local=benchmarks_local and not probe
-                    )
-            except Exception as e:  # one benchmark never discards the others' results
-                if probe:
-                    raise
-                failures[key] = f"{type(e).__name__}: {str(e)[:300]}"
-                log.error("VLMEvalKit %s failed, the others go on: %s", key, failures[key])
-                continue
-            out.update(_flatten(result, f"vlmeval/{key}"))
+    with tempfile.TemporaryDirectory(prefix="mmrpt-vlmeval-") as private:
+        work, probes_lmu = Path(private) / "work", Path(private) / "LMUData"
+        work.mkdir()
+        names = [export_probes(data_root, s, probes_lmu, limit) for s in splits]
+        names += list(datasets)
+        for is_blank in variants(blank):
+            model = VLMEvalModel(answerer, blank=is_blank)
+            model_name = "mmrpt_blank" if is_blank else "mmrpt"
+            for name in names:
+                key = name.removeprefix(f"{PREFIX}_") + ("_blank" if is_blank else "")
+                probe = is_probe_dataset(name)
+                try:
+                    with _lmu_data(probes_lmu if probe else bench):
+                        result = _run_dataset(
+                            model, model_name, name, work, out_dir / "images" / name,
+                            local=benchmarks_local and not probe,
+                        )
+                except Exception as e:  # one benchmark never discards the others' results
+                    if probe:
+                        raise
+                    failures[key] = f"{type(e).__name__}: {str(e)[:300]}"
+                    log.error("VLMEvalKit %s failed, the others go on: %s", key, failures[key])
+                    continue
+                out.update(_flatten(result, f"vlmeval/{key}"))
+        for f in sorted(work.iterdir()):
+            if f.is_file() and f.suffix != ".pkl":  # VLMEvalKit's own resume state stays behind
+                tmp = out_dir / f"{f.name}.tmp"  # then rename: never a half-copied result
+                shutil.copyfile(f, tmp)
+                os.replace(tmp, out_dir / f.name)
     return out
 
 
-def _run_dataset(model: VLMEvalModel, model_name: str, name: str, out_dir: Path, local: bool):
-    """Build ``name`` from $LMUData, answer it, score it (exact matching): VLMEvalKit's table."""
+def _run_dataset(
+    model: VLMEvalModel, model_name: str, name: str, work: Path, images: Path, local: bool
+):
+    """Build ``name`` from $LMUData, answer it in ``work`` (a fresh folder) and score it (exact
+    matching): VLMEvalKit's table. A real benchmark's image dumps go to ``images``."""
     from vlmeval.dataset import build_dataset
     from vlmeval.inference import infer_data_job
     from vlmeval.smp import LMUDataRoot
@@ -347,14 +371,10 @@ def _run_dataset(model: VLMEvalModel, model_name: str, name: str, out_dir: Path,
     if dataset is None:
         raise FileNotFoundError(f"VLMEvalKit cannot build dataset {name} from {LMUDataRoot()}")
     if not is_probe_dataset(name):
-        dataset.img_root = str(out_dir / "images" / name)  # dumps go to our folder
-    for stale in out_dir.glob(f"{model_name}_{name}*"):
-        stale.unlink()
+        dataset.img_root = str(images)  # dumps go to our folder
     model.prefetch(dataset)
-    infer_data_job(model, work_dir=str(out_dir), model_name=model_name, dataset=dataset)
-    return dataset.evaluate(
-        str(out_dir / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1
-    )
+    infer_data_job(model, work_dir=str(work), model_name=model_name, dataset=dataset)
+    return dataset.evaluate(str(work / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1)
 
 
 def _flatten(result, prefix: str) -> dict[str, float]:

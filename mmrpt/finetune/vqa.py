@@ -11,9 +11,11 @@ This module supplies the rows, from either source:
   template's generation markers; Qwen2/2.5-VL's template gets TRL's training variant, which
   renders the same text), ``<image>`` markers become image parts where they stand, multi-image
   and text-only conversations included. Images are paths until a batch is built (a dataset
-  transform decodes them), so nothing is decoded up front. Items that cannot be used (missing
-  or unreadable image, markers that do not match the images, no answered turn) are refused
-  with a reason and counted, never dropped silently.
+  transform decodes them), so nothing is decoded up front. Items that cannot be used (missing,
+  unreadable or oversized image, markers that do not match the images, no answered turn, text
+  that is not Unicode, too long or holds a special token such as ``<|im_end|>``: it would
+  become a control token in TRL's chat template) are refused with a reason and counted, never
+  dropped silently.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from mmrpt.images import open_rgb
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
+from mmrpt.safety import text_problem, utf8_safe
 from mmrpt.training import quiet_printing
 
 IMAGE_MARKER = "<image>"
@@ -73,6 +76,8 @@ class Refused:
 
     def refuse(self, item_id: str, reason: str) -> None:
         self.reasons[reason] += 1
+        if not utf8_safe([item_id]):  # the rejects file is UTF-8
+            item_id = item_id.encode("utf-8", "backslashreplace").decode("utf-8")
         self.rows.append({"id": item_id, "reason": reason})
 
 
@@ -81,7 +86,11 @@ ROLES["system"] = "system"
 
 
 def llava_rows(
-    path: str | Path, image_root: str | Path | None = None
+    path: str | Path,
+    image_root: str | Path | None = None,
+    *,
+    max_text_chars: int | None = None,
+    max_pixels: int = 4096 * 4096,
 ) -> tuple[list[dict], Refused]:
     """One row per conversation of a LLaVA-style JSON file, and what was refused and why.
 
@@ -89,8 +98,9 @@ def llava_rows(
     every turn in order (loss later on every assistant turn), ``<image>`` markers as image
     parts at their place in the text (no marker: the images go first in the first user
     turn, LLaVA's convention), ``image`` a path, a list of paths or absent (text-only).
-    Images are checked (exists, readable header) but not decoded: ``llava_dataset`` decodes
-    them when a batch is built."""
+    Images are checked (exists, readable header, at most ``max_pixels``) but not decoded:
+    ``llava_dataset`` decodes them when a batch is built. ``max_text_chars``: of a
+    conversation's turns together."""
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
     try:
@@ -102,19 +112,35 @@ def llava_rows(
     refused, rows = Refused(n_input=len(items)), []
     for k, item in enumerate(items):
         rid = str(item.get("id", k)) if isinstance(item, dict) else str(k)
-        row = _conversation_row(item, root, rid, refused)
+        row = _conversation_row(item, root, rid, refused, max_text_chars, max_pixels)
         if row is not None:
             rows.append(row)
     return rows, refused
 
 
-def _image_paths(item: dict, root: Path) -> list[str]:
+def _text_problem(turns: list, max_chars: int | None) -> str | None:
+    if not all(isinstance(t, dict) for t in turns):
+        return "turn is not an object"
+    texts = [str(t.get("value", "")) for t in turns]
+    for text in texts:
+        problem = text_problem(text, what="text")
+        if problem:
+            return problem
+    n = sum(map(len, texts))
+    if max_chars is not None and n > max_chars:
+        return f"text too long: {n} characters > {max_chars}"
+    return None
+
+
+def _image_paths(item: dict, root: Path, max_pixels: int) -> list[str]:
     images = item.get("image")
     if images is None or images == []:
         return []
     images = [images] if isinstance(images, str) else images
     if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
         raise ValueError("bad image field")
+    if not utf8_safe(images):
+        raise ValueError("image path not Unicode: lone surrogate")
     out = []
     for name in images:
         p = root / name
@@ -122,9 +148,11 @@ def _image_paths(item: dict, root: Path) -> list[str]:
             raise ValueError("missing image file")
         try:
             with Image.open(p) as im:  # the header only: decoded when a batch is built
-                im.size  # noqa: B018
+                width, height = im.size
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"unreadable image: {type(e).__name__}") from None
+        if width * height > max_pixels:
+            raise ValueError("unreadable image: image too large")
         out.append(str(p))
     return out
 
@@ -140,12 +168,18 @@ def _content(text: str) -> list[dict]:
     return parts
 
 
-def _conversation_row(item, root: Path, rid: str, refused: Refused) -> dict | None:
+def _conversation_row(
+    item, root: Path, rid: str, refused: Refused, max_chars: int | None, max_pixels: int
+) -> dict | None:
     if not isinstance(item, dict) or not isinstance(item.get("conversations"), list):
         refused.refuse(rid, "no conversations list")
         return None
+    problem = _text_problem(item["conversations"], max_chars)
+    if problem:
+        refused.refuse(rid, problem)
+        return None
     try:
-        images = _image_paths(item, root)
+        images = _image_paths(item, root, max_pixels)
     except ValueError as e:
         refused.refuse(rid, str(e))
         return None

@@ -38,10 +38,15 @@ def chat_prompt(processor, prompt: str) -> str:
 def encode(
     processor, image: Image.Image, prompt: str, target: str, end_of_turn: bool = True
 ) -> Encoded:
-    """Encode one example; ``labels`` cover the target (and the end-of-turn token) only."""
+    """Encode one example; ``labels`` cover the target (and the end-of-turn token) only. The
+    target never yields a special token (``split_special_tokens``)."""
     enc = processor(text=[chat_prompt(processor, prompt)], images=[image], return_tensors="pt")
     tok = processor.tokenizer
-    tgt = tok(target, add_special_tokens=False, return_offsets_mapping=True)
+    # text is text: a special token written in a caption stays characters (defence in depth;
+    # the readers reject such captions, mmrpt.safety.text_problem)
+    tgt = tok(
+        target, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
+    )
     tgt_ids = list(tgt["input_ids"])
     end_ids = tok("<|im_end|>", add_special_tokens=False)["input_ids"] if end_of_turn else []
     prompt_ids = enc["input_ids"][0].tolist()

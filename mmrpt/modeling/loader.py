@@ -121,6 +121,12 @@ def load_vlm(
         )
     except Exception as e:  # safetensors, json and config errors all mean: unreadable
         raise CheckpointError(f"cannot load model from {path}: {e}") from e
+    bad = nonfinite_parameters(model)
+    if bad:  # a diverged run's output: every later number would be garbage
+        raise CheckpointError(
+            f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensors, e.g. {bad[0]}: "
+            "the run that wrote it diverged; retrain it"
+        )
     try:
         processor = load_processor(path, trust_remote_code)
     except CheckpointError:
@@ -129,6 +135,16 @@ def load_vlm(
         raise CheckpointError(f"cannot load processor from {path}: {e}") from e
     set_pixels(processor, min_pixels, max_pixels)
     return model.to(device), processor
+
+
+def nonfinite_parameters(model) -> list[str]:
+    """Names of the parameters holding a NaN or an infinity."""
+    with torch.no_grad():
+        return [
+            name
+            for name, p in model.named_parameters()
+            if p.numel() and not bool(torch.isfinite(p).all())
+        ]
 
 
 def image_token_id(model) -> int:

@@ -122,7 +122,9 @@ def token_counts(processor, captions, spans) -> list[np.ndarray]:
     tok = processor.tokenizer
     out = []
     for c, sp in zip(captions, spans, strict=True):
-        offsets = tok(c, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        offsets = tok(
+            c, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
+        )["offset_mapping"]  # as mmrpt.modeling.encode tokenises the caption
         sent = sentence_of_tokens(offsets, sp)
         out.append(np.bincount(sent[sent >= 0], minlength=len(sp)))
     return out

@@ -1,5 +1,7 @@
 """Stage `data`: write the dataset manifests (synthetic world, or ingest real files); the
-synthetic world also writes its multiple-choice probes (mmrpt/data/probes.py) per split."""
+synthetic world also writes its multiple-choice probes (mmrpt/data/probes.py) per split.
+The output folder is emptied first: it holds exactly what the current params produce (no
+split of an earlier source or split list survives a change)."""
 
 from __future__ import annotations
 
@@ -15,14 +17,14 @@ from mmrpt.data.records import read_manifest, write_manifest
 from mmrpt.io import write_json_atomic, write_jsonl_atomic
 from mmrpt.progress import bar
 from mmrpt.stages.common import warn_untracked
+from mmrpt.safety import empty_owned
 
 log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> dict:
     p = ctx.params.data
-    out = ctx.out("data")
-    out.mkdir(parents=True, exist_ok=True)
+    out = empty_owned(ctx.out("data"))
     metrics: dict = {}
     with tracking.stage_run(ctx):
         if p.source == "synthetic":
@@ -78,6 +80,7 @@ def run(ctx: StageContext) -> dict:
                     min_sentences=p.min_sentences,
                     max_pixels=p.max_image_pixels,
                     min_side=p.min_image_side,
+                    max_caption_chars=p.max_caption_chars,
                     seen=seen,
                 )
                 report.check()

@@ -24,6 +24,7 @@ from mmrpt.masking.samples import MaskedSample, write_samples
 from mmrpt.masking.select import caption_tau, select_by_label, select_by_score, select_random
 from mmrpt.report.gallery import masked_gallery
 from mmrpt.stages.common import require_splits
+from mmrpt.safety import empty_owned
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,6 @@ def mask_split(
 def run(ctx: StageContext) -> dict:
     mp = ctx.params.mask
     root = ctx.dep("data")
-    out = ctx.out("masks")
     require_splits(root, "mask.splits", mp.splits)
     table = pd.read_parquet(ctx.dep("scores"))
     unscored = [s for s in mp.splits if s not in set(table.split)]
@@ -105,6 +105,7 @@ def run(ctx: StageContext) -> dict:
         raise ParamsError(
             "mask.selectors: the label oracle needs ground-truth labels and the data has none"
         )
+    out = empty_owned(ctx.out("masks"))  # no selector or split of earlier params survives
     metrics: dict = {}
     with tracking.stage_run(ctx):
         for selector in mp.selectors:

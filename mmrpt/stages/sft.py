@@ -57,7 +57,12 @@ def run(ctx: StageContext) -> dict:
         pick = np.random.default_rng(seed).permutation(len(probes))[:n]
         rows = probe_rows([probes[i] for i in sorted(pick)], ctx.dep("data"))
     else:
-        rows, refused = llava_rows(sp.inputs, sp.image_root)
+        rows, refused = llava_rows(
+            sp.inputs,
+            sp.image_root,
+            max_text_chars=sp.max_text_chars,
+            max_pixels=sp.max_image_pixels,
+        )
         metrics |= {"n_input": refused.n_input, "n_rejected": sum(refused.reasons.values())}
         metrics |= {f"rejected/{r}": n for r, n in refused.reasons.items()}
         if not rows:

@@ -10,7 +10,6 @@ model.path), the output is a reference to model.path that later stages load thro
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from mmrpt.modeling.loader import load_vlm, write_model_ref
 from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 from mmrpt.pretrain.warmup import CaptionDataset, vision_reliance
 from mmrpt.stages.common import require_splits
+from mmrpt.safety import fresh_dir, replace_dir
 from mmrpt.training import (
     device,
     last_loss,
@@ -47,11 +47,9 @@ def base_model_path(ctx: StageContext, ckpt: Path, train_records) -> str:
         # the fill-in format of later stages too, so its tags and placeholders are tokens
         fmt = [p.mask.instruction, fillin_target(["a", "b", "c"]), "[1] [2] [3] [4]"]
         texts = [r.caption for r in train_records] + world.vocabulary_text() + fmt * 50
-        tmp = ckpt / "init.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = fresh_dir(ckpt / "init.tmp")
         build_tiny_vlm(texts, spec, tmp, seed=p.seed)
-        shutil.rmtree(init, ignore_errors=True)
-        tmp.rename(init)
+        replace_dir(tmp, init)
     return str(init)
 
 

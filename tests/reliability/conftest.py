@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import shutil
 from pathlib import Path
 
@@ -47,3 +48,8 @@ def warmed_project(scored_template: Path, tmp_path: Path, monkeypatch) -> Path:
     (dest / "metrics/score.json").unlink()
     monkeypatch.chdir(dest)
     return dest
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The CLI's own error lines in a captured stderr (progress bars and logs left out)."""
+    return re.findall(r"mmrpt: [^\r\n]*", stderr)  # a progress bar may precede it

@@ -141,8 +141,7 @@ def test_data_stage_failing_mid_split_leaves_no_half_manifest(tiny_project: Path
             yield record
 
     monkeypatch.setattr(world, "generate_split", failing)
-    with pytest.raises(OSError, match="injected"):
-        main(["data"])
+    assert main(["data"]) == 1  # an OS error: one line (mmrpt.cli), may pass on a retry
     out = tiny_project / "data/world"
     assert len((out / "train.jsonl").read_text().splitlines()) == 64  # complete, renamed
     assert not (out / "dev.jsonl").exists()  # the split being written: only its temp file
@@ -179,8 +178,7 @@ def test_warmup_failing_while_saving_keeps_the_previous_model(warmed_project: Pa
         raise OSError(28, "No space left on device (injected)")
 
     monkeypatch.setattr(ProcessorMixin, "save_pretrained", disk_full)
-    with pytest.raises(OSError, match="injected"):
-        main(["warmup", "-S", "warmup.max_steps=12"])
+    assert main(["warmup", "-S", "warmup.max_steps=12"]) == 1
     assert _digest(p / "models/warmup") == before
     assert (p / "metrics/warmup.json").read_text() == metrics_before
     assert [f.name for f in tmp_files(p)] == ["warmup.tmp"]

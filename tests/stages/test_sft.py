@@ -8,13 +8,12 @@ from safetensors.torch import load_file
 
 from mmrpt.cli import main
 from mmrpt.finetune.vqa import llava_rows
-from mmrpt.modeling.loader import CheckpointError
 
 
-def test_sft_trains_the_run_it_names(primed_project: Path):
+def test_sft_trains_the_run_it_names(primed_project: Path, capsys):
     p = primed_project
-    with pytest.raises(CheckpointError, match="rl output"):
-        main(["sft", "--arm", "ntp", "--seed", "0"])  # its rl stage has not run
+    assert main(["sft", "--arm", "ntp", "--seed", "0"]) == 2  # its rl stage has not run
+    assert "run `python -m mmrpt rl --arm ntp --seed 0` first" in capsys.readouterr().err
     assert main(["rl", "--arm", "masked_sft", "--seed", "0"]) == 0
     assert main(["sft", "--arm", "masked_sft", "--seed", "0"]) == 0
     before = load_file(p / "models/rl/masked_sft-0/model.safetensors")
