@@ -2,6 +2,7 @@
 
 python -m mmrpt <stage> [-S key=value ...]            one pipeline stage
 python -m mmrpt rl --arm mmrpt --seed 0               a per-run stage (rl, sft, eval)
+python -m mmrpt score --worker 0                      a per-worker stage (score)
 python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--help``)
 """
 
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mmrpt.config import ParamsError, load_params
-from mmrpt.pipeline import NAMES, PER_RUN
+from mmrpt.pipeline import NAMES, PER_RUN, PER_WORKER
 
 TOOLS = ("compare", "passk", "summary", "dvc-yaml", "plots-template")
 
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name in PER_RUN:
             p.add_argument("--arm", required=True, help="the arm (a key of `arms`)")
             p.add_argument("--seed", type=int, required=True, help="the replicate seed")
+        if name in PER_WORKER:
+            p.add_argument("--worker", type=int, required=True, help="the worker (score.workers)")
     p = sub.add_parser("compare", help="compare MLflow runs of one stage (table + plot)")
     p.add_argument("--stage", default="warmup", help="runs of this stage")
     p.add_argument(
@@ -153,14 +156,31 @@ def _tool(args) -> int:
     return 0
 
 
-def run_stage(name: str, params, arm: str | None = None, seed: int | None = None) -> dict:
-    """Run one stage in this process (the CLI and tests call this)."""
-    from mmrpt.pipeline import context
+def run_stage(
+    name: str,
+    params,
+    arm: str | None = None,
+    seed: int | None = None,
+    worker: int | None = None,
+) -> dict:
+    """Run one stage in this process (the CLI and tests call this). In a process of a
+    launched multi-process run, the stage must be a distributed one and the run's size must
+    be launch.num_processes; the process group is made here and closed at the end."""
+    from mmrpt import distributed
+    from mmrpt.pipeline import context, stage
 
-    ctx = context(name, params, arm, seed)
+    ctx = context(name, params, arm, seed, worker)
+    if distributed.launched():
+        from mmrpt.launch import check_world
+
+        if not stage(name).distributed:
+            raise ParamsError(f"stage {name} runs in one process: start it without a launcher")
+        check_world(params.launch)
+        distributed.init(params.launch.backend)
     try:
         return importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
     finally:
+        distributed.finish()
         record = os.environ.get("MMRPT_RECORD_READS")
         if record:  # which declared params the stage really read (tests/test_pipeline.py)
             with open(record, "a", encoding="utf-8") as f:
@@ -168,7 +188,8 @@ def run_stage(name: str, params, arm: str | None = None, seed: int | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("MMRPT_LOG", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -179,8 +200,19 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, args.overrides)
     except (ParamsError, FileNotFoundError) as e:
         return _fail(str(e))
+    from mmrpt.launch import needs_relaunch, relaunch
+    from mmrpt.pipeline import stage
+
     try:
-        run_stage(args.command, params, getattr(args, "arm", None), getattr(args, "seed", None))
-    except ParamsError as e:  # a check that needs the model or data (e.g. score.layers)
+        if stage(args.command).distributed and needs_relaunch(params.launch):
+            return relaunch(params.launch, argv)  # this command in launch.num_processes
+        run_stage(
+            args.command,
+            params,
+            getattr(args, "arm", None),
+            getattr(args, "seed", None),
+            getattr(args, "worker", None),
+        )
+    except ParamsError as e:  # a check that needs the model, data or checkpoints
         return _fail(str(e))
     return 0

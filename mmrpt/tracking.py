@@ -6,10 +6,16 @@ logged per step. A resumed stage continues its MLflow run: the run id is kept in
 checkpoint folder. A process killed with kill -9 cannot close its run; every run carries its
 host and pid as tags, and the next stage or pipeline run started on that host marks runs whose
 process is gone as KILLED (close_orphaned_runs).
+
+In a multi-process stage (mmrpt/launch.py) only rank 0 talks to MLflow: on the other ranks
+stage_run opens no run and every log function does nothing, so a stage is one run at any
+world size. With a tracking server ($MLFLOW_TRACKING_URI, or tracking.tracking_uri http(s)),
+artifacts go where the server keeps them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +34,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
 
+from mmrpt import distributed
 from mmrpt.config import Params
 
 log = logging.getLogger(__name__)
@@ -55,10 +62,16 @@ def _reachable(uri: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def tracking_uri(params: Params) -> str:
+    """$MLFLOW_TRACKING_URI (e.g. a server for many workers, set by the deployment) or
+    tracking.tracking_uri."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+
+
 def configure(params: Params) -> str:
     """Point MLflow at the project's store; return the experiment id."""
     t = params.tracking
-    uri = t.tracking_uri
+    uri = tracking_uri(params)
     if uri.startswith(("http://", "https://")) and not _reachable(uri):
         log.warning(
             "MLflow server %s unreachable: logging to the local store %s instead", uri, FALLBACK_URI
@@ -73,6 +86,8 @@ def configure(params: Params) -> str:
     exp = mlflow.get_experiment_by_name(t.experiment)
     if exp is not None:
         return exp.experiment_id
+    if uri.startswith(("http://", "https://")):  # the server's artifact store
+        return mlflow.create_experiment(t.experiment)
     location = Path(t.artifact_root).resolve()
     location.mkdir(parents=True, exist_ok=True)
     return mlflow.create_experiment(t.experiment, artifact_location=location.as_uri())
@@ -202,10 +217,14 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
     yields the run id.
 
     With ``run_id_file``, a run id found there is resumed and a new one is written there.
-    Nested under $MMRPT_PARENT_RUN_ID when set (a pipeline run), else top level.
+    Nested under $MMRPT_PARENT_RUN_ID when set (a pipeline run), else top level. On ranks
+    other than 0 of a multi-process stage: no run (yields None).
     """
+    if not distributed.is_main():
+        yield None
+        return
     stage = ctx.stage.name
-    name = f"{stage}/{ctx.run_name}" if ctx.stage.per_run else stage
+    name = f"{stage}/{ctx.run_name}" if ctx.item else stage
     experiment_id = configure(ctx.full)
     run_id = None
     if run_id_file is not None and run_id_file.exists():
@@ -235,6 +254,8 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
             tags = {"stage": stage}
             if ctx.stage.per_run:
                 tags |= {"arm": ctx.arm, "replicate": str(ctx.seed), "run": ctx.run_name}
+            if ctx.stage.workers:
+                tags |= {"worker": str(ctx.worker)}
             mlflow.set_tags(run_tags(ctx.full) | _owner() | tags)
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +263,17 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
         yield run.info.run_id
 
 
+def _main_only(fn):
+    """A log function that does nothing on ranks other than 0."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        return fn(*args, **kwargs) if distributed.is_main() else None
+
+    return wrapped
+
+
+@_main_only
 def log_model(folder: str | Path, name: str) -> None:
     """A stage's final model: its folder as the run's ``model`` artifact."""
     log_artifact(folder, "model")
@@ -259,6 +291,7 @@ def metric_name(key: str) -> str:
     return re.sub(r"[^\w\-. :/]", "_", key)
 
 
+@_main_only
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     numeric = {
         metric_name(k): float(v)
@@ -268,6 +301,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics(numeric, step=step)
 
 
+@_main_only
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     p = Path(path)
     if p.is_dir():
@@ -276,6 +310,7 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
 
+@_main_only
 def log_dict(d: dict, name: str) -> None:
     mlflow.log_text(json.dumps(d, indent=2, default=str), name)
 
@@ -283,6 +318,7 @@ def log_dict(d: dict, name: str) -> None:
 COMPLETIONS_TABLE = "completions.json"
 
 
+@_main_only
 def log_completions(table: dict[str, list], artifact_file: str = COMPLETIONS_TABLE) -> None:
     """Append sample completions to one MLflow table artifact (its ``step`` column tells the
     steps apart). MLflow stores a column of PIL images as image files that the table references
@@ -335,5 +371,6 @@ def search_stage_runs(params: Params, stage: str | None = None, max_results: int
     )
 
 
+@_main_only
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)

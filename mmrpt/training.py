@@ -1,18 +1,25 @@
-"""Training plumbing shared by every training stage: the HF Trainer for our datasets, resume
+"""Training plumbing shared by every training stage: the HF Trainer for our datasets, how a
+trainer runs (TrainOptions: processes, DeepSpeed, bf16, gradient checkpointing, LoRA), resume
 from the last checkpoint, and saving a trained model atomically.
 
 transformers' Trainer does the work (checkpointing, resume with optimizer/scheduler/RNG state,
-gradient accumulation, DeepSpeed via accelerate); this module supplies the collator, the
-resume that really restores Qwen2-VL weights (LoadsCheckpointsByFromPretrained) and the
-save that never leaves a half-written model folder.
+gradient accumulation, DDP and DeepSpeed via accelerate, LoRA via peft); this module supplies
+the collator, the resume that really restores Qwen2-VL weights
+(LoadsCheckpointsByFromPretrained), the save that never leaves a half-written model folder
+(gathering ZeRO-3 shards, merging LoRA adapters), and a count of the rows each optimizer step
+trained on over all processes (CountsRows). Batch sizes given here are GLOBAL: each of
+``world_size`` processes takes batch / world_size.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import random
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +27,9 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from mmrpt import distributed
 from mmrpt.modeling.encode import collate
-from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
+from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained, load_vlm
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +44,100 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class ResumableTrainer(LoadsCheckpointsByFromPretrained, Trainer):
-    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin)."""
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a trainer runs, the same for every training stage (params: launch)."""
+
+    world_size: int = 1  # processes of the run; batches are split over them
+    deepspeed: str | None = None  # a DeepSpeed config file (ZeRO-2, ZeRO-3)
+    bf16: bool = False  # bf16 mixed precision
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None  # LoRA adapters instead of full fine-tuning
+    backend: str | None = None  # the process group's backend (world_size > 1)
+    extra: dict = field(default_factory=dict)  # more TrainingArguments (tests, benches)
+
+    def training_args(self) -> dict:
+        """The TrainingArguments (or TRL config) fields these options set."""
+        gc_kwargs = {"use_reentrant": False} if self.gradient_checkpointing else None
+        return {
+            "use_cpu": not torch.cuda.is_available(),
+            "bf16": self.bf16,
+            "deepspeed": self.deepspeed,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "gradient_checkpointing_kwargs": gc_kwargs,
+            "ddp_backend": self.backend if self.world_size > 1 else None,
+            **self.extra,
+        }
+
+
+ONE_PROCESS = TrainOptions()  # the defaults: one process, fp32, full fine-tuning
+
+
+def per_device(batch: int, world_size: int, what: str = "batch size") -> int:
+    """One process's share of a global batch (it must divide evenly)."""
+    if batch % world_size:
+        raise ValueError(f"{what} {batch} is not divisible by the {world_size} processes")
+    return batch // world_size
+
+
+def with_lora(model, lora: LoraSpec | None):
+    """``model`` with LoRA adapters (peft; only the adapters train), or ``model`` itself."""
+    if lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+class _TrainBegin(TrainerCallback):
+    def __init__(self, count: dict):
+        self.count = count
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.count["start"] = state.global_step  # after a resume: the resumed step
+
+
+class CountsRows:
+    """Trainer mixin: counts the rows (examples; GRPO: rollouts) the optimizer steps of this
+    run trained on. ``rows_per_step()`` (every process must call it) sums them over the
+    processes: the global batch as trained, whatever the world size."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rows = {"rows": 0, "start": None}
+        self.add_callback(_TrainBegin(self._rows))
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        ids = inputs.get("completion_ids", inputs.get("input_ids"))
+        if ids is not None and model.training:
+            self._rows["rows"] += len(ids)
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def rows_per_step(self) -> float | None:
+        rows = distributed.all_sum(self._rows["rows"])
+        start = self._rows["start"]
+        steps = self.state.global_step - start if start is not None else 0
+        return rows / steps if steps else None
+
+
+class ResumableTrainer(LoadsCheckpointsByFromPretrained, CountsRows, Trainer):
+    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin) and a count
+    of the rows per step (CountsRows)."""
 
 
 def make_trainer(
@@ -56,15 +156,15 @@ def make_trainer(
     log_steps: int,
     seed: int,
     callbacks: Sequence[TrainerCallback] = (),
-    deepspeed: str | None = None,
-    bf16: bool = False,
+    options: TrainOptions = ONE_PROCESS,
 ) -> Trainer:
-    """A Trainer over ``dataset`` (items: modeling.encode.Encoded), cosine schedule."""
+    """A Trainer over ``dataset`` (items: modeling.encode.Encoded), cosine schedule,
+    ``batch_size`` examples per optimizer step over all processes."""
     pad_id = processor.tokenizer.pad_token_id
     args = TrainingArguments(
         output_dir=str(out_dir),
         max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=per_device(batch_size, options.world_size),
         learning_rate=lr,
         weight_decay=weight_decay,
         warmup_steps=warmup_ratio,
@@ -77,14 +177,11 @@ def make_trainer(
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=bf16,
-        deepspeed=deepspeed,
         save_only_model=False,
-        gradient_checkpointing=False,
+        **options.training_args(),
     )
     return ResumableTrainer(
-        model=model,
+        model=with_lora(model, options.lora),
         args=args,
         train_dataset=dataset,
         data_collator=lambda items: collate(items, pad_id),
@@ -131,9 +228,14 @@ def save_model_atomic(model, processor, out: str | Path) -> Path:
     return out
 
 
-def save_trained(trainer, processor, out: str | Path) -> Path | None:
-    """Save the trained model (gathering ZeRO-3 shards if any) to a temp folder, then rename
-    it into place on the main process. Returns the folder on the main process, else None."""
+def save_trained(
+    trainer, processor, out: str | Path, base: str | Path | None = None
+) -> Path | None:
+    """Save the trained model to a temp folder, then rename it into place on the main
+    process; every process must call it. ZeRO-3 shards are gathered (the config's
+    stage3_gather_16bit_weights_on_model_save); LoRA adapters are merged into ``base`` (the
+    model training started from), so the folder is a plain model. Returns the folder on the
+    main process, else None."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if trainer.is_world_process_zero():
@@ -141,8 +243,66 @@ def save_trained(trainer, processor, out: str | Path) -> Path | None:
     trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
         return None
+    if (tmp / "adapter_config.json").exists():
+        if base is None:
+            raise ValueError("save_trained: LoRA adapters need the base model to merge into")
+        merge_lora(base, tmp, tmp)
     processor.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     return out
+
+
+def merge_lora(base: str | Path, adapters: str | Path, out: str | Path) -> Path:
+    """``base`` with the LoRA ``adapters`` folder merged in, saved as a plain model folder at
+    ``out`` (which may be the adapters folder itself)."""
+    from peft import PeftModel
+
+    model, _ = load_vlm(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapters)).merge_and_unload()
+    out = Path(out)
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (out / f).unlink(missing_ok=True)
+    merged.save_pretrained(out)
+    return out
+
+
+def release_training() -> None:
+    """After a trainer is done (delete it first): forget DeepSpeed's global config, so that
+    models loaded afterwards are plain, whole models (under ZeRO-3 from_pretrained would
+    partition them across processes that may have exited), and free memory."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+LAUNCH_RECORD = "launch.json"
+
+
+class ResumeRefused(ValueError):
+    """Checkpoints that this launch cannot resume, with what to do."""
+
+
+def check_resume(ckpt: Path, options: TrainOptions) -> None:
+    """Refuse to resume DeepSpeed checkpoints at another world size (ZeRO partitions the
+    optimizer state per process; plain checkpoints hold it whole and resume at any world
+    size); then record this launch beside the checkpoints (main process)."""
+    record = ckpt / LAUNCH_RECORD
+    if options.deepspeed and record.exists() and any(ckpt.glob("checkpoint-*")):
+        before = json.loads(record.read_text())
+        if before.get("world_size") != options.world_size:
+            n = before.get("world_size")
+            raise ResumeRefused(
+                f"{ckpt} holds DeepSpeed checkpoints written by {n} process(es): "
+                f"launch.num_processes={options.world_size} cannot resume them (ZeRO "
+                f"partitions the optimizer state per process). Resume with -S "
+                f"launch.num_processes={n}, or delete {ckpt} to start over."
+            )
+    if distributed.is_main():
+        record.write_text(
+            json.dumps({"world_size": options.world_size, "deepspeed": options.deepspeed}) + "\n"
+        )

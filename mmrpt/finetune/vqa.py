@@ -20,13 +20,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from mmrpt.images import open_rgb
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
+from mmrpt.training import ONE_PROCESS, CountsRows, TrainOptions, per_device, with_lora
 
 
 def _user(text: str, image: bool) -> dict:
@@ -111,8 +111,9 @@ def _conversation_rows(item, root: Path, rid: str, refused: Refused) -> Iterator
         refused.refuse(rid, "no answered human turn")
 
 
-class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, SFTTrainer):
-    """TRL's SFTTrainer with a resume that restores Qwen2-VL weights (see the mixin)."""
+class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, CountsRows, SFTTrainer):
+    """TRL's SFTTrainer with a resume that restores Qwen2-VL weights (see the mixin) and a
+    count of the rows per step (CountsRows)."""
 
 
 def make_sft_trainer(
@@ -128,14 +129,15 @@ def make_sft_trainer(
     seed: int,
     max_length: int | None = None,
     callbacks: Sequence[TrainerCallback] = (),
-    deepspeed: str | None = None,
-    bf16: bool = False,
+    options: TrainOptions = ONE_PROCESS,
 ) -> SFTTrainer:
+    """TRL's SFTTrainer over ``rows``: ``batch_size`` rows per optimizer step over all
+    processes."""
     processor.tokenizer.padding_side = "right"
     args = SFTConfig(
         output_dir=str(out_dir),
         max_steps=steps,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=per_device(batch_size, options.world_size),
         learning_rate=lr,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
@@ -146,16 +148,13 @@ def make_sft_trainer(
         seed=seed,
         data_seed=seed,
         report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        bf16=bf16,
-        deepspeed=deepspeed,
         max_length=max_length,
         completion_only_loss=True,
-        gradient_checkpointing=False,
         dataloader_num_workers=0,
+        **options.training_args(),
     )
     return ResumableSFTTrainer(
-        model=model,
+        model=with_lora(model, options.lora),
         args=args,
         train_dataset=Dataset.from_list(list(rows)),
         processing_class=processor,

@@ -1,16 +1,22 @@
-"""Stage `score`: per-sentence visual dependency of every caption.
+"""Stage `score` (one worker, ``--worker w`` of score.workers): per-sentence visual dependency
+of the worker's share of the captions; `score_merge` joins the workers' shards.
 
-Streams each split in shards of score.shard_size records; a finished shard is a parquet file
-(written to a temp name, then renamed), so a killed run resumes at the first missing shard.
+The corpus (score.splits) is cut in shards of score.shard_size records; worker w scores the
+shards mmrpt.scoring.shards assigns it, and each of its launch.num_processes processes a
+share of those. A finished shard is a parquet file (written to a temp name, then renamed) in
+the worker's folder, so a killed run resumes at the first missing shard; shards are kept
+when only the reporting params or the number of workers or processes change.
 Columns: split, sample_id, sentence, start, end, label, n_tokens, d_vis (the chosen layers),
 peak_start/peak_end (the most visually attended word), d_cf (counterfactual, if enabled).
-Diagnostics: per-layer AUROC on the diagnostic split (where layers are chosen) and on the
-report split, written to metrics/score.json with a histogram of D_vis by label.
+Diagnostics (main process; on every worker when heads are chosen on dev, so all choose the
+same heads): per-layer and per-head AUROC on the diagnostic and report splits, in the
+worker's diagnostics.json (score_merge reports worker 0's).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +24,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from mmrpt import tracking
+from mmrpt import distributed, tracking
 from mmrpt.config import Params, ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.data.records import Record, read_manifest
 from mmrpt.images import open_rgb
-from mmrpt.io import fingerprint_dir, write_csv_atomic, write_json_atomic, write_parquet_atomic
+from mmrpt.io import write_json_atomic, write_parquet_atomic
 from mmrpt.modeling.loader import image_token_id, load_vlm
-from mmrpt.report.plots import head_heatmap, score_histogram
+from mmrpt.scoring import shards as plan
 from mmrpt.scoring.attention import capture, text_decoder_layers
 from mmrpt.scoring.layers import auroc, band_layers
 from mmrpt.scoring.sentences import attention_scores, counterfactual_scores, token_counts
+from mmrpt.stages.common import work_dir
 from mmrpt.training import device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -189,12 +196,44 @@ def choose_heads(
     return chosen
 
 
+def diagnostics(model, processor, root: Path, params: Params, n_layers: int, n_heads: int):
+    """Per-head AUROC on the diagnostic split (where heads are chosen) and per-layer AUROC
+    on it and the report split (those of them the data has); the chosen heads."""
+    sp = params.score
+    metrics: dict = {"n_layers": n_layers, "n_heads": n_heads}
+    diag = {}
+    for split in dict.fromkeys((sp.diagnostic_split, sp.report_split)):
+        path = root / f"{split}.jsonl"
+        if path.exists():
+            records = read_manifest(path)[: sp.diagnostic_samples]
+            diag[split] = head_scores(model, processor, records, root, params)
+    dev_auroc = None
+    if sp.diagnostic_split in diag:
+        scores, labels = diag[sp.diagnostic_split]
+        dev_auroc = np.array(
+            [[auroc(scores[la, h], labels) for h in range(n_heads)] for la in range(n_layers)]
+        )
+    elif sp.select == "dev":
+        raise ValueError(f"score.select=dev needs the {sp.diagnostic_split} split")
+    heads = choose_heads(params, n_layers, n_heads, dev_auroc, diag.get(sp.diagnostic_split))
+    metrics["heads"] = {str(k): v for k, v in heads.items()}
+    for split, (scores, labels) in diag.items():
+        prefix = "" if split == sp.report_split else f"{split}/"
+        for layer in range(n_layers):
+            metrics[f"{prefix}auroc_layer_{layer}"] = auroc(scores[layer].mean(0), labels)
+        band = band_layers(n_layers, sp.layer_band)
+        metrics[f"{prefix}auroc_paper_band"] = auroc(scores[band].mean((0, 1)), labels)
+    head_auroc = None if dev_auroc is None else np.where(np.isnan(dev_auroc), None, dev_auroc)
+    return {"metrics": metrics, "head_auroc": None if head_auroc is None else head_auroc.tolist()}
+
+
 def run(ctx: StageContext) -> dict:
     params = ctx.params
     sp = params.score
+    worker, workers = ctx.worker, len(sp.workers)
+    rank, procs = distributed.rank(), distributed.world_size()
     seed_everything(params.seed)
     root = ctx.dep("data")
-    out = ctx.out("scores")
     model, processor = load_vlm(
         ctx.dep("model"), dtype=torch.float32, trust_remote_code=params.model.trust_remote_code
     )
@@ -204,79 +243,57 @@ def run(ctx: StageContext) -> dict:
     if len(text_decoder_layers(model)) != n_layers:
         raise ValueError("model config and decoder modules disagree on the layer count")
     check_heads(params, n_layers, n_heads)
-    metrics: dict = {"n_layers": n_layers, "n_heads": n_heads}
     with tracking.stage_run(ctx):
-        diag = {}
-        for split in dict.fromkeys((sp.diagnostic_split, sp.report_split)):
-            path = root / f"{split}.jsonl"
-            if path.exists():
-                diag[split] = head_scores(
-                    model, processor, read_manifest(path)[: sp.diagnostic_samples], root, params
-                )
-        dev_auroc = None
-        if sp.diagnostic_split in diag:
-            scores, labels = diag[sp.diagnostic_split]
-            dev_auroc = np.array(
-                [[auroc(scores[la, h], labels) for h in range(n_heads)] for la in range(n_layers)]
-            )
-        elif sp.select == "dev":
-            raise ValueError(f"score.select=dev needs the {sp.diagnostic_split} split")
-        heads = choose_heads(params, n_layers, n_heads, dev_auroc, diag.get(sp.diagnostic_split))
-        metrics["heads"] = {str(k): v for k, v in heads.items()}
-        for split, (scores, labels) in diag.items():
-            prefix = "" if split == sp.report_split else f"{split}/"
-            for layer in range(n_layers):
-                metrics[f"{prefix}auroc_layer_{layer}"] = auroc(scores[layer].mean(0), labels)
-            band = band_layers(n_layers, sp.layer_band)
-            metrics[f"{prefix}auroc_paper_band"] = auroc(scores[band].mean((0, 1)), labels)
-            if split == sp.diagnostic_split:
-                heatmap = head_heatmap(dev_auroc, out / f"auroc_heads_{split}.png")
-                tracking.log_artifact(heatmap, "plots")
-
-        # finished shards survive a change of what is reported (the stage's resume_ignores)
-        shards = fingerprint_dir(out / "shards", ctx.fingerprint(metrics["heads"]))
-        frames = []
-        for split in sp.splits:
-            records = read_manifest(root / f"{split}.jsonl")
-            starts = range(0, len(records), sp.shard_size)
-            for k in tqdm(starts, desc=f"score {split}", unit="shard"):
-                path = shards / f"{split}-{sp.shard_size}-{k // sp.shard_size:05d}.parquet"
-                if not path.exists():
-                    df = score_records(
-                        model, processor, records[k : k + sp.shard_size], root, params, heads, split
-                    )
-                    write_parquet_atomic(path, df)
-                frames.append(pd.read_parquet(path))
-        table = pd.concat(frames, ignore_index=True)
-        write_parquet_atomic(out / "scores.parquet", table)
-
-        for split in (sp.diagnostic_split, sp.report_split):
-            part = table[table.split == split]
-            if part.empty:
-                continue
-            prefix = "" if split == sp.report_split else f"{split}/"
-            labels = part.label.astype("float")
-            metrics[f"{prefix}auroc"] = auroc(part.d_vis, labels)
-            if sp.counterfactual:
-                metrics[f"{prefix}auroc_counterfactual"] = auroc(part.d_cf, labels)
-        metrics["n_sentences"] = len(table)
-        metrics["n_samples"] = int(table.sample_id.nunique())
-        tracking.log_metrics(metrics)
-        tracking.log_dict(metrics, "score_metrics.json")
-        hist = score_histogram(table[table.split == sp.report_split], out / "d_vis_hist.png")
-        tracking.log_artifact(hist, "plots")
-    write_json_atomic(ctx.metrics_path(), metrics)
-    write_csv_atomic(
-        ctx.table_path("layers"),
-        [
-            {
-                "layer": layer,
-                "auroc_report": metrics.get(f"auroc_layer_{layer}"),
-                "auroc_dev": metrics.get(f"{sp.diagnostic_split}/auroc_layer_{layer}"),
-            }
-            for layer in range(n_layers)
-        ],
-        columns=["layer", "auroc_dev", "auroc_report"],
-    )
-    log.info("score: %s", {k: v for k, v in metrics.items() if "layer_" not in k})
+        diag = None
+        if distributed.is_main() and (worker == 0 or sp.select == "dev"):
+            diag = diagnostics(model, processor, root, params, n_layers, n_heads)
+        diag = distributed.broadcast(diag)
+        heads = (
+            {int(k): v for k, v in diag["metrics"]["heads"].items()}
+            if diag
+            else choose_heads(params, n_layers, n_heads, None)
+        )
+        # every worker's folder has the same fingerprint (their shards are interchangeable)
+        folder = work_dir(ctx.out("shards"), ctx.fingerprint(heads, run=False))
+        if distributed.is_main() and diag:
+            write_json_atomic(folder / plan.DIAGNOSTICS, diag)
+        manifests = {split: read_manifest(root / f"{split}.jsonl") for split in sp.splits}
+        corpus = plan.plan([(s, len(r)) for s, r in manifests.items()], sp.shard_size)
+        mine = plan.share(corpus, worker, workers, rank, procs)
+        t0, scored = time.perf_counter(), 0
+        for shard in tqdm(mine, desc=f"score worker {worker}.{rank}", unit="shard"):
+            path = folder / shard.name
+            if not path.exists():
+                records = manifests[shard.split][shard.start : shard.stop]
+                df = score_records(model, processor, records, root, params, heads, shard.split)
+                write_parquet_atomic(path, df)
+                scored += shard.stop - shard.start
+        seconds = time.perf_counter() - t0
+        distributed.barrier()
+        scored = distributed.all_sum(scored)
+        if not distributed.is_main():
+            return {}
+        owned = plan.share(corpus, worker, workers)
+        names = {s.name for s in owned}
+        for stale in folder.glob("*.parquet"):  # shards of another division of the work
+            if stale.name not in names:
+                stale.unlink()
+        done = {
+            "worker": worker,
+            "num_workers": workers,
+            "num_shards": len(corpus),
+            "shards": {str(s.index): s.name for s in owned},
+        }
+        write_json_atomic(folder / plan.DONE, done)
+        metrics = {
+            "worker": worker,
+            "num_workers": workers,
+            "num_processes": procs,
+            "shards": len(owned),
+            "records": sum(s.stop - s.start for s in owned),
+            "records_scored": scored,
+        }
+        tracking.log_metrics(metrics | {"seconds": seconds})
+    write_json_atomic(ctx.table_path("worker"), metrics)
+    log.info("score worker %d: %s", worker, metrics)
     return metrics
