@@ -200,12 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, args.overrides)
     except (ParamsError, FileNotFoundError) as e:
         return _fail(str(e))
-    from mmrpt.launch import needs_relaunch, relaunch
-    from mmrpt.pipeline import stage
+    from mmrpt.launch import needs_relaunch, preflight, relaunch, single_process_env
+    from mmrpt.pipeline import context, stage
 
     try:
         if stage(args.command).distributed and needs_relaunch(params.launch):
+            where = {k: getattr(args, k, None) for k in ("arm", "seed", "worker")}
+            preflight(context(args.command, params, **where))
             return relaunch(params.launch, argv)  # this command in launch.num_processes
+        if stage(args.command).distributed:
+            single_process_env(params.launch)
         run_stage(
             args.command,
             params,

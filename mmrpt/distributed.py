@@ -6,13 +6,16 @@ torch.distributed does the work; a single process (no launcher) makes every func
 no-op, so the stages read the same way at any world size. The process group is created once
 per process, before any trainer: accelerate and DeepSpeed find it initialised and use it.
 Backend "auto" is nccl when every local process has a GPU of its own, else gloo (CPU; or
-several processes on one GPU, which NCCL refuses).
+several processes on one GPU, which NCCL refuses). Beside a stage's checkpoints, launch.json
+records the world size that wrote them: DeepSpeed checkpoints resume at that size only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 TIMEOUT = timedelta(minutes=60)  # rank 0 may evaluate alone while the others wait
@@ -108,3 +111,31 @@ def finish() -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+LAUNCH_RECORD = "launch.json"
+
+
+def resume_conflict(ckpt: Path, world_size: int, deepspeed: str | None) -> str | None:
+    """Why the checkpoints in ``ckpt`` cannot be resumed by ``world_size`` processes, or None.
+    DeepSpeed checkpoints need the world size that wrote them (ZeRO partitions the optimizer
+    state per process); plain checkpoints hold it whole and resume at any world size."""
+    record = ckpt / LAUNCH_RECORD
+    if not (deepspeed and record.exists() and any(ckpt.glob("checkpoint-*"))):
+        return None
+    n = json.loads(record.read_text()).get("world_size")
+    if n == world_size:
+        return None
+    return (
+        f"{ckpt} holds DeepSpeed checkpoints written by {n} process(es): "
+        f"launch.num_processes={world_size} cannot resume them (ZeRO partitions the "
+        f"optimizer state per process). Resume with -S launch.num_processes={n}, or delete "
+        f"{ckpt} to start over."
+    )
+
+
+def record_launch(ckpt: Path, world_size: int, deepspeed: str | None) -> None:
+    """Note beside the checkpoints which launch writes them (main process)."""
+    if is_main():
+        record = {"world_size": world_size, "deepspeed": deepspeed}
+        (ckpt / LAUNCH_RECORD).write_text(json.dumps(record) + "\n")

@@ -17,6 +17,7 @@ launch.num_processes (the batch arithmetic and the resume check read that param)
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -70,6 +71,20 @@ def relaunch(launch: LaunchParams, argv: list[str]) -> int:
     return subprocess.run(cmd, check=False).returncode
 
 
+def single_process_env(launch: LaunchParams) -> None:
+    """DeepSpeed in one process reads the launcher's variables (else it looks for MPI): set
+    them for a run of one process on this machine, unless they are set."""
+    if launch.deepspeed and "RANK" not in os.environ:
+        os.environ.update(
+            RANK="0",
+            LOCAL_RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_WORLD_SIZE="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(free_port()),
+        )
+
+
 def check_world(launch: LaunchParams) -> None:
     """A launched process must belong to a run of exactly launch.num_processes processes."""
     n = distributed.world_size()
@@ -79,3 +94,18 @@ def check_world(launch: LaunchParams) -> None:
             f"{launch.num_processes}: set -S launch.num_processes={n} (batch params are "
             "global batches split over the processes)"
         )
+
+
+def preflight(ctx) -> None:
+    """Before launching processes: refuse checkpoints they could not resume (one clear
+    message here, not one per process from inside the launcher). ``ctx``: the stage's
+    mmrpt.contract.StageContext."""
+    if "checkpoints" not in ctx.stage.outs:
+        return
+    ckpt = ctx.out("checkpoints")
+    stamp = ckpt / "fingerprint.txt"
+    if stamp.exists() and stamp.read_text().strip() == ctx.fingerprint():
+        lp = ctx.params.launch
+        conflict = distributed.resume_conflict(ckpt, lp.num_processes, lp.deepspeed)
+        if conflict:
+            raise ParamsError(conflict)

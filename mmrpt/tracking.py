@@ -9,7 +9,7 @@ process is gone as KILLED (close_orphaned_runs).
 
 In a multi-process stage (mmrpt/launch.py) only rank 0 talks to MLflow: on the other ranks
 stage_run opens no run and every log function does nothing, so a stage is one run at any
-world size. With a tracking server ($MLFLOW_TRACKING_URI, or tracking.tracking_uri http(s)),
+world size. With a tracking server ($MMRPT_TRACKING_URI, or tracking.tracking_uri http(s)),
 artifacts go where the server keeps them.
 """
 
@@ -62,10 +62,14 @@ def _reachable(uri: str, timeout: float = 3.0) -> bool:
         return False
 
 
+URI_ENV = "MMRPT_TRACKING_URI"
+
+
 def tracking_uri(params: Params) -> str:
-    """$MLFLOW_TRACKING_URI (e.g. a server for many workers, set by the deployment) or
-    tracking.tracking_uri."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+    """$MMRPT_TRACKING_URI (e.g. the MLflow server of many workers, set by a deployment's job
+    template) or tracking.tracking_uri. Not $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri
+    sets that in this process, and child processes started elsewhere would inherit it."""
+    return os.environ.get(URI_ENV) or params.tracking.tracking_uri
 
 
 def configure(params: Params) -> str:

@@ -14,7 +14,6 @@ trained on over all processes (CountsRows). Batch sizes given here are GLOBAL: e
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import random
 import shutil
@@ -215,19 +214,6 @@ def last_loss(trainer) -> float:
     return float(losses[-1]) if losses else float("nan")
 
 
-def save_model_atomic(model, processor, out: str | Path) -> Path:
-    """save_pretrained to a temp folder, then rename: never a half-written model folder."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-    return out
-
-
 def save_trained(
     trainer, processor, out: str | Path, base: str | Path | None = None
 ) -> Path | None:
@@ -278,31 +264,3 @@ def release_training() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-LAUNCH_RECORD = "launch.json"
-
-
-class ResumeRefused(ValueError):
-    """Checkpoints that this launch cannot resume, with what to do."""
-
-
-def check_resume(ckpt: Path, options: TrainOptions) -> None:
-    """Refuse to resume DeepSpeed checkpoints at another world size (ZeRO partitions the
-    optimizer state per process; plain checkpoints hold it whole and resume at any world
-    size); then record this launch beside the checkpoints (main process)."""
-    record = ckpt / LAUNCH_RECORD
-    if options.deepspeed and record.exists() and any(ckpt.glob("checkpoint-*")):
-        before = json.loads(record.read_text())
-        if before.get("world_size") != options.world_size:
-            n = before.get("world_size")
-            raise ResumeRefused(
-                f"{ckpt} holds DeepSpeed checkpoints written by {n} process(es): "
-                f"launch.num_processes={options.world_size} cannot resume them (ZeRO "
-                f"partitions the optimizer state per process). Resume with -S "
-                f"launch.num_processes={n}, or delete {ckpt} to start over."
-            )
-    if distributed.is_main():
-        record.write_text(
-            json.dumps({"world_size": options.world_size, "deepspeed": options.deepspeed}) + "\n"
-        )

@@ -37,7 +37,7 @@ from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_b
 from mmrpt.images import open_rgb
 from mmrpt.masking.samples import MaskedSample
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
-from mmrpt.rl.rewards import REWARDS, completion_text
+from mmrpt.rl.rewards import REWARDS, completion_text, minilm
 from mmrpt.training import ONE_PROCESS, CountsRows, TrainOptions, per_device, with_lora
 
 
@@ -375,6 +375,8 @@ def make_grpo_trainer(
     if vllm:
         check_vllm()
     names = [n for n, w in reward_weights.items() if w > 0]
+    if "semantic" in names:  # its embedder, loaded now: once the config below exists, ZeRO-3
+        minilm()  # would partition every model loaded (from_pretrained under zero.Init)
     processor.tokenizer.padding_side = "left"
     args = grpo_config(
         out_dir=out_dir,

@@ -9,8 +9,9 @@ import torch
 from mmrpt import distributed
 from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
+from mmrpt.distributed import record_launch, resume_conflict
 from mmrpt.io import fingerprint_dir
-from mmrpt.training import LoraSpec, ResumeRefused, TrainOptions, check_resume
+from mmrpt.training import LoraSpec, TrainOptions
 
 
 def run_seed(ctx: StageContext) -> int:
@@ -43,10 +44,10 @@ def work_dir(path: Path, fingerprint: str) -> Path:
 
 def checkpoint_dir(ctx: StageContext, options: TrainOptions) -> Path:
     """The stage's resumable checkpoint folder (out ``checkpoints``), checked for a resume at
-    this world size (mmrpt.training.check_resume)."""
+    this world size (mmrpt.training.resume_conflict)."""
     ckpt = work_dir(ctx.out("checkpoints"), ctx.fingerprint())
-    try:
-        check_resume(ckpt, options)
-    except ResumeRefused as e:
-        raise ParamsError(str(e)) from None
+    conflict = resume_conflict(ckpt, options.world_size, options.deepspeed)
+    if conflict:
+        raise ParamsError(conflict)
+    record_launch(ckpt, options.world_size, options.deepspeed)
     return ckpt

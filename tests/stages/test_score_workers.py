@@ -82,15 +82,11 @@ def test_two_workers_and_two_processes_give_the_scores_of_one(tiny_project: Path
     assert main(["score_merge"]) == 0
     pd.testing.assert_frame_equal(table(p), one, check_exact=True)
 
-
-@pytest.mark.slow
-def test_a_worker_without_the_report_split_does_not_crash(tiny_project: Path):
-    p = tiny_project
-    assert main(["data"]) == 0 and main(["warmup", "-S", "warmup.max_steps=5"]) == 0
+    # a worker whose splits leave out the report split: no crash, no report-split metrics
     splits = ["-S", "score.splits=[train, dev]"]
     assert main(["score", "--worker", "0", *splits]) == 0
     assert main(["score_merge", *splits]) == 0
     metrics = json.loads((p / "metrics/score.json").read_text())
-    assert "dev/auroc" in metrics and "auroc" not in metrics  # the report split: not scored
+    assert "dev/auroc" in metrics and "auroc" not in metrics
     assert set(table(p).split) == {"train", "dev"}
     assert not (p / "data/scores/plots/d_vis_hist.png").exists()
