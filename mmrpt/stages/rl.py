@@ -22,6 +22,7 @@ import logging
 import torch
 
 from mmrpt import tracking
+from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.data.records import read_manifest
 from mmrpt.io import write_csv_atomic, write_json_atomic
@@ -29,7 +30,7 @@ from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import load_vlm
 from mmrpt.pretrain.warmup import CaptionDataset
 from mmrpt.rl.fillin import FillInDataset, fillin_exact_match
-from mmrpt.rl.grpo import grpo_dataset, make_grpo_trainer
+from mmrpt.rl.grpo import VLLMUnavailable, check_vllm, grpo_dataset, make_grpo_trainer
 from mmrpt.stages.common import checkpoint_dir, run_seed, train_options
 from mmrpt.training import (
     device,
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 def run(ctx: StageContext) -> dict:
     p, rp = ctx.params, ctx.params.rl
     arm = p.arms[ctx.arm]
+    if rp.vllm and arm.objective == "grpo":
+        try:
+            check_vllm()
+        except VLLMUnavailable as e:
+            raise ParamsError(str(e)) from None
     name, seed = ctx.run_name, run_seed(ctx)
     seed_everything(seed)
     root, masks = ctx.dep("data"), ctx.dep("masks")
