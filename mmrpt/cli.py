@@ -165,7 +165,8 @@ def run_stage(
 ) -> dict:
     """Run one stage in this process (the CLI and tests call this). In a process of a
     launched multi-process run, the stage must be a distributed one and the run's size must
-    be launch.num_processes; the process group is made here and closed at the end."""
+    be launch.num_processes; the process group is made here and closed at the end, when
+    every process has finished (the main one evaluates alone after training)."""
     from mmrpt import distributed
     from mmrpt.pipeline import context, stage
 
@@ -178,7 +179,9 @@ def run_stage(
         check_world(params.launch)
         distributed.init(params.launch.backend)
     try:
-        return importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+        result = importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+        distributed.barrier()  # the other processes end with the main one, not before it
+        return result
     finally:
         distributed.finish()
         record = os.environ.get("MMRPT_RECORD_READS")
