@@ -3,7 +3,8 @@
 # copy with every training stage and score worker in 2 processes (torchrun), DeepSpeed ZeRO-3,
 # scoring split over 2 workers; then the bar's checks (one MLflow run per stage, global batch
 # per step, processes per score worker). Prints a JSON summary; exit 1 if a check fails.
-# Finishes inside 8 minutes or is interrupted (the GPU profile takes ~3-5 min on one H100).
+# On a GPU: finishes inside 8 minutes or is interrupted. --smoke (CPU, 2 cores): ~6-10 min,
+# capped at 25.
 #
 #   bash bench/gpu_dist.sh                 # GPU: 2 processes (on 1 GPU they share it: gloo,
 #                                          # since NCCL refuses two ranks on one device)
@@ -19,4 +20,6 @@ PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 export PATH="$(dirname "$PY"):$PATH"   # dvc and torchrun of the same environment
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-exec timeout --signal=INT --kill-after=10 480 "$PY" bench/dist_job.py "$@"
+cap=480
+for a in "$@"; do [ "$a" = --smoke ] && cap=1500; done
+exec timeout --signal=INT --kill-after=10 "$cap" "$PY" bench/dist_job.py "$@"

@@ -1,0 +1,136 @@
+"""Score stage throughput at 1 vs 2 workers on the same run: records scored per second of wall
+time, from the command's start to the merged table (what a user or the Prefect flow waits).
+
+One project (data + a short warmup of the embedded model, made once in a temp folder), then
+rounds of, interleaved, each from empty worker folders:
+- 1w x1t : one worker, one process, 1 torch thread      (`score --worker 0`)
+- 1w x2t : one worker, one process, 2 torch threads
+- 2w     : two workers at once, 1 thread each           (score@0 and score@1, as the flow
+           runs them with max_parallel 2), then score_merge
+- 1w x2p : one worker in 2 processes (torchrun, gloo), 1 thread each, then score_merge
+Each worker process loads the model and, with score.select=dev, runs the diagnostic pass
+itself (all workers must choose the same heads): that part does not shrink with workers.
+
+    python bench/score_workers.py [--records 1000] [--rounds 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env(threads: int) -> dict:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    }
+
+
+def mmrpt(args: list[str], cwd: Path, threads: int = 1) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mmrpt", *args],
+        cwd=cwd,
+        env=env(threads),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode:
+            raise RuntimeError(err[-3000:])
+
+
+def setup(project: Path, records: int) -> int:
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["n_train"] = records
+    params["warmup"]["max_steps"] = 50
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    wait(mmrpt(["data"], project, 2))
+    wait(mmrpt(["warmup"], project, 2))
+    return sum(
+        sum(1 for _ in open(project / f"data/world/{s}.jsonl")) for s in params["score"]["splits"]
+    )
+
+
+def timed(project: Path, variant: str) -> float:
+    shutil.rmtree(project / "data/scores", ignore_errors=True)
+    two = ["-S", "score.workers=[0, 1]"]
+    t0 = time.perf_counter()
+    if variant == "1w x1t":
+        wait(mmrpt(["score", "--worker", "0"], project, 1))
+        wait(mmrpt(["score_merge"], project, 1))
+    elif variant == "1w x2t":
+        wait(mmrpt(["score", "--worker", "0"], project, 2))
+        wait(mmrpt(["score_merge"], project, 2))
+    elif variant == "2w":
+        wait(*(mmrpt(["score", "--worker", str(w), *two], project, 1) for w in (0, 1)))
+        wait(mmrpt(["score_merge", *two], project, 1))
+    else:  # 1w x2p
+        wait(mmrpt(["score", "--worker", "0", "-S", "launch.num_processes=2"], project, 1))
+        wait(mmrpt(["score_merge"], project, 1))
+    return time.perf_counter() - t0
+
+
+VARIANTS = ("1w x1t", "1w x2t", "2w", "1w x2p")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=1000, help="train records (data.n_train)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    project = Path(tempfile.mkdtemp(prefix="mmrpt-score-workers-"))
+    try:
+        n = setup(project, args.records)
+        walls: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for _ in range(args.rounds):
+            for v in VARIANTS:
+                walls[v].append(timed(project, v))
+                print(f"{v}: {walls[v][-1]:.1f} s", flush=True)
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+    base = statistics.median(walls["1w x1t"])
+    res = {
+        "records": n,
+        "rounds": args.rounds,
+        "load_avg_end": os.getloadavg(),
+        "variants": {
+            v: {
+                "wall_s": [round(w, 1) for w in ws],
+                "median_wall_s": round(statistics.median(ws), 1),
+                "records_per_s": round(n / statistics.median(ws), 2),
+                "speedup_vs_1w_x1t": round(base / statistics.median(ws), 2),
+            }
+            for v, ws in walls.items()
+        },
+    }
+    print(json.dumps(res, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
