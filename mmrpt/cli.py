@@ -171,13 +171,14 @@ def run_stage(
     from mmrpt.pipeline import context, stage
 
     ctx = context(name, params, arm, seed, worker)
-    if distributed.launched():
+    if stage(name).distributed:
         from mmrpt.launch import check_world
 
-        if not stage(name).distributed:
-            raise ParamsError(f"stage {name} runs in one process: start it without a launcher")
-        check_world(params.launch)
-        distributed.init(params.launch.backend)
+        check_world(ctx.params.launch)  # this process's run has launch.num_processes
+        if distributed.launched():
+            distributed.init(ctx.params.launch.backend)
+    elif distributed.launched():
+        raise ParamsError(f"stage {name} runs in one process: start it without a launcher")
     try:
         result = importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
         distributed.barrier()  # the other processes end with the main one, not before it

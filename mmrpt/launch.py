@@ -86,7 +86,8 @@ def single_process_env(launch: LaunchParams) -> None:
 
 
 def check_world(launch: LaunchParams) -> None:
-    """A launched process must belong to a run of exactly launch.num_processes processes."""
+    """A stage's process must belong to a run of exactly launch.num_processes processes
+    (one, without a launcher)."""
     n = distributed.world_size()
     if n != launch.num_processes:
         raise ParamsError(

@@ -25,6 +25,8 @@ ONLY_IN_OTHER_CONFIGS = {
     "data.max_image_pixels",
     "sft.inputs",
     "sft.image_root",
+    "launch.launcher",  # read by the CLI when launch.num_processes > 1
+    "launch.backend",  # the score worker's: read when launched
 }
 
 
