@@ -4,14 +4,15 @@ time, from the command's start to the merged table (what a user or the Prefect f
 One project (data + a short warmup of the embedded model, made once in a temp folder), then
 rounds of, interleaved, each from empty worker folders:
 - 1w x1t : one worker, one process, 1 torch thread      (`score --worker 0`)
-- 1w x2t : one worker, one process, 2 torch threads
+- 1w x2t : one worker, one process, 2 torch threads (only with --threads2: on a shared
+           machine a 2-thread pass stalls whenever another job holds a core; docs/LOG.md)
 - 2w     : two workers at once, 1 thread each           (score@0 and score@1, as the flow
            runs them with max_parallel 2), then score_merge
 - 1w x2p : one worker in 2 processes (torchrun, gloo), 1 thread each, then score_merge
 Each worker process loads the model and, with score.select=dev, runs the diagnostic pass
 itself (all workers must choose the same heads): that part does not shrink with workers.
 
-    python bench/score_workers.py [--records 1000] [--rounds 2] [--json out.json]
+    python bench/score_workers.py [--records 1000] [--rounds 2] [--threads2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def setup(project: Path, records: int) -> int:
     params["data"]["n_train"] = records
     params["warmup"]["max_steps"] = 50
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    wait(mmrpt(["data"], project, 2))
-    wait(mmrpt(["warmup"], project, 2))
+    wait(mmrpt(["data"], project, 1))
+    wait(mmrpt(["warmup"], project, 1))
     return sum(
         sum(1 for _ in open(project / f"data/world/{s}.jsonl")) for s in params["score"]["splits"]
     )
@@ -93,21 +94,23 @@ def timed(project: Path, variant: str) -> float:
     return time.perf_counter() - t0
 
 
-VARIANTS = ("1w x1t", "1w x2t", "2w", "1w x2p")
+VARIANTS = ("1w x1t", "2w", "1w x2p")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1000, help="train records (data.n_train)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads2", action="store_true", help="also one worker, 2 threads")
     ap.add_argument("--json")
     args = ap.parse_args()
+    variants = (*VARIANTS, "1w x2t") if args.threads2 else VARIANTS
     project = Path(tempfile.mkdtemp(prefix="mmrpt-score-workers-"))
     try:
         n = setup(project, args.records)
-        walls: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        walls: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(args.rounds):
-            for v in VARIANTS:
+            for v in variants:
                 walls[v].append(timed(project, v))
                 print(f"{v}: {walls[v][-1]:.1f} s", flush=True)
     finally:
