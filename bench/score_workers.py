@@ -1,16 +1,17 @@
 """Score stage throughput at 1 vs 2 workers on the same run: records scored per second of wall
 time, from the command's start to the merged table (what a user or the Prefect flow waits).
 
-One project (data + a short warmup of the embedded model, made once in a temp folder), then
-rounds of, interleaved, each from empty worker folders:
+One project (data, a short warmup of the embedded model and score_heads, the heads all
+workers use, made once in a temp folder; score_heads' time is reported apart: it does not
+depend on the number of workers), then rounds of, interleaved, each from empty worker
+folders:
 - 1w x1t : one worker, one process, 1 torch thread      (`score --worker 0`)
 - 1w x2t : one worker, one process, 2 torch threads (only with --threads2: on a shared
            machine a 2-thread pass stalls whenever another job holds a core; docs/LOG.md)
 - 2w     : two workers at once, 1 thread each           (score@0 and score@1, as the flow
            runs them with max_parallel 2), then score_merge
 - 1w x2p : one worker in 2 processes (torchrun, gloo), 1 thread each, then score_merge
-Each worker process loads the model and, with score.select=dev, runs the diagnostic pass
-itself (all workers must choose the same heads): that part does not shrink with workers.
+Each worker process loads the model and scores its shards; the merge reads them all.
 
     python bench/score_workers.py [--records 1000] [--rounds 2] [--threads2] [--json out.json]
 """
@@ -61,7 +62,7 @@ def wait(*procs: subprocess.Popen) -> None:
             raise RuntimeError(err[-3000:])
 
 
-def setup(project: Path, records: int) -> int:
+def setup(project: Path, records: int) -> tuple[int, float]:
     import yaml
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -70,13 +71,17 @@ def setup(project: Path, records: int) -> int:
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     wait(mmrpt(["data"], project, 1))
     wait(mmrpt(["warmup"], project, 1))
-    return sum(
+    t0 = time.perf_counter()
+    wait(mmrpt(["score_heads"], project, 1))
+    heads_s = time.perf_counter() - t0
+    n = sum(
         sum(1 for _ in open(project / f"data/world/{s}.jsonl")) for s in params["score"]["splits"]
     )
+    return n, heads_s
 
 
 def timed(project: Path, variant: str) -> float:
-    shutil.rmtree(project / "data/scores", ignore_errors=True)
+    shutil.rmtree(project / "data/scores/workers", ignore_errors=True)
     two = ["-S", "score.workers=[0, 1]"]
     t0 = time.perf_counter()
     if variant == "1w x1t":
@@ -107,7 +112,7 @@ def main() -> None:
     variants = (*VARIANTS, "1w x2t") if args.threads2 else VARIANTS
     project = Path(tempfile.mkdtemp(prefix="mmrpt-score-workers-"))
     try:
-        n = setup(project, args.records)
+        n, heads_s = setup(project, args.records)
         walls: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(args.rounds):
             for v in variants:
@@ -118,6 +123,7 @@ def main() -> None:
     base = statistics.median(walls["1w x1t"])
     res = {
         "records": n,
+        "score_heads_s": round(heads_s, 1),
         "rounds": args.rounds,
         "load_avg_end": os.getloadavg(),
         "variants": {

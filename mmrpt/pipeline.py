@@ -52,6 +52,36 @@ STAGES: tuple[Stage, ...] = (
         resume_ignores=("warmup.eval_split", "warmup.eval_samples", *LAUNCH_IGNORES),
     ),
     Stage(
+        "score_heads",
+        section="score",
+        reads=(
+            "seed",
+            "score.out_dir",
+            "score.select",
+            "score.top_heads",
+            "score.max_top_heads",
+            "score.layers",
+            "score.layer_band",
+            "score.heads",
+            "score.text_keys",
+            "score.batch_size",
+            "score.diagnostic_split",
+            "score.report_split",
+            "score.diagnostic_samples",
+            "warmup.prompt",
+            "model.trust_remote_code",
+        ),
+        deps={"data": "${data.out_dir}", "model": "${warmup.out_dir}"},
+        outs={"heads": "${score.out_dir}/heads.json"},
+        code=(
+            "mmrpt/modeling",
+            "mmrpt/images.py",
+            "mmrpt/scoring",
+            "mmrpt/stages/score.py",
+            "mmrpt/stages/score_heads.py",
+        ),
+    ),
+    Stage(
         "score",
         workers="score.workers",
         distributed=True,
@@ -64,7 +94,11 @@ STAGES: tuple[Stage, ...] = (
             "launch.launcher",
             "launch.backend",
         ),
-        deps={"data": "${data.out_dir}", "model": "${warmup.out_dir}"},
+        deps={
+            "data": "${data.out_dir}",
+            "model": "${warmup.out_dir}",
+            "heads": "${score.out_dir}/heads.json",
+        },
         outs={"shards": "${score.out_dir}/workers/${item.worker}"},
         persist=("shards",),
         tables={"worker": "metrics/score/${item.worker}.json"},
@@ -76,8 +110,8 @@ STAGES: tuple[Stage, ...] = (
             "mmrpt/stages/common.py",
             "mmrpt/stages/score.py",
         ),
-        # a finished shard is kept when only these change (they choose what to report, or
-        # who computes it)
+        # a finished shard is kept when only these change (they choose what to report, which
+        # heads (heads.json, an input, says), or who computes it)
         resume_ignores=(
             "score.splits",
             "score.diagnostic_split",
@@ -105,7 +139,7 @@ STAGES: tuple[Stage, ...] = (
             "score.diagnostic_split",
             "score.report_split",
         ),
-        deps={"workers": "${score.out_dir}/workers"},
+        deps={"workers": "${score.out_dir}/workers", "heads": "${score.out_dir}/heads.json"},
         outs={"scores": "${score.out_dir}/scores.parquet", "plots": "${score.out_dir}/plots"},
         metrics={"metrics": "metrics/score.json"},
         tables={"layers": "plots/score_layers.csv"},

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 
 from mmrpt import distributed
 from mmrpt.modeling.encode import collate
@@ -103,35 +104,53 @@ def with_lora(model, lora: LoraSpec | None):
     return get_peft_model(model, config)
 
 
-class _TrainBegin(TrainerCallback):
-    def __init__(self, count: dict):
-        self.count = count
+class RowCount(TrainerCallback, ExportableState):
+    """The rows (examples; GRPO: rollouts) trained on and the optimizer steps, over all
+    processes; saved in every checkpoint's trainer_state.json and read back on resume, so a
+    resumed run counts all of its steps."""
+
+    def __init__(self, rows: int = 0, steps: int = 0):
+        self.rows, self.steps = rows, steps
+        self.pending = 0  # this process's rows since the last optimizer step
+
+    def state(self) -> dict:
+        return {"args": {"rows": self.rows, "steps": self.steps}}
+
+    def restore(self, state) -> None:
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(saved, dict):
+            self.rows, self.steps = saved["args"]["rows"], saved["args"]["steps"]
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.count["start"] = state.global_step  # after a resume: the resumed step
+        self.restore(state)  # the resumed checkpoint's counts (none: a fresh start)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.rows += distributed.all_sum(self.pending)  # every process ends every step
+        self.steps += 1
+        self.pending = 0
 
 
 class CountsRows:
-    """Trainer mixin: counts the rows (examples; GRPO: rollouts) the optimizer steps of this
-    run trained on. ``rows_per_step()`` (every process must call it) sums them over the
-    processes: the global batch as trained, whatever the world size."""
+    """Trainer mixin: counts the rows (examples; GRPO: rollouts) of every optimizer step over
+    all processes (RowCount). ``rows_per_step()``: the global batch as trained, whatever the
+    world size (None before any step)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._rows = {"rows": 0, "start": None}
-        self.add_callback(_TrainBegin(self._rows))
+        self._row_count = RowCount()
+        self.add_callback(self._row_count)
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         ids = inputs.get("completion_ids", inputs.get("input_ids"))
         if ids is not None and model.training:
-            self._rows["rows"] += len(ids)
+            self._row_count.pending += len(ids)
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def rows_per_step(self) -> float | None:
-        rows = distributed.all_sum(self._rows["rows"])
-        start = self._rows["start"]
-        steps = self.state.global_step - start if start is not None else 0
-        return rows / steps if steps else None
+        count = self._row_count
+        if not count.steps:  # not trained in this process (train_resumable loaded the end)
+            count.restore(self.state)
+        return count.rows / count.steps if count.steps else None
 
 
 class ResumableTrainer(LoadsCheckpointsByFromPretrained, CountsRows, Trainer):

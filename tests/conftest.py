@@ -34,6 +34,7 @@ def primed_project(tiny_project: Path) -> Path:
     for args in (
         ["data"],
         ["warmup", "-S", "warmup.max_steps=10"],
+        ["score_heads"],
         ["score", "--worker", "0"],
         ["score_merge"],
         ["mask"],

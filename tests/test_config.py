@@ -50,14 +50,14 @@ def test_overrides_are_validated(tmp_path):
 
 
 def test_stage_names_agree_everywhere():
-    """Stage names = params.yaml sections (score_merge: score's) = stage modules = dvc.yaml
+    """Stage names = params.yaml sections (score_heads, score_merge: score's) = stage modules = dvc.yaml
     stages and commands."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert tuple(dvc["stages"]) == NAMES
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     sections = {s.params_section for s in STAGES}
     assert sections <= set(raw) and sections <= set(Params.model_fields)
-    assert [s.name for s in STAGES if s.section] == ["score_merge"]
+    assert [s.name for s in STAGES if s.section] == ["score_heads", "score_merge"]
     for stage in NAMES:
         assert (ROOT / "mmrpt" / "stages" / f"{stage}.py").exists()
         assert dvc["stages"][stage]["cmd"].startswith(f"python -m mmrpt {stage}")

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# beside a worker's shards: its head diagnostics, and what it finished (for the merge)
-DIAGNOSTICS, DONE = "diagnostics.json", "done.json"
+DONE = "done.json"  # beside a worker's shards: what it finished (for the merge)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 Reads each worker's folder (stage `score`, one per entry of score.workers): every worker must
 have finished for the current number of workers and scored with the same params, inputs and
-heads (equal fingerprints), and together they must hold every shard of the corpus exactly
+heads (equal fingerprints: heads.json is one of the inputs), and together they must hold every shard of the corpus exactly
 once; anything else is refused with the worker to rerun. The table is in corpus order, so it
 is the same whatever the number of workers and processes. Writes scores.parquet, AUROC of
-D_vis (and of the counterfactual score) on the diagnostic and report splits with worker 0's
-per-layer diagnostics to metrics/score.json, the per-head AUROC heatmap and the D_vis
+D_vis (and of the counterfactual score) on the diagnostic and report splits with
+score_heads' per-layer diagnostics to metrics/score.json, the per-head AUROC heatmap and the D_vis
 histogram (report split, when scored).
 """
 
@@ -26,7 +26,7 @@ from mmrpt.contract import StageContext
 from mmrpt.io import write_csv_atomic, write_json_atomic, write_parquet_atomic
 from mmrpt.report.plots import head_heatmap, score_histogram
 from mmrpt.scoring.layers import auroc
-from mmrpt.scoring.shards import DIAGNOSTICS, DONE
+from mmrpt.scoring.shards import DONE
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def run(ctx: StageContext) -> dict:
     base = ctx.dep("workers")
     files = shard_files(base, len(sp.workers))
     table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    diag = json.loads((base / "0" / DIAGNOSTICS).read_text())
+    diag = json.loads(ctx.dep("heads").read_text())  # score_heads' diagnostics
     metrics: dict = dict(diag["metrics"])
     plots = ctx.out("plots")
     shutil.rmtree(plots, ignore_errors=True)

@@ -61,7 +61,8 @@ def test_flow_runs_the_dvc_stages(harness, tmp_path: Path):
         score_workers=2,
         max_parallel=2,
     )
-    chain = ["data", "warmup", "score@0", "score@1", "score_merge", "mask", "primer"]
+    chain = ["data", "warmup", "score_heads", "score@0", "score@1", "score_merge", "mask"]
+    chain += ["primer"]
     chain += ["rl@ntp-0", "sft@ntp-0", target]
     assert sorted(results) == sorted(chain) and list(results)[-6:] == chain[-6:]
     # the workspace is as `dvc repro eval@ntp-0` leaves it: dvc.lock records what ran
@@ -136,7 +137,7 @@ def test_bad_input_fails_once_with_its_reason(harness, tmp_path: Path):
     repo = copy_repo(tmp_path / "repo")
     with pytest.raises(StageFailed, match="score.layers") as err:
         pipeline(
-            stages=["score"],
+            stages=["score_heads"],
             workdir=str(repo),
             overrides={"warmup.max_steps": 5, "score.select": "band", "score.layers": [9]},
         )

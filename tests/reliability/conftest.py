@@ -21,7 +21,7 @@ from tests.tiny_params import TINY
 
 PARAMS = copy.deepcopy(TINY)
 PARAMS["warmup"]["max_steps"] = 10  # in params.yaml, so every later stage sees the same value
-STAGES = (["data"], ["warmup"], ["score", "--worker", "0"], ["score_merge"])
+STAGES = (["data"], ["warmup"], ["score_heads"], ["score", "--worker", "0"], ["score_merge"])
 
 
 def run_stages(root: Path, stages=STAGES) -> Path:

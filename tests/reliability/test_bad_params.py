@@ -75,7 +75,7 @@ def test_layer_and_head_indices_beyond_the_model_fail_before_scoring(warmed_proj
         ("score.layers=[]", "score.layers=[] out of range"),
         ("score.heads=[1, 2]", "score.heads=[1, 2] out of range"),
     ):
-        args = ["score", "--worker", "0", "-S", "score.select=band", "-S", setting]
+        args = ["score_heads", "-S", "score.select=band", "-S", setting]
         assert main(args) == 2, setting
         assert message in capsys.readouterr().err
         assert not (warmed_project / "data/scores").exists()

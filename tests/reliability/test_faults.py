@@ -32,7 +32,7 @@ import os, signal, sys
 from pathlib import Path
 _replace, renamed = os.replace, []
 def replace(src, dst):
-    if Path(dst).parent.parent.name == "workers" and dst.endswith(".parquet"):
+    if Path(dst).parent.parent.name == "workers" and str(dst).endswith(".parquet"):
         if len(renamed) == int(os.environ["KILL_AT"]):
             os.kill(os.getpid(), signal.SIGKILL)
         renamed.append(dst)
@@ -76,6 +76,7 @@ def test_score_killed_mid_shard_resumes_and_matches_uninterrupted(
     warmed_project: Path, scored_template: Path
 ):
     p = warmed_project
+    assert main(["score_heads"]) == 0
     killed(KILL_AT_SHARD, ["score", "--worker", "0"], p, KILL_AT="3")
     shards = p / "data/scores/workers/0"
     done = sorted(shards.glob("*.parquet"))

@@ -39,6 +39,7 @@ def primed_template(tmp_path_factory) -> Path:
         for args in (
             ["data"],
             ["warmup", "-S", "warmup.max_steps=10"],
+            ["score_heads"],
             ["score", "--worker", "0"],
             ["score_merge"],
             ["mask"],

@@ -9,6 +9,7 @@ from mmrpt.cli import main
 def test_score_then_mask(tiny_project: Path):
     assert main(["data"]) == 0
     assert main(["warmup", "-S", "warmup.max_steps=10"]) == 0
+    assert main(["score_heads"]) == 0
     assert main(["score", "--worker", "0"]) == 0 and main(["score_merge"]) == 0
     table = pd.read_parquet(tiny_project / "data/scores/scores.parquet")
     n_sentences = json.loads((tiny_project / "metrics/data.json").read_text())
@@ -72,7 +73,7 @@ def test_choose_heads_picks_k_on_dev():
 
     from mmrpt.config import Params
     from mmrpt.scoring.layers import auroc
-    from mmrpt.stages.score import choose_heads
+    from mmrpt.stages.score_heads import choose_heads
 
     rng = np.random.default_rng(0)
     labels = [0, 1] * 100

@@ -47,6 +47,7 @@ def test_the_plan_covers_the_corpus_once_and_keeps_owners_across_processes():
 def test_two_workers_and_two_processes_give_the_scores_of_one(tiny_project: Path):
     p = tiny_project
     assert main(["data"]) == 0 and main(["warmup", "-S", "warmup.max_steps=10"]) == 0
+    assert main(["score_heads"]) == 0
     assert main(["score", "--worker", "0"]) == 0 and main(["score_merge"]) == 0
     one = table(p)
     metrics_one = json.loads((p / "metrics/score.json").read_text())
