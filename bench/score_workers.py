@@ -11,7 +11,9 @@ folders:
 - 2w     : two workers at once, 1 thread each           (score@0 and score@1, as the flow
            runs them with max_parallel 2), then score_merge
 - 1w x2p : one worker in 2 processes (torchrun, gloo), 1 thread each, then score_merge
-Each worker process loads the model and scores its shards; the merge reads them all.
+Each worker process loads the model and scores its shards; the merge reads them all. Besides
+the wall time, the split of it: each worker's shard loop (the `seconds` its MLflow run logs:
+scoring only, no start-up) and the merge command.
 
     python bench/score_workers.py [--records 1000] [--rounds 2] [--threads2] [--json out.json]
 """
@@ -80,23 +82,43 @@ def setup(project: Path, records: int) -> tuple[int, float]:
     return n, heads_s
 
 
-def timed(project: Path, variant: str) -> float:
+def loop_seconds(project: Path, workers: int) -> list[float]:
+    """The shard-loop seconds of the latest run of each score worker (MLflow)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns/mlflow.db'}")
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        filter_string="tags.stage = 'score'",
+        order_by=["attributes.start_time DESC"],
+    )
+    latest = {}
+    for r in runs:
+        latest.setdefault(r.data.tags["worker"], r.data.metrics["seconds"])
+    return [round(latest[str(w)], 1) for w in range(workers)]
+
+
+def timed(project: Path, variant: str) -> dict:
     shutil.rmtree(project / "data/scores/workers", ignore_errors=True)
     two = ["-S", "score.workers=[0, 1]"]
     t0 = time.perf_counter()
-    if variant == "1w x1t":
-        wait(mmrpt(["score", "--worker", "0"], project, 1))
-        wait(mmrpt(["score_merge"], project, 1))
-    elif variant == "1w x2t":
-        wait(mmrpt(["score", "--worker", "0"], project, 2))
-        wait(mmrpt(["score_merge"], project, 2))
-    elif variant == "2w":
+    if variant == "2w":
         wait(*(mmrpt(["score", "--worker", str(w), *two], project, 1) for w in (0, 1)))
-        wait(mmrpt(["score_merge", *two], project, 1))
-    else:  # 1w x2p
-        wait(mmrpt(["score", "--worker", "0", "-S", "launch.num_processes=2"], project, 1))
-        wait(mmrpt(["score_merge"], project, 1))
-    return time.perf_counter() - t0
+        merge = ["score_merge", *two]
+    else:
+        extra = ["-S", "launch.num_processes=2"] if variant == "1w x2p" else []
+        threads = 2 if variant == "1w x2t" else 1
+        wait(mmrpt(["score", "--worker", "0", *extra], project, threads))
+        merge = ["score_merge"]
+    t1 = time.perf_counter()
+    wait(mmrpt(merge, project, 1))
+    t2 = time.perf_counter()
+    return {
+        "wall_s": t2 - t0,
+        "merge_s": round(t2 - t1, 1),
+        "loop_s": loop_seconds(project, 2 if variant == "2w" else 1),
+    }
 
 
 VARIANTS = ("1w x1t", "2w", "1w x2p")
@@ -114,10 +136,13 @@ def main() -> None:
     try:
         n, heads_s = setup(project, args.records)
         walls: dict[str, list[float]] = {v: [] for v in variants}
+        parts: dict[str, list[dict]] = {v: [] for v in variants}
         for _ in range(args.rounds):
             for v in variants:
-                walls[v].append(timed(project, v))
-                print(f"{v}: {walls[v][-1]:.1f} s", flush=True)
+                t = timed(project, v)
+                walls[v].append(t.pop("wall_s"))
+                parts[v].append(t)
+                print(f"{v}: {walls[v][-1]:.1f} s {t}", flush=True)
     finally:
         shutil.rmtree(project, ignore_errors=True)
     base = statistics.median(walls["1w x1t"])
@@ -132,6 +157,8 @@ def main() -> None:
                 "median_wall_s": round(statistics.median(ws), 1),
                 "records_per_s": round(n / statistics.median(ws), 2),
                 "speedup_vs_1w_x1t": round(base / statistics.median(ws), 2),
+                "merge_s": [p["merge_s"] for p in parts[v]],
+                "shard_loop_s": [p["loop_s"] for p in parts[v]],  # per worker (rank 0's)
             }
             for v, ws in walls.items()
         },
