@@ -8,7 +8,7 @@
 #
 #   bash bench/gpu.sh                 # 0.5B, bf16, one GPU
 #   bash bench/gpu.sh --size 1.5b     # any bench/gpu_rl.py flag passes through
-#   bash bench/gpu.sh --zero2         # through DeepSpeed ZeRO-2 (mmrpt/rl/deepspeed/zero2.json)
+#   bash bench/gpu.sh --zero2         # through DeepSpeed ZeRO-2 (mmrpt/deepspeed/zero2.json)
 #   bash bench/gpu.sh --smoke         # tiny sizes, a few steps: checks the code path on CPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ for a in "$@"; do
                     --max-completion 16 --image-size 112 --time-budget 240) ;;
     --zero2) export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1
              export MASTER_PORT=${MASTER_PORT:-29517}
-             args+=(--deepspeed mmrpt/rl/deepspeed/zero2.json) ;;
+             args+=(--deepspeed mmrpt/deepspeed/zero2.json) ;;
     *) args+=("$a") ;;
   esac
 done

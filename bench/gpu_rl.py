@@ -46,6 +46,7 @@ from mmrpt.modeling.tiny import (  # noqa: E402
     train_tokenizer,
 )
 from mmrpt.rl.grpo import grpo_dataset, make_grpo_trainer  # noqa: E402
+from mmrpt.training import TrainOptions  # noqa: E402
 
 PEAK_FLOPS = 989e12  # H100 SXM / H200 dense bf16
 # Qwen2-0.5B / Qwen2-1.5B language models (hidden, MLP, layers, heads, kv heads) with an
@@ -161,7 +162,7 @@ def bench(tmp: Path) -> None:
         default=420.0,
         help="seconds from start; training stops before, then the report",
     )
-    ap.add_argument("--deepspeed", help="DeepSpeed config, e.g. mmrpt/rl/deepspeed/zero2.json")
+    ap.add_argument("--deepspeed", help="DeepSpeed config, e.g. mmrpt/deepspeed/zero2.json")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     if args.micro_batches is None:
@@ -212,8 +213,7 @@ def bench(tmp: Path) -> None:
         save_steps=10**9,
         seed=0,
         callbacks=[budget],
-        deepspeed=args.deepspeed,
-        bf16=cuda,
+        options=TrainOptions(deepspeed=args.deepspeed, bf16=cuda),
         log_completions_steps=0,
         micro_batches=args.micro_batches,
     )

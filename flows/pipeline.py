@@ -8,7 +8,12 @@ says the pipeline is up to date, exactly as after ``dvc repro``. A task waits fo
 the stages it depends on; stages that do not depend on each other (the arms x seeds) run
 concurrently, up to ``max_parallel`` at a time (DVC releases its lock while a stage command
 runs). Overrides are written into the workdir's params.yaml first (as ``dvc exp run -S``
-does), after validation by the same schema, so DVC sees them as params changes.
+does), after validation by the same schema, so DVC sees them as params changes; a
+``params_file`` (e.g. a real-data profile) replaces params.yaml before that. How many
+processes a training stage or score worker runs is a param (``num_processes`` sets
+launch.num_processes; `python -m mmrpt` then starts them under torchrun), and
+``score_workers`` splits scoring over that many DVC stages (score@0..W-1), which run
+concurrently up to ``max_parallel``.
 
 Failures: a stage that exits 2 (bad params or input: fails the same way every time) fails its
 task at once; anything else (a killed worker, OOM, I/O) is retried twice. Each stage task
@@ -91,6 +96,12 @@ def select(
     return [s for s in order if s in chosen]
 
 
+def use_params_file(work: Path, source: Path) -> None:
+    """Make ``source`` the params.yaml of the DVC project in ``work``."""
+    if source.resolve() != (work / "params.yaml").resolve():
+        (work / "params.yaml").write_text(source.read_text())
+
+
 def write_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
     """Apply dotted-key overrides to params.yaml in place, keeping its comments."""
     from ruamel.yaml import YAML
@@ -137,9 +148,15 @@ def repro_stage(stage: str, workdir: str, max_parallel: int = 1) -> dict:
 
 
 def stage_metrics(workdir: Path, stage: str) -> dict:
-    """The stage's metrics file (per-run stages: metrics/<stage>/<arm>-<seed>.json)."""
+    """The stage's metrics file (matrix items: metrics/<stage>/<item>.json, e.g. rl@mmrpt-0's
+    metrics/rl/mmrpt-0.json, score@1's metrics/score/1.json)."""
+    from mmrpt.pipeline import stage as declared
+
     name, _, run = stage.partition("@")
-    path = workdir / "metrics" / (f"{name}/{run}.json" if run else f"{name}.json")
+    if run:
+        path = workdir / "metrics" / name / f"{run}.json"
+    else:
+        path = workdir / declared(name).metrics.get("metrics", f"metrics/{name}.json")
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -171,21 +188,34 @@ def pipeline(
     model_path: str | None = None,
     workdir: str | None = None,
     max_parallel: int = 1,
+    params_file: str | None = None,
+    num_processes: int | None = None,
+    score_workers: int | None = None,
 ) -> dict[str, dict]:
     """Reproduce the DVC pipeline in ``workdir`` (default: the current directory, the
     deployed checkout): ``stages`` (default all; a stage, a matrix group such as ``rl`` or an
-    item such as ``rl@mmrpt-0``, with what they depend on) after applying ``overrides``
-    (dotted params keys, e.g. {"warmup.max_steps": 200}; ``seed`` and ``model_path`` are
-    shortcuts) to its params.yaml. Returns {DVC stage: its metrics}."""
+    item such as ``rl@mmrpt-0``, with what they depend on) after making ``params_file`` its
+    params.yaml (if given) and applying ``overrides`` (dotted params keys, e.g.
+    {"warmup.max_steps": 200}; ``seed``, ``model_path``, ``num_processes`` (processes per
+    training stage and score worker) and ``score_workers`` are shortcuts). Returns
+    {DVC stage: its metrics}."""
     work = Path(workdir or ".").resolve()
     overrides = dict(overrides or {})
     if seed is not None:
         overrides["seed"] = seed
     if model_path is not None:
         overrides["model.path"] = model_path
+    if num_processes is not None:
+        overrides["launch.num_processes"] = num_processes
+    if score_workers is not None:
+        if score_workers < 1:
+            raise ParamsError("score_workers must be >= 1")
+        overrides["score.workers"] = list(range(score_workers))
     if max_parallel < 1:
         raise ParamsError("max_parallel must be >= 1")
-    params = load_params(work / "params.yaml", overrides)  # fail before any work
+    source = work / (params_file or "params.yaml")  # relative to the workdir or absolute
+    params = load_params(source, overrides)  # fail before any work
+    use_params_file(work, source)
     if overrides:
         write_overrides(work / "params.yaml", overrides)
     order, upstream = dvc_graph(work)

@@ -2,6 +2,7 @@
 
 python -m mmrpt <stage> [-S key=value ...]            one pipeline stage
 python -m mmrpt rl --arm mmrpt --seed 0               a per-run stage (rl, sft, eval)
+python -m mmrpt score --worker 0                      a per-worker stage (score)
 python -m mmrpt compare|passk|summary|dvc-yaml|plots-template ...   tools (``--help``)
 
 Exit codes of a stage: 0 done; 2 bad params or input, or a refusal (the reason on one line;
@@ -24,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from mmrpt.config import ParamsError, load_params
-from mmrpt.pipeline import NAMES, PER_RUN
+from mmrpt.pipeline import NAMES, PER_RUN, PER_WORKER
 from mmrpt.progress import quiet_third_party
 
 log = logging.getLogger("mmrpt")
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name in PER_RUN:
             p.add_argument("--arm", required=True, help="the arm (a key of `arms`)")
             p.add_argument("--seed", type=int, required=True, help="the replicate seed")
+        if name in PER_WORKER:
+            p.add_argument("--worker", type=int, required=True, help="the worker (score.workers)")
     p = sub.add_parser("compare", help="compare MLflow runs of one stage (table + plot)")
     p.add_argument("--stage", default="warmup", help="runs of this stage")
     p.add_argument(
@@ -218,15 +221,32 @@ def reference_seconds(name: str, params, arm: str | None) -> float | None:
     return times.get(f"{name}/{objective}") or times.get(name)
 
 
-def run_stage(name: str, params, arm: str | None = None, seed: int | None = None) -> dict:
+def run_stage(
+    name: str,
+    params,
+    arm: str | None = None,
+    seed: int | None = None,
+    worker: int | None = None,
+) -> dict:
     """Run one stage in this process (the CLI and tests call this): its inputs checked, its
     outputs locked and claimed (mmrpt.stagerun), the MLflow store writable; with a progress
-    line at its start and end."""
-    from mmrpt import tracking
-    from mmrpt.pipeline import context
+    line at its start and end. In a process of a launched multi-process run, the stage must
+    be a distributed one and the run's size must be launch.num_processes; the process group
+    is made here and closed at the end, when every process has finished (the main one
+    evaluates alone after training)."""
+    from mmrpt import distributed, tracking
+    from mmrpt.pipeline import context, stage
     from mmrpt.stagerun import prepared
 
-    ctx = context(name, params, arm, seed)
+    ctx = context(name, params, arm, seed, worker)
+    if stage(name).distributed:
+        from mmrpt.launch import check_world
+
+        check_world(ctx.params.launch)  # this process's run has launch.num_processes
+        if distributed.launched():
+            distributed.init(ctx.params.launch.backend)
+    elif distributed.launched():
+        raise ParamsError(f"stage {name} runs in one process: start it without a launcher")
     label = f"{name}/{ctx.run_name}" if ctx.stage.per_run else name
     k, n = pipeline_position(name, params, arm, seed)
     ref = reference_seconds(name, params, arm)
@@ -242,9 +262,11 @@ def run_stage(name: str, params, arm: str | None = None, seed: int | None = None
         with prepared(ctx):
             tracking.check_store(params)
             result = importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+        distributed.barrier()  # the other processes end with the main one, not before it
         log.info("stage %s done in %.0f s (%d of %d)", label, time.perf_counter() - t0, k, n)
         return result
     finally:
+        distributed.finish()
         record = os.environ.get("MMRPT_RECORD_READS")
         if record:  # which declared params the stage really read (tests/test_pipeline.py)
             with open(record, "a", encoding="utf-8") as f:
@@ -252,7 +274,8 @@ def run_stage(name: str, params, arm: str | None = None, seed: int | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("MMRPT_LOG", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -272,24 +295,32 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, args.overrides)
     except (ParamsError, FileNotFoundError) as e:
         return _fail(str(e))
-    return _stage(args.command, params, getattr(args, "arm", None), getattr(args, "seed", None))
+    where = {k: getattr(args, k, None) for k in ("arm", "seed", "worker")}
+    return _stage(args.command, params, where, argv)
 
 
-def _stage(name: str, params, arm: str | None, seed: int | None) -> int:
+def _stage(name: str, params, where: dict, argv: list[str]) -> int:
     """Run a stage; expected failures become one line and an exit code (module docstring)."""
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
     from mmrpt import tracking
     from mmrpt.guards import Terminated, sigterm_handler
+    from mmrpt.launch import needs_relaunch, preflight, relaunch, single_process_env
     from mmrpt.modeling.loader import CheckpointError
+    from mmrpt.pipeline import context, stage
     from mmrpt.safety import Refused
     from mmrpt.stagerun import BUSY_EXIT, Busy
 
     log = logging.getLogger("mmrpt")
     try:
+        if stage(name).distributed and needs_relaunch(params.launch):
+            preflight(context(name, params, **where))
+            return relaunch(params.launch, argv)  # this command in launch.num_processes
+        if stage(name).distributed:
+            single_process_env(params.launch)
         with sigterm_handler(), tracking._quiet_store_errors():
-            run_stage(name, params, arm, seed)
+            run_stage(name, params, **where)
     except (ParamsError, Refused, CheckpointError, FileNotFoundError) as e:
         # ParamsError here: a check that needs the model or data (e.g. score.layers)
         log.debug("%s failed", name, exc_info=True)

@@ -165,6 +165,10 @@ class ScoreParams(Section):
     counterfactual_reduce: Literal["mean", "max"] = "max"
     batch_size: int = Field(32, ge=1)
     shard_size: int = Field(512, ge=1)
+    # The workers that score the corpus: one DVC stage score@<w> per entry (0..W-1), each on
+    # the shards k with k % W == w (and each of its launch.num_processes ranks on a share of
+    # those); score_merge joins them. [0, 1]: two workers (two machines, or two processes).
+    workers: list[int] = Field([0], min_length=1, max_length=1024)
     # all-layer AUROC here (choose layers on it); null: the first split besides train
     diagnostic_split: str | None = None
     # AUROC reported in metrics/score.json; null: the second split besides train. AUROC is
@@ -179,6 +183,8 @@ class ScoreParams(Section):
             raise ValueError("score.layer_band must be [lo, hi] with 0 <= lo < hi <= 1")
         if not self.text_keys:
             raise ValueError("score.text_keys must name at least one key role")
+        if self.workers != list(range(len(self.workers))):
+            raise ValueError("score.workers must be [0, 1, ..., W-1] (one entry per worker)")
         if self.diagnostic_split is not None and self.diagnostic_split == self.report_split:
             raise ValueError(
                 "score.diagnostic_split must differ from score.report_split "
@@ -256,9 +262,13 @@ class RLParams(Section):
     }
     save_steps: int = Field(50, ge=1)
     log_completions_steps: int = Field(50, ge=0)  # completions table to MLflow; 0 = off
-    # DeepSpeed config (e.g. mmrpt/rl/deepspeed/zero2.json); launch multi-GPU runs with
-    # `accelerate launch --num_processes N -m mmrpt rl ...`. bf16 is used whenever CUDA is.
-    deepspeed: str | None = None
+    # GRPO: a step's rollouts are generated at once and trained on in this many
+    # gradient-accumulation slices (memory: rollouts per forward = batch x G / (N x this))
+    micro_batches: int = Field(1, ge=1)
+    # GRPO rollouts through TRL's vLLM integration (colocated in each training process; needs
+    # CUDA and the `vllm` extra); vllm_memory: the GPU memory share vLLM may take
+    vllm: bool = False
+    vllm_memory: float = Field(0.3, gt=0, lt=1)
     eval_splits: list[str] | None = None  # null: the held-out splits (all but train; world:
     #   test_iid, test_counter)
     eval_samples: int = Field(200, ge=1)
@@ -269,8 +279,6 @@ class RLParams(Section):
     @model_validator(mode="after")
     def _rewards(self) -> RLParams:
         _check_rewards(self.reward_weights, "rl.reward_weights")
-        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
-            raise ValueError(f"rl.deepspeed: no such config file {self.deepspeed}")
         return self
 
 
@@ -385,6 +393,57 @@ class EvalParams(Section):
         return self
 
 
+class LoraParams(Section):
+    """LoRA adapters (peft) instead of full fine-tuning, in every training stage; each stage
+    merges its adapters into the model it saves, so later stages load a plain model."""
+
+    r: int = Field(0, ge=0, le=1024)  # adapter rank; 0 = off (full fine-tuning)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    # module names (the language model's projections in Qwen2-VL; the vision tower's are
+    # qkv/proj/fc1/fc2) or "all-linear"
+    target_modules: list[str] | Literal["all-linear"] = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
+
+    @model_validator(mode="after")
+    def _targets(self) -> LoraParams:
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("launch.lora.target_modules must name at least one module")
+        return self
+
+
+class LaunchParams(Section):
+    """How the training stages (warmup, primer, rl, sft) and the score workers run: the number
+    of processes (`python -m mmrpt <stage>` re-executes itself under torchrun when > 1),
+    DeepSpeed, precision and memory options. Batch params are GLOBAL batches whatever the
+    number of processes: each process takes batch / num_processes."""
+
+    num_processes: int = Field(1, ge=1, le=1024)  # processes on this machine (one per GPU)
+    # torchrun (CPU: gloo; GPU: nccl) | accelerate (GPU only: `accelerate launch --cpu` runs
+    # one process whatever --num_processes says)
+    launcher: Literal["torchrun", "accelerate"] = "torchrun"
+    # process group backend; auto: nccl with a GPU per process, else gloo (also when several
+    # processes share one GPU: NCCL refuses two ranks on one device)
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    deepspeed: str | None = None  # e.g. mmrpt/deepspeed/zero2.json, zero3.json (> 7B)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where CUDA is, else fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward (memory)
+    lora: LoraParams = LoraParams()
+
+    @model_validator(mode="after")
+    def _deepspeed(self) -> LaunchParams:
+        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
+            raise ValueError(f"launch.deepspeed: no such config file {self.deepspeed}")
+        return self
+
+
 class ReportParams(Section):
     out_dir: str = "reports"
 
@@ -462,6 +521,7 @@ class Params(Section):
     sft: SFTParams = SFTParams()
     eval: EvalParams = EvalParams()
     report: ReportParams = ReportParams()
+    launch: LaunchParams = LaunchParams()
     tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="before")
@@ -550,7 +610,34 @@ class Params(Section):
                 "warmup.enabled=false needs model.path (the tiny model starts "
                 "untrained and must be warmed up)"
             )
+        self._global_batches()
         return self
+
+    def _global_batches(self) -> None:
+        """Batch params are global: each of launch.num_processes processes takes an equal
+        share, so every batch must divide evenly."""
+        n = self.launch.num_processes
+        batches = {
+            "warmup.batch_size": self.warmup.batch_size,
+            "primer.batch_size": self.primer.batch_size,
+            "sft.batch_size": self.sft.batch_size,
+        }
+        objectives = {arm.objective for arm in self.arms.values()}
+        if objectives & {"ntp", "sft"}:
+            batches["rl.batch_size"] = self.rl.batch_size
+        for key, batch in batches.items():
+            if batch % n:
+                raise ValueError(
+                    f"{key}={batch} is a global batch: it must be divisible by "
+                    f"launch.num_processes={n}"
+                )
+        rollouts = self.rl.batch_size * self.rl.num_generations
+        if "grpo" in objectives and rollouts % (n * self.rl.micro_batches):
+            raise ValueError(
+                f"rl.batch_size x rl.num_generations = {rollouts} rollouts per step must be "
+                f"divisible by launch.num_processes x rl.micro_batches = "
+                f"{n} x {self.rl.micro_batches}"
+            )
 
 
 class ParamsError(ValueError):

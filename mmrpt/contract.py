@@ -3,7 +3,8 @@
 A ``Stage`` names the params keys it reads (dotted: ``"warmup"`` is the whole section,
 ``"warmup.prompt"`` one key), its inputs (``deps``) and outputs (``outs``, ``metrics``,
 ``tables``) as paths in DVC's template syntax (``${data.out_dir}``; per-run stages also
-``${item.arm}`` and ``${item.seed}``), and the source it runs (``code``). From that one
+``${item.arm}`` and ``${item.seed}``, per-worker stages ``${item.worker}``), and the source it
+runs (``code``). From that one
 declaration (mmrpt/pipeline.py holds them all):
 
 - dvc.yaml is generated (``python -m mmrpt dvc-yaml``; a test fails on any difference), so
@@ -168,6 +169,11 @@ class Stage:
     headline: str | None = None
     code: tuple[str, ...] = ()
     per_run: bool = False  # once per (arm, seed): the arms x seeds matrix
+    # a params key listing worker ids: the stage runs once per worker (DVC matrix), each on
+    # its share of the input
+    workers: str | None = None
+    distributed: bool = False  # runs in launch.num_processes processes (mmrpt/launch.py)
+    section: str = ""  # its params.yaml section when not its name (a step of another stage)
     resume_ignores: tuple[str, ...] = ()  # declared keys that do not shape resumable work
 
     def __post_init__(self):
@@ -177,9 +183,25 @@ class Stage:
         missing = [n for n in self.persist if n not in self.outs]
         if missing:
             raise ValueError(f"stage {self.name}: persist {missing} are not outs")
+        if self.per_run and self.workers:
+            raise ValueError(f"stage {self.name}: per_run and workers do not combine")
+
+    @property
+    def params_section(self) -> str:
+        return self.section or self.name
+
+    @property
+    def matrix(self) -> dict[str, str] | None:
+        """DVC's matrix of the stage (None: it runs once)."""
+        if self.per_run:
+            return {"arm": "${arms}", "seed": "${seeds}"}
+        if self.workers:
+            return {"worker": "${" + self.workers + "}"}
+        return None
 
     def cmd(self) -> str:
         run = " --arm ${item.arm} --seed ${item.seed}" if self.per_run else ""
+        run += " --worker ${item.worker}" if self.workers else ""
         return f"python -m mmrpt {self.name}{run}"
 
 
@@ -192,6 +214,7 @@ class StageContext:
     full: BaseModel  # the whole validated params (for tracking and fingerprints only)
     arm: str | None = None
     seed: int | None = None
+    worker: int | None = None
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -200,12 +223,15 @@ class StageContext:
 
     @property
     def item(self) -> dict[str, Any] | None:
+        if self.stage.workers:
+            return {"worker": self.worker}
         return {"arm": self.arm, "seed": self.seed} if self.stage.per_run else None
 
     @property
     def run_name(self) -> str:
-        """The (arm, seed) replicate's name: '<arm>-<seed>'."""
-        return f"{self.arm}-{self.seed}"
+        """The (arm, seed) replicate's name '<arm>-<seed>', or the worker's '<worker>' (the
+        DVC matrix item after the '@')."""
+        return str(self.worker) if self.stage.workers else f"{self.arm}-{self.seed}"
 
     def _path(self, table: dict[str, str], name: str) -> Path:
         return Path(resolve(table[name], self.full, self.item))
@@ -248,12 +274,17 @@ class StageContext:
             walk(key, v)
         if self.stage.per_run:
             flat |= {"run.arm": self.arm, "run.seed": self.seed}
+        if self.stage.workers:
+            flat["run.worker"] = self.worker
         return flat
 
-    def fingerprint(self, *extra: Any, inputs: Iterable[str] | None = None) -> str:
+    def fingerprint(
+        self, *extra: Any, inputs: Iterable[str] | None = None, run: bool = True
+    ) -> str:
         """Identity of the stage's resumable work: its declared values (less
-        ``resume_ignores``), its run, the content of its input files (data deps, not code;
-        ``inputs``: dep names, default all) and ``extra``."""
+        ``resume_ignores``), its run (unless ``run`` is false: work that any worker may do),
+        the content of its input files (data deps, not code; ``inputs``: dep names, default
+        all) and ``extra``."""
         ignored = {resolve(k, self.full, self.item) for k in self.stage.resume_ignores}
         reads = {k: v for k, v in self.declared_values().items() if k not in ignored}
         for key in ignored:  # a single key ignored inside a declared section
@@ -262,4 +293,4 @@ class StageContext:
                 reads[section] = {k: v for k, v in reads[section].items() if k != leaf}
         names = self.stage.deps if inputs is None else inputs
         stamp = inputs_stamp(self.dep(n) for n in names)
-        return digest([reads, self.item, stamp, list(extra)])
+        return digest([reads, self.item if run else None, stamp, list(extra)])

@@ -15,7 +15,21 @@ import yaml
 from mmrpt.contract import Stage
 
 RUN = "${item.arm}-${item.seed}"  # one (arm, seed) replicate of a per-run stage
-TRAIN_CODE = ("mmrpt/modeling", "mmrpt/training.py", "mmrpt/images.py")
+TRAIN_CODE = (
+    "mmrpt/modeling",
+    "mmrpt/training.py",
+    "mmrpt/images.py",
+    "mmrpt/distributed.py",
+    "mmrpt/stages/common.py",
+)
+# how many processes run a stage: a resumed run may change them (checkpoints are kept; a
+# DeepSpeed checkpoint refuses another world size with a message, mmrpt/training.py)
+LAUNCH_IGNORES = (
+    "launch.num_processes",
+    "launch.launcher",
+    "launch.backend",
+    "launch.gradient_checkpointing",
+)
 # Real inputs live in these folders (README "Real data"): each is a dep of the stage that
 # reads it, so changing a corpus file reruns data, a LLaVA file sft, a benchmark TSV eval.
 INPUTS = {"corpus": "inputs/corpus", "sft": "inputs/sft", "benchmarks": "inputs/benchmarks"}
@@ -31,25 +45,78 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "warmup",
-        reads=("seed", "model", "warmup", "data.image_size", "mask.instruction"),
+        distributed=True,
+        reads=("seed", "model", "warmup", "data.image_size", "mask.instruction", "launch"),
         deps={"data": "${data.out_dir}"},
         outs={"model": "${warmup.out_dir}", "checkpoints": "${warmup.checkpoint_dir}"},
         persist=("checkpoints",),
         metrics={"metrics": "metrics/warmup.json"},
         tables={"loss": "plots/warmup_loss.csv"},
         code=(*TRAIN_CODE, "mmrpt/pretrain", "mmrpt/stages/warmup.py"),
-        resume_ignores=("warmup.eval_split", "warmup.eval_samples"),
+        resume_ignores=("warmup.eval_split", "warmup.eval_samples", *LAUNCH_IGNORES),
+    ),
+    Stage(
+        "score_heads",
+        section="score",
+        reads=(
+            "seed",
+            "score.out_dir",
+            "score.splits",
+            "score.select",
+            "score.top_heads",
+            "score.max_top_heads",
+            "score.layers",
+            "score.layer_band",
+            "score.heads",
+            "score.text_keys",
+            "score.batch_size",
+            "score.diagnostic_split",
+            "score.report_split",
+            "score.diagnostic_samples",
+            "warmup.prompt",
+            "model.trust_remote_code",
+        ),
+        deps={"data": "${data.out_dir}", "model": "${warmup.out_dir}"},
+        outs={"heads": "${score.out_dir}/heads.json"},
+        code=(
+            "mmrpt/modeling",
+            "mmrpt/images.py",
+            "mmrpt/scoring",
+            "mmrpt/stages/score.py",
+            "mmrpt/stages/score_heads.py",
+        ),
     ),
     Stage(
         "score",
-        reads=("seed", "score", "warmup.prompt", "model.trust_remote_code"),
-        deps={"data": "${data.out_dir}", "model": "${warmup.out_dir}"},
-        outs={"scores": "${score.out_dir}"},
-        persist=("scores",),
-        metrics={"metrics": "metrics/score.json"},
-        tables={"layers": "plots/score_layers.csv"},
-        code=("mmrpt/modeling", "mmrpt/images.py", "mmrpt/scoring", "mmrpt/stages/score.py"),
-        # a finished shard is kept when only these change (they choose what to report)
+        workers="score.workers",
+        distributed=True,
+        reads=(
+            "seed",
+            "score",
+            "warmup.prompt",
+            "model.trust_remote_code",
+            "launch.num_processes",
+            "launch.launcher",
+            "launch.backend",
+        ),
+        deps={
+            "data": "${data.out_dir}",
+            "model": "${warmup.out_dir}",
+            "heads": "${score.out_dir}/heads.json",
+        },
+        outs={"shards": "${score.out_dir}/workers/${item.worker}"},
+        persist=("shards",),
+        tables={"worker": "metrics/score/${item.worker}.json"},
+        code=(
+            "mmrpt/modeling",
+            "mmrpt/images.py",
+            "mmrpt/scoring",
+            "mmrpt/distributed.py",
+            "mmrpt/stages/common.py",
+            "mmrpt/stages/score.py",
+        ),
+        # a finished shard is kept when only these change (they choose what to report, which
+        # heads (heads.json, an input, says), or who computes it)
         resume_ignores=(
             "score.splits",
             "score.diagnostic_split",
@@ -61,7 +128,31 @@ STAGES: tuple[Stage, ...] = (
             "score.layers",
             "score.layer_band",
             "score.heads",
-            "score.shard_size",
+            "score.workers",
+            "launch.num_processes",
+            "launch.launcher",
+            "launch.backend",
+        ),
+    ),
+    Stage(
+        "score_merge",
+        section="score",
+        reads=(
+            "score.out_dir",
+            "score.workers",
+            "score.counterfactual",
+            "score.diagnostic_split",
+            "score.report_split",
+        ),
+        deps={"workers": "${score.out_dir}/workers", "heads": "${score.out_dir}/heads.json"},
+        outs={"scores": "${score.out_dir}/scores.parquet", "plots": "${score.out_dir}/plots"},
+        metrics={"metrics": "metrics/score.json"},
+        tables={"layers": "plots/score_layers.csv"},
+        code=(
+            "mmrpt/scoring/layers.py",
+            "mmrpt/scoring/shards.py",
+            "mmrpt/report/plots.py",
+            "mmrpt/stages/score_merge.py",
         ),
     ),
     Stage(
@@ -74,7 +165,15 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "primer",
-        reads=("seed", "primer", "mask.selectors", "warmup.prompt", "model.trust_remote_code"),
+        distributed=True,
+        reads=(
+            "seed",
+            "primer",
+            "mask.selectors",
+            "warmup.prompt",
+            "model.trust_remote_code",
+            "launch",
+        ),
         deps={"data": "${data.out_dir}", "model": "${warmup.out_dir}", "masks": "${mask.out_dir}"},
         outs={"model": "${primer.out_dir}", "checkpoints": "${primer.checkpoint_dir}"},
         persist=("checkpoints",),
@@ -86,11 +185,13 @@ STAGES: tuple[Stage, ...] = (
             "primer.eval_samples",
             "primer.max_new_tokens",
             "warmup.prompt",
+            *LAUNCH_IGNORES,
         ),
     ),
     Stage(
         "rl",
         per_run=True,
+        distributed=True,
         reads=(
             "seed",
             "rl",
@@ -99,6 +200,7 @@ STAGES: tuple[Stage, ...] = (
             "primer.max_new_tokens",
             "mask.selectors",
             "warmup.prompt",
+            "launch",
         ),
         deps={"data": "${data.out_dir}", "masks": "${mask.out_dir}", "model": "${primer.out_dir}"},
         outs={"model": "${rl.out_dir}/" + RUN, "checkpoints": "${rl.checkpoint_dir}/" + RUN},
@@ -111,12 +213,18 @@ STAGES: tuple[Stage, ...] = (
             "mmrpt/rl",
             "mmrpt/stages/rl.py",
         ),
-        resume_ignores=("rl.eval_splits", "rl.eval_samples", "primer.max_new_tokens"),
+        resume_ignores=(
+            "rl.eval_splits",
+            "rl.eval_samples",
+            "primer.max_new_tokens",
+            *LAUNCH_IGNORES,
+        ),
     ),
     Stage(
         "sft",
         per_run=True,
-        reads=("seed", "sft", "rl.deepspeed"),
+        distributed=True,
+        reads=("seed", "sft", "launch"),
         deps={"data": "${data.out_dir}", "model": "${rl.out_dir}/" + RUN, "inputs": INPUTS["sft"]},
         outs={
             "model": "${sft.out_dir}/" + RUN,
@@ -126,6 +234,7 @@ STAGES: tuple[Stage, ...] = (
         persist=("checkpoints",),
         tables={"metrics": "metrics/sft/" + RUN + ".json"},
         code=(*TRAIN_CODE, "mmrpt/finetune", "mmrpt/stages/sft.py"),
+        resume_ignores=LAUNCH_IGNORES,
     ),
     Stage(
         "eval",
@@ -185,6 +294,7 @@ STAGES: tuple[Stage, ...] = (
 
 NAMES = tuple(s.name for s in STAGES)
 PER_RUN = tuple(s.name for s in STAGES if s.per_run)
+PER_WORKER = tuple(s.name for s in STAGES if s.workers)
 
 # How `dvc plots show` draws each plot file (titles and axes named; each file drawn once).
 PLOTS: dict[str, dict[str, Any]] = {
@@ -234,8 +344,8 @@ def _dvc_params(s: Stage) -> list[str]:
 def dvc_stage(s: Stage) -> dict[str, Any]:
     """One stage of dvc.yaml from its declaration."""
     d: dict[str, Any] = {}
-    if s.per_run:
-        d["matrix"] = {"arm": "${arms}", "seed": "${seeds}"}
+    if s.matrix:
+        d["matrix"] = s.matrix
     d["cmd"] = s.cmd()
     d["deps"] = [*s.deps.values(), *s.code]
     d["params"] = _dvc_params(s)
@@ -267,12 +377,23 @@ def write_dvc_yaml(path: str | Path = "dvc.yaml") -> Path:
     return path
 
 
-def context(name: str, params, arm: str | None = None, seed: int | None = None):
-    """The StageContext of stage ``name`` (and run ``arm``, ``seed`` for a per-run stage)."""
+def context(
+    name: str, params, arm: str | None = None, seed: int | None = None, worker: int | None = None
+):
+    """The StageContext of stage ``name`` (and run ``arm``, ``seed`` for a per-run stage,
+    ``worker`` for a per-worker stage)."""
     from mmrpt.config import ParamsError
-    from mmrpt.contract import ParamsView, StageContext
+    from mmrpt.contract import ParamsView, StageContext, values
 
     s = stage(name)
+    if s.workers:
+        ids = values(params, [s.workers])[s.workers]
+        if worker is None:
+            raise ParamsError(f"stage {name} runs once per worker: give --worker (one of {ids})")
+        if worker not in ids:
+            raise ParamsError(f"--worker {worker}: not in {s.workers} {ids}")
+    elif worker is not None:
+        raise ParamsError(f"stage {name} has no workers: --worker does not apply")
     if s.per_run:
         if arm is None or seed is None:
             raise ParamsError(f"stage {name} runs once per arm and seed: give --arm and --seed")
@@ -282,6 +403,6 @@ def context(name: str, params, arm: str | None = None, seed: int | None = None):
             raise ParamsError(f"--seed {seed}: must be in 0..1000 (as the seeds param)")
     elif arm is not None or seed is not None:
         raise ParamsError(f"stage {name} runs once: --arm/--seed do not apply")
-    ctx = StageContext(s, None, params, arm, seed)
+    ctx = StageContext(s, None, params, arm, seed, worker)
     ctx.params = ParamsView(params, ctx.reads, name)
     return ctx

@@ -66,9 +66,11 @@ def _producer(ctx: StageContext, path: Path) -> str | None:
 
 
 def check_inputs(ctx: StageContext) -> None:
+    from mmrpt.pipeline import INPUTS
+
     for name, template in ctx.stage.deps.items():
         path = ctx.dep(name)
-        if not path.exists():
+        if not path.exists() and template not in INPUTS.values():  # real inputs: optional
             make = _producer(ctx, path)
             hint = f": run `{make}` first" if make else ""
             raise InputMissing(
@@ -125,8 +127,32 @@ def output_locks(ctx: StageContext) -> Iterator[None]:
 
 @contextlib.contextmanager
 def prepared(ctx: StageContext) -> Iterator[None]:
-    """Inputs checked, outputs locked and claimed, for the body of one stage run."""
+    """Inputs checked, outputs locked and claimed, for the body of one stage run. In a
+    multi-process stage the main process locks and claims; the others wait for its verdict
+    (a refusal there ends every process with the same error)."""
+    from mmrpt import distributed
+
     check_inputs(ctx)
+    if not distributed.is_main():
+        problem = distributed.broadcast(None)
+        if problem:
+            raise Refused(problem)
+        yield
+        return
+    told = False
+    try:
+        with _locked_and_claimed(ctx):
+            distributed.broadcast("")  # the others go on
+            told = True
+            yield
+    except (Busy, Refused) as e:
+        if not told:
+            distributed.broadcast(str(e))
+        raise
+
+
+@contextlib.contextmanager
+def _locked_and_claimed(ctx: StageContext) -> Iterator[None]:
     with output_locks(ctx):
         made = [ctx.out(name) for name in ctx.stage.outs if not ctx.out(name).exists()]
         for name, template in ctx.stage.outs.items():

@@ -8,10 +8,16 @@ host and pid as tags, and the next stage or pipeline run started on that host ma
 process is gone as KILLED (close_orphaned_runs); a stage stopped by SIGTERM marks its own run
 KILLED. A resumed run does not log a training step twice (StepLogger), so its curves are those
 of an uninterrupted run.
+
+In a multi-process stage (mmrpt/launch.py) only rank 0 talks to MLflow: on the other ranks
+stage_run opens no run and every log function does nothing, so a stage is one run at any
+world size. With a tracking server ($MMRPT_TRACKING_URI, or tracking.tracking_uri http(s)),
+artifacts go where the server keeps them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +38,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback
 
+from mmrpt import distributed
 from mmrpt.config import Params
 from mmrpt.safety import Refused
 
@@ -110,10 +117,20 @@ def _reachable(uri: str, timeout: float = 3.0) -> bool:
         return False
 
 
+URI_ENV = "MMRPT_TRACKING_URI"
+
+
+def tracking_uri(params: Params) -> str:
+    """$MMRPT_TRACKING_URI (e.g. the MLflow server of many workers, set by a deployment's job
+    template) or tracking.tracking_uri. Not $MLFLOW_TRACKING_URI: mlflow.set_tracking_uri
+    sets that in this process, and child processes started elsewhere would inherit it."""
+    return os.environ.get(URI_ENV) or params.tracking.tracking_uri
+
+
 def configure(params: Params) -> str:
     """Point MLflow at the project's store; return the experiment id."""
     t = params.tracking
-    uri = t.tracking_uri
+    uri = tracking_uri(params)
     if uri.startswith(("http://", "https://")) and not _reachable(uri):
         log.warning(
             "MLflow server %s unreachable: logging to the local store %s instead", uri, FALLBACK_URI
@@ -130,6 +147,8 @@ def configure(params: Params) -> str:
         if exp.tags.get(KIND_TAG) != KIND:
             mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
+    if uri.startswith(("http://", "https://")):  # the server's artifact store
+        return mlflow.create_experiment(t.experiment)
     location = Path(t.artifact_root).resolve()
     location.mkdir(parents=True, exist_ok=True)
     return mlflow.create_experiment(
@@ -292,10 +311,14 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
 
     With ``run_id_file``, a run id found there is resumed and a new one is written there.
     Nested under $MMRPT_PARENT_RUN_ID when set (a Prefect flow run), else under the parent of
-    this pipeline run (pipeline_parent).
+    this pipeline run (pipeline_parent). On ranks other than 0 of a multi-process stage: no
+    run (yields None).
     """
+    if not distributed.is_main():
+        yield None
+        return
     stage = ctx.stage.name
-    name = f"{stage}/{ctx.run_name}" if ctx.stage.per_run else stage
+    name = f"{stage}/{ctx.run_name}" if ctx.item else stage
     experiment_id = configure(ctx.full)
     run_id = None
     if run_id_file is not None and run_id_file.exists():
@@ -332,6 +355,8 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
             tags = {"stage": stage}
             if ctx.stage.per_run:
                 tags |= {"arm": ctx.arm, "replicate": str(ctx.seed), "run": ctx.run_name}
+            if ctx.stage.workers:
+                tags |= {"worker": str(ctx.worker)}
             mlflow.set_tags(run_tags(ctx.full) | _owner() | tags)
         if run_id_file is not None:
             run_id_file.parent.mkdir(parents=True, exist_ok=True)
@@ -384,6 +409,17 @@ def resume_file(checkpoints: Path) -> Path:
     return STATE_DIR / "mlflow" / f"{name}-{fingerprint}.txt"
 
 
+def _main_only(fn):
+    """A log function that does nothing on ranks other than 0."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        return fn(*args, **kwargs) if distributed.is_main() else None
+
+    return wrapped
+
+
+@_main_only
 def log_model(folder: str | Path, name: str) -> None:
     """A stage's final model: its folder as the run's ``model`` artifact, registered as a new
     version of the registered model ``mmrpt-<name>`` (one per stage, or per stage and arm).
@@ -429,6 +465,7 @@ def metric_name(key: str) -> str:
     return re.sub(r"[^\w\-. :/]", "_", key)
 
 
+@_main_only
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     numeric = {
         metric_name(k): float(v)
@@ -439,6 +476,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(numeric, step=step)
 
 
+@_main_only
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     p = Path(path)
     if p.is_dir():
@@ -447,6 +485,7 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
 
+@_main_only
 def log_dict(d: dict, name: str) -> None:
     mlflow.log_text(json.dumps(d, indent=2, default=str), name)
 
@@ -454,6 +493,7 @@ def log_dict(d: dict, name: str) -> None:
 COMPLETIONS_TABLE = "completions.json"
 
 
+@_main_only
 def log_completions(table: dict[str, list], artifact_file: str = COMPLETIONS_TABLE) -> None:
     """Append sample completions to one MLflow table artifact (its ``step`` column tells the
     steps apart). MLflow stores a column of PIL images as image files that the table references
@@ -552,5 +592,6 @@ def search_stage_runs(params: Params, stage: str | None = None, max_results: int
     )
 
 
+@_main_only
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)

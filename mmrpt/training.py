@@ -1,30 +1,37 @@
-"""Training plumbing shared by every training stage: the HF Trainer for our datasets, resume
+"""Training plumbing shared by every training stage: the HF Trainer for our datasets, how a
+trainer runs (TrainOptions: processes, DeepSpeed, bf16, gradient checkpointing, LoRA), resume
 from the last complete checkpoint this workspace wrote, and saving a trained model atomically.
 
 transformers' Trainer does the work (checkpointing, resume with optimizer/scheduler/RNG state,
-gradient accumulation, DeepSpeed via accelerate); this module supplies the collator, the
-resume that really restores Qwen2-VL weights (LoadsCheckpointsByFromPretrained) and the
-save that never leaves a half-written model folder. ``train_resumable`` adds the guards
-every trainer gets: checkpoint records and resume checks (mmrpt.checkpoints), stop on
-divergence and on SIGTERM (mmrpt.guards).
+gradient accumulation, DDP and DeepSpeed via accelerate, LoRA via peft); this module supplies
+the collator, the resume that really restores Qwen2-VL weights
+(LoadsCheckpointsByFromPretrained), the save that never leaves a half-written model folder
+(gathering ZeRO-3 shards, merging LoRA adapters), and a count of the rows each optimizer step
+trained on over all processes (CountsRows). Batch sizes given here are GLOBAL: each of
+``world_size`` processes takes batch / world_size. ``train_resumable`` adds the guards every
+trainer gets: checkpoint records and resume checks (mmrpt.checkpoints), stop on divergence and
+on SIGTERM (mmrpt.guards).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 
-from mmrpt import checkpoints, guards
+from mmrpt import checkpoints, distributed, guards
 from mmrpt.modeling.encode import collate
-from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
+from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained, load_vlm
 from mmrpt.progress import interactive
 from mmrpt.safety import fresh_dir, replace_dir
 
@@ -55,8 +62,118 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class ResumableTrainer(LoadsCheckpointsByFromPretrained, Trainer):
-    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin)."""
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a trainer runs, the same for every training stage (params: launch)."""
+
+    world_size: int = 1  # processes of the run; batches are split over them
+    deepspeed: str | None = None  # a DeepSpeed config file (ZeRO-2, ZeRO-3)
+    bf16: bool = False  # bf16 mixed precision
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None  # LoRA adapters instead of full fine-tuning
+    backend: str | None = None  # the process group's backend (world_size > 1)
+    extra: dict = field(default_factory=dict)  # more TrainingArguments (tests, benches)
+
+    def training_args(self) -> dict:
+        """The TrainingArguments (or TRL config) fields these options set."""
+        gc_kwargs = {"use_reentrant": False} if self.gradient_checkpointing else None
+        return {
+            "use_cpu": not torch.cuda.is_available(),
+            "bf16": self.bf16,
+            "deepspeed": self.deepspeed,
+            "activation_checkpointing": self.gradient_checkpointing,
+            "activation_checkpointing_kwargs": gc_kwargs,
+            "ddp_backend": self.backend if self.world_size > 1 else None,
+            **self.extra,
+        }
+
+
+ONE_PROCESS = TrainOptions()  # the defaults: one process, fp32, full fine-tuning
+
+
+def per_device(batch: int, world_size: int, what: str = "batch size") -> int:
+    """One process's share of a global batch (it must divide evenly)."""
+    if batch % world_size:
+        raise ValueError(f"{what} {batch} is not divisible by the {world_size} processes")
+    return batch // world_size
+
+
+def with_lora(model, lora: LoraSpec | None):
+    """``model`` with LoRA adapters (peft; only the adapters train), or ``model`` itself."""
+    if lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+class RowCount(TrainerCallback, ExportableState):
+    """The rows (examples; GRPO: rollouts) trained on and the optimizer steps, over all
+    processes; saved in every checkpoint's trainer_state.json and read back on resume, so a
+    resumed run counts all of its steps."""
+
+    def __init__(self, rows: int = 0, steps: int = 0):
+        self.rows, self.steps = rows, steps
+        self.pending = 0  # this process's rows since the last optimizer step
+
+    def state(self) -> dict:
+        return {"args": {"rows": self.rows, "steps": self.steps}}
+
+    def restore(self, state) -> None:
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(saved, dict):
+            self.rows, self.steps = saved["args"]["rows"], saved["args"]["steps"]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.restore(state)  # the resumed checkpoint's counts (none: a fresh start)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.rows += distributed.all_sum(self.pending)  # every process ends every step
+        self.steps += 1
+        self.pending = 0
+
+
+class CountsRows:
+    """Trainer mixin: counts the rows (examples; GRPO: rollouts) of every optimizer step over
+    all processes (RowCount). ``rows_per_step()``: the global batch as trained, whatever the
+    world size (None before any step)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._row_count = RowCount()
+        self.add_callback(self._row_count)
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        ids = inputs.get("completion_ids", inputs.get("input_ids"))
+        if ids is not None and model.training:
+            self._row_count.pending += len(ids)
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def rows_per_step(self) -> float | None:
+        count = self._row_count
+        if not count.steps:  # not trained in this process (train_resumable loaded the end)
+            count.restore(self.state)
+        return count.rows / count.steps if count.steps else None
+
+
+class ResumableTrainer(LoadsCheckpointsByFromPretrained, CountsRows, Trainer):
+    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin) and a count
+    of the rows per step (CountsRows)."""
 
 
 def make_trainer(
@@ -75,15 +192,15 @@ def make_trainer(
     log_steps: int,
     seed: int,
     callbacks: Sequence[TrainerCallback] = (),
-    deepspeed: str | None = None,
-    bf16: bool = False,
+    options: TrainOptions = ONE_PROCESS,
 ) -> Trainer:
-    """A Trainer over ``dataset`` (items: modeling.encode.Encoded), cosine schedule."""
+    """A Trainer over ``dataset`` (items: modeling.encode.Encoded), cosine schedule,
+    ``batch_size`` examples per optimizer step over all processes."""
     pad_id = processor.tokenizer.pad_token_id
     args = TrainingArguments(
         output_dir=str(out_dir),
         max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=per_device(batch_size, options.world_size),
         learning_rate=lr,
         weight_decay=weight_decay,
         warmup_steps=warmup_ratio,
@@ -96,15 +213,12 @@ def make_trainer(
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=bf16,
-        deepspeed=deepspeed,
         save_only_model=False,
-        activation_checkpointing=False,
+        **options.training_args(),
     )
     return quiet_printing(
         ResumableTrainer(
-            model=model,
+            model=with_lora(model, options.lora),
             args=args,
             train_dataset=dataset,
             data_collator=lambda items: collate(items, pad_id),
@@ -162,9 +276,14 @@ def save_model_atomic(model, processor, out: str | Path) -> Path:
     return replace_dir(tmp, out)
 
 
-def save_trained(trainer, processor, out: str | Path) -> Path | None:
-    """Save the trained model (gathering ZeRO-3 shards if any) to a temp folder, then rename
-    it into place on the main process. Returns the folder on the main process, else None."""
+def save_trained(
+    trainer, processor, out: str | Path, base: str | Path | None = None
+) -> Path | None:
+    """Save the trained model to a temp folder, then rename it into place on the main
+    process; every process must call it. ZeRO-3 shards are gathered (the config's
+    stage3_gather_16bit_weights_on_model_save); LoRA adapters are merged into ``base`` (the
+    model training started from), so the folder is a plain model. Returns the folder on the
+    main process, else None."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if trainer.is_world_process_zero():
@@ -172,6 +291,10 @@ def save_trained(trainer, processor, out: str | Path) -> Path | None:
     trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
         return None
+    if (tmp / "adapter_config.json").exists():
+        if base is None:
+            raise ValueError("save_trained: LoRA adapters need the base model to merge into")
+        merge_lora(base, tmp, tmp)
     processor.save_pretrained(tmp)
     return replace_dir(tmp, out)
 
@@ -187,3 +310,29 @@ class SaveAtSteps(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step in self.steps and state.is_world_process_zero:
             save_model_atomic(model, self.processor, self.folder / str(state.global_step))
+
+
+def merge_lora(base: str | Path, adapters: str | Path, out: str | Path) -> Path:
+    """``base`` with the LoRA ``adapters`` folder merged in, saved as a plain model folder at
+    ``out`` (which may be the adapters folder itself)."""
+    from peft import PeftModel
+
+    model, _ = load_vlm(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapters)).merge_and_unload()
+    out = Path(out)
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (out / f).unlink(missing_ok=True)
+    merged.save_pretrained(out)
+    return out
+
+
+def release_training() -> None:
+    """After a trainer is done (delete it first): forget DeepSpeed's global config, so that
+    models loaded afterwards are plain, whole models (under ZeRO-3 from_pretrained would
+    partition them across processes that may have exited), and free memory."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

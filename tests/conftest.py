@@ -34,7 +34,9 @@ def primed_project(tiny_project: Path) -> Path:
     for args in (
         ["data"],
         ["warmup", "-S", "warmup.max_steps=10"],
-        ["score"],
+        ["score_heads"],
+        ["score", "--worker", "0"],
+        ["score_merge"],
         ["mask"],
         ["primer"],
     ):

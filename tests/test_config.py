@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from mmrpt.config import DEFAULT_ARMS, Params, ParamsError, load_params
-from mmrpt.pipeline import NAMES, PER_RUN
+from mmrpt.pipeline import NAMES, PER_RUN, STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,16 +50,20 @@ def test_overrides_are_validated(tmp_path):
 
 
 def test_stage_names_agree_everywhere():
-    """Stage names = params.yaml sections = stage modules = dvc.yaml stages and commands."""
+    """Stage names = params.yaml sections (score_heads, score_merge: score's) = stage modules = dvc.yaml
+    stages and commands."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert tuple(dvc["stages"]) == NAMES
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert set(NAMES) <= set(raw) and set(NAMES) <= set(Params.model_fields)
+    sections = {s.params_section for s in STAGES}
+    assert sections <= set(raw) and sections <= set(Params.model_fields)
+    assert [s.name for s in STAGES if s.section] == ["score_heads", "score_merge"]
     for stage in NAMES:
         assert (ROOT / "mmrpt" / "stages" / f"{stage}.py").exists()
         assert dvc["stages"][stage]["cmd"].startswith(f"python -m mmrpt {stage}")
     for stage in PER_RUN:  # once per arm x replicate seed, both from params.yaml
         assert dvc["stages"][stage]["matrix"] == {"arm": "${arms}", "seed": "${seeds}"}
+    assert dvc["stages"]["score"]["matrix"] == {"worker": "${score.workers}"}
 
 
 @pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])

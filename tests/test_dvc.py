@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mmrpt.config import DEFAULT_ARMS, Params
-from mmrpt.pipeline import NAMES, PER_RUN, STAGES
+from mmrpt.pipeline import NAMES, PER_RUN, PER_WORKER, STAGES
 from tests.conftest import copy_repo
 
 BIN = Path(sys.executable).parent
@@ -30,6 +30,8 @@ ONLY_IN_OTHER_CONFIGS = {
     "sft.image_root",
     "sft.max_text_chars",
     "sft.max_image_pixels",
+    "launch.launcher",  # read by the CLI when launch.num_processes > 1
+    "launch.backend",  # the score worker's: read when launched
 }
 
 
@@ -141,6 +143,8 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
         if stage in PER_RUN:
             for arm in DEFAULT_ARMS:
                 assert f"Running stage '{stage}@{arm}-0'" in out
+        elif stage in PER_WORKER:
+            assert f"Running stage '{stage}@0'" in out
         else:
             assert f"Running stage '{stage}'" in out
     again = run(["dvc", "repro"], repo, env)

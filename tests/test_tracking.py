@@ -99,3 +99,25 @@ def test_a_resumed_stage_claims_its_run_and_a_lost_run_starts_anew(tiny_project:
         assert run_id != "0" * 32
     assert "not found: starting a new run" in caplog.text
     assert id_file.read_text() == run_id
+
+
+def test_only_rank_zero_talks_to_mlflow(tiny_project: Path, monkeypatch):
+    """In a multi-process stage the other ranks open no run and log nothing, so a stage is
+    one run at any world size (an active-run-less mlflow.log_metrics would start a run)."""
+    from mmrpt import tracking
+    from mmrpt.config import load_params
+    from mmrpt.pipeline import context
+
+    params = load_params("params.yaml", [])
+    monkeypatch.setenv("RANK", "1")
+    with tracking.stage_run(context("warmup", params)) as run_id:
+        assert run_id is None
+        tracking.log_metrics({"x": 1.0})
+        tracking.log_dict({"a": 1}, "a.json")
+    assert mlflow.active_run() is None
+    assert not (tiny_project / "mlruns").exists()  # not even the store was touched
+    monkeypatch.setenv("RANK", "0")
+    with tracking.stage_run(context("warmup", params)) as run_id:
+        tracking.log_metrics({"x": 1.0})
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [r.info.run_id for r in runs] == [run_id]

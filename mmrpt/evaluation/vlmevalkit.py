@@ -333,7 +333,11 @@ def run_vlmevalkit(
                 try:
                     with _lmu_data(probes_lmu if probe else bench):
                         result = _run_dataset(
-                            model, model_name, name, work, out_dir / "images" / name,
+                            model,
+                            model_name,
+                            name,
+                            work,
+                            out_dir / "images" / name,
                             local=benchmarks_local and not probe,
                         )
                 except Exception as e:  # one benchmark never discards the others' results
@@ -374,7 +378,9 @@ def _run_dataset(
         dataset.img_root = str(images)  # dumps go to our folder
     model.prefetch(dataset)
     infer_data_job(model, work_dir=str(work), model_name=model_name, dataset=dataset)
-    return dataset.evaluate(str(work / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1)
+    return dataset.evaluate(
+        str(work / f"{model_name}_{name}.xlsx"), model="exact_matching", nproc=1
+    )
 
 
 def _flatten(result, prefix: str) -> dict[str, float]:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from datasets import Dataset
 from PIL import Image
 from transformers import TrainerCallback
@@ -37,7 +36,14 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from mmrpt.images import open_rgb
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.safety import text_problem, utf8_safe
-from mmrpt.training import quiet_printing
+from mmrpt.training import (
+    ONE_PROCESS,
+    CountsRows,
+    TrainOptions,
+    per_device,
+    quiet_printing,
+    with_lora,
+)
 
 IMAGE_MARKER = "<image>"
 
@@ -222,8 +228,9 @@ def llava_dataset(rows: Sequence[dict]) -> Dataset:
     return Dataset.from_list(list(rows)).with_transform(_decode)
 
 
-class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, SFTTrainer):
-    """TRL's SFTTrainer with a resume that restores Qwen2-VL weights (see the mixin)."""
+class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, CountsRows, SFTTrainer):
+    """TRL's SFTTrainer with a resume that restores Qwen2-VL weights (see the mixin) and a
+    count of the rows per step (CountsRows)."""
 
 
 def make_sft_trainer(
@@ -239,15 +246,16 @@ def make_sft_trainer(
     seed: int,
     max_length: int | None = None,
     callbacks: Sequence[TrainerCallback] = (),
-    deepspeed: str | None = None,
-    bf16: bool = False,
+    options: TrainOptions = ONE_PROCESS,
 ) -> SFTTrainer:
+    """TRL's SFTTrainer over ``rows``: ``batch_size`` rows per optimizer step over all
+    processes."""
     processor.tokenizer.padding_side = "right"
     conversational = isinstance(rows, Dataset)  # llava_dataset: whole conversations
     args = SFTConfig(
         output_dir=str(out_dir),
         max_steps=steps,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=per_device(batch_size, options.world_size),
         learning_rate=lr,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
@@ -258,14 +266,11 @@ def make_sft_trainer(
         seed=seed,
         data_seed=seed,
         report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        bf16=bf16,
-        deepspeed=deepspeed,
         max_length=max_length,
         completion_only_loss=None if conversational else True,
-        activation_checkpointing=False,
         dataloader_num_workers=0,
         remove_unused_columns=not conversational,  # llava rows decode in a transform
+        **options.training_args(),
     )
     collator = None
     if conversational:  # loss on every assistant turn (the template's generation markers)
@@ -276,7 +281,7 @@ def make_sft_trainer(
             processor, max_length=max_length, assistant_only_loss=True, chat_template=template
         )
     trainer = ResumableSFTTrainer(
-        model=model,
+        model=with_lora(model, options.lora),
         args=args,
         train_dataset=rows if conversational else Dataset.from_list(list(rows)),
         processing_class=processor,

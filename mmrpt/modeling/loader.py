@@ -168,6 +168,8 @@ class LoadsCheckpointsByFromPretrained:
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         model = model if model is not None else self.model
+        if hasattr(model, "peft_config"):  # LoRA: the checkpoint holds adapters, by peft name
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
         loaded = type(model).from_pretrained(
             resume_from_checkpoint, dtype=model.dtype, use_safetensors=True
         )

@@ -12,6 +12,10 @@ skips them (SkipsZeroAdvantageRows; single process for "dapo"): same gradient, l
 (bench/rl_bench.py). TRL's entropy and clip-ratio metrics are then over the rollouts that
 carry signal.
 
+A step is ``batch_size`` prompts over all processes (TRL's generation batch spans them);
+rollouts go through TRL's vLLM integration (colocated) with ``vllm=True``, where CUDA and
+vllm are present, else through transformers' generate.
+
 Besides TRL's metrics, every optimizer step logs its time split (RolloutTiming) and, every
 ``log_completions_steps`` steps, hands a table of sample completions with their images to any
 callback that has an ``on_completions`` method (tracking.StepLogger logs it to MLflow).
@@ -33,8 +37,15 @@ from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_b
 from mmrpt.images import open_rgb
 from mmrpt.masking.samples import MaskedSample
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
-from mmrpt.rl.rewards import REWARDS, completion_text
-from mmrpt.training import quiet_printing
+from mmrpt.rl.rewards import REWARDS, completion_text, minilm
+from mmrpt.training import (
+    ONE_PROCESS,
+    CountsRows,
+    TrainOptions,
+    per_device,
+    quiet_printing,
+    with_lora,
+)
 
 
 def grpo_dataset(samples: Sequence[MaskedSample], root: str | Path) -> Dataset:
@@ -209,10 +220,16 @@ class SkipsZeroAdvantageRows:
 
 
 class ResumableGRPOTrainer(
-    LoadsCheckpointsByFromPretrained, SkipsZeroAdvantageRows, RolloutTiming, GRPOTrainer
+    LoadsCheckpointsByFromPretrained,
+    CountsRows,
+    SkipsZeroAdvantageRows,
+    RolloutTiming,
+    GRPOTrainer,
 ):
     """TRL's GRPOTrainer with a resume that restores Qwen2-VL weights (see the mixin), the
-    update on rollouts with signal only (SkipsZeroAdvantageRows), the step timing of RolloutTiming, and every ``log_completions_steps`` steps (0 = never) the
+    update on rollouts with signal only (SkipsZeroAdvantageRows), the step timing of
+    RolloutTiming, the rollouts per step (CountsRows), and every ``log_completions_steps``
+    steps (0 = never) the
     latest rollouts as a table for callbacks with ``on_completions(args, state, control,
     table)``: columns step, prompt, completion, one per reward term, advantage, image (PIL)."""
 
@@ -246,6 +263,29 @@ class ResumableGRPOTrainer(
                 cb.on_completions(self.args, self.state, self.control, table=table)
 
 
+class VLLMUnavailable(RuntimeError):
+    """vLLM rollouts were asked for where they cannot run."""
+
+
+def check_vllm() -> None:
+    """vLLM rollouts need CUDA and the vllm package (the `vllm` extra)."""
+    import importlib.util
+
+    missing = [
+        what
+        for what, ok in (
+            ("CUDA", torch.cuda.is_available()),
+            ("the vllm package (pip install 'mmrpt[vllm]')", importlib.util.find_spec("vllm")),
+        )
+        if not ok
+    ]
+    if missing:
+        raise VLLMUnavailable(
+            f"rl.vllm=true needs {' and '.join(missing)}; this machine has neither or not "
+            "both: set rl.vllm=false (rollouts through transformers' generate)"
+        )
+
+
 def grpo_config(
     *,
     out_dir: str | Path,
@@ -260,26 +300,41 @@ def grpo_config(
     reward_weights: Sequence[float],
     save_steps: int,
     seed: int,
-    deepspeed: str | None = None,
-    bf16: bool = False,
+    options: TrainOptions = ONE_PROCESS,
     micro_batches: int = 1,
+    vllm: bool = False,
+    vllm_memory: float = 0.3,
 ) -> GRPOConfig:
-    """TRL's config for our runs: ``batch_size`` prompts per optimizer step, each with
-    ``num_generations`` rollouts, one weight per reward function. The rollouts of a step are
-    generated at once and trained on in ``micro_batches`` gradient-accumulation slices
-    (still on-policy: one optimizer step per generation)."""
+    """TRL's config for our runs: ``batch_size`` prompts per optimizer step over all
+    ``options.world_size`` processes, each with ``num_generations`` rollouts, one weight per
+    reward function. The rollouts of a step are generated at once and trained on in
+    ``micro_batches`` gradient-accumulation slices (still on-policy: one optimizer step per
+    generation); each process trains on batch x G / (world_size x micro_batches) rollouts
+    per forward. ``vllm``: rollouts through TRL's colocated vLLM engine (one per process,
+    ``vllm_memory`` of its GPU)."""
     rollouts = batch_size * num_generations
     if rollouts % micro_batches:
         raise ValueError(
             f"batch_size x num_generations = {rollouts} is not divisible by "
             f"micro_batches = {micro_batches}"
         )
+    per_process = per_device(rollouts, options.world_size, "rollouts per step")
+    vllm_args = (
+        {
+            "use_vllm": True,
+            "vllm_mode": "colocate",
+            "vllm_gpu_memory_utilization": vllm_memory,
+            "vllm_tensor_parallel_size": 1,
+        }
+        if vllm
+        else {}
+    )
     return GRPOConfig(
         output_dir=str(out_dir),
         max_steps=steps,
         learning_rate=lr,
         seed=seed,
-        per_device_train_batch_size=rollouts // micro_batches,
+        per_device_train_batch_size=per_device(per_process, micro_batches, "rollouts"),
         gradient_accumulation_steps=micro_batches,
         steps_per_generation=micro_batches,
         num_generations=num_generations,
@@ -292,13 +347,11 @@ def grpo_config(
         save_steps=save_steps,
         save_total_limit=2,
         report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        bf16=bf16,
-        deepspeed=deepspeed,
         lr_scheduler_type="constant",
         warmup_steps=0,
         max_grad_norm=1.0,
-        activation_checkpointing=False,  # TRL turns it on by default; pure cost at our size
+        **vllm_args,
+        **options.training_args(),  # gradient checkpointing off unless asked (TRL's default: on)
     )
 
 
@@ -320,16 +373,25 @@ def make_grpo_trainer(
     save_steps: int,
     seed: int,
     callbacks: Sequence[TrainerCallback] = (),
-    deepspeed: str | None = None,
-    bf16: bool = False,
+    options: TrainOptions = ONE_PROCESS,
     log_completions_steps: int = 50,
     micro_batches: int = 1,
     visual_model: str | None = None,
+    vllm: bool = False,
+    vllm_memory: float = 0.3,
 ) -> GRPOTrainer:
     """Our trainer with the reward table's terms of weight > 0 (see grpo_config); every
     ``log_completions_steps`` steps (0 = off) a completions table goes to the callbacks.
     ``visual_model``: the image-text model of the visual term where a sample has no scene."""
+    if vllm:
+        check_vllm()
     names = [n for n, w in reward_weights.items() if w > 0]
+    if "semantic" in names:  # its embedder, loaded now: once the config below exists, ZeRO-3
+        minilm()  # would partition every model loaded (from_pretrained under zero.Init)
+    if "visual" in names and visual_model is not None:  # the same for the image-text model
+        from mmrpt.rl.visual import image_text_scorer
+
+        image_text_scorer(visual_model)
     processor.tokenizer.padding_side = "left"
     args = grpo_config(
         out_dir=out_dir,
@@ -344,12 +406,13 @@ def make_grpo_trainer(
         reward_weights=[reward_weights[n] for n in names],
         save_steps=save_steps,
         seed=seed,
-        deepspeed=deepspeed,
-        bf16=bf16,
+        options=options,
         micro_batches=micro_batches,
+        vllm=vllm,
+        vllm_memory=vllm_memory,
     )
     trainer = ResumableGRPOTrainer(
-        model=model,
+        model=with_lora(model, options.lora),
         processing_class=processor,
         args=args,
         train_dataset=dataset,

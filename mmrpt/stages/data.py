@@ -16,8 +16,8 @@ from mmrpt.data.probes import make_probes
 from mmrpt.data.records import read_manifest, write_manifest
 from mmrpt.io import write_json_atomic, write_jsonl_atomic
 from mmrpt.progress import bar
-from mmrpt.stages.common import warn_untracked
 from mmrpt.safety import empty_owned
+from mmrpt.stages.common import warn_untracked
 
 log = logging.getLogger(__name__)
 

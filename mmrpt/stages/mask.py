@@ -23,8 +23,8 @@ from mmrpt.io import write_json_atomic, write_jsonl_atomic
 from mmrpt.masking.samples import MaskedSample, write_samples
 from mmrpt.masking.select import caption_tau, select_by_label, select_by_score, select_random
 from mmrpt.report.gallery import masked_gallery
-from mmrpt.stages.common import require_splits
 from mmrpt.safety import empty_owned
+from mmrpt.stages.common import require_splits
 
 log = logging.getLogger(__name__)
 

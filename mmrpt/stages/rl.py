@@ -10,6 +10,9 @@ Steps and samples are equal across arms; compute is not: a GRPO step also genera
 rl.num_generations completions per sample and trains on all of them.
 Then held-out masked-span exact match on rl.eval_splits (the primary masks, the same for all
 arms). Writes models/rl/<arm>-<seed>, metrics/rl/<arm>-<seed>.json, plots/rl/<arm>-<seed>.csv.
+Runs in launch.num_processes processes (rl.batch_size stays the prompts per step over all of
+them); the evaluation runs on the main process, on the saved model, outside any DeepSpeed
+partitioning.
 """
 
 from __future__ import annotations
@@ -19,16 +22,24 @@ import logging
 import torch
 
 from mmrpt import tracking
+from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.data.records import read_manifest
-from mmrpt.io import fingerprint_dir, write_csv_atomic, write_json_atomic
+from mmrpt.io import write_csv_atomic, write_json_atomic
 from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import load_vlm
 from mmrpt.pretrain.warmup import CaptionDataset
 from mmrpt.rl.fillin import FillInDataset, fillin_exact_match
-from mmrpt.rl.grpo import grpo_dataset, make_grpo_trainer
-from mmrpt.stages.common import require_masks, run_seed
-from mmrpt.training import device, make_trainer, save_trained, seed_everything, train_resumable
+from mmrpt.rl.grpo import VLLMUnavailable, check_vllm, grpo_dataset, make_grpo_trainer
+from mmrpt.stages.common import checkpoint_dir, require_masks, run_seed, train_options
+from mmrpt.training import (
+    device,
+    make_trainer,
+    release_training,
+    save_trained,
+    seed_everything,
+    train_resumable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +47,11 @@ log = logging.getLogger(__name__)
 def run(ctx: StageContext) -> dict:
     p, rp = ctx.params, ctx.params.rl
     arm = p.arms[ctx.arm]
+    if rp.vllm and arm.objective == "grpo":
+        try:
+            check_vllm()
+        except VLLMUnavailable as e:
+            raise ParamsError(str(e)) from None
     seed = run_seed(ctx)
     seed_everything(seed)
     root, masks = ctx.dep("data"), ctx.dep("masks")
@@ -49,10 +65,11 @@ def run(ctx: StageContext) -> dict:
             f"no masked train samples left after the primer's "
             f"{p.primer.n_samples}: lower primer.n_samples"
         )
-    model, processor = load_vlm(ctx.dep("model"), dtype=torch.float32)
+    start = ctx.dep("model")
+    model, processor = load_vlm(start, dtype=torch.float32)
     model.to(device())
-    ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
-    bf16 = torch.cuda.is_available()
+    options = train_options(ctx)
+    ckpt = checkpoint_dir(ctx, options)
     lr = arm.lr if arm.lr is not None else rp.lr if arm.objective == "grpo" else rp.sft_lr
     common = dict(
         out_dir=ckpt,
@@ -66,8 +83,7 @@ def run(ctx: StageContext) -> dict:
         log_steps=5,
         seed=seed,
         callbacks=[tracking.StepLogger()],
-        deepspeed=rp.deepspeed,
-        bf16=bf16,
+        options=options,
     )
     with tracking.stage_run(ctx, run_id_file=tracking.resume_file(ckpt)):
         if arm.objective == "ntp":
@@ -102,33 +118,36 @@ def run(ctx: StageContext) -> dict:
                 save_steps=rp.save_steps,
                 seed=seed,
                 callbacks=[tracking.StepLogger()],
-                deepspeed=rp.deepspeed,
-                bf16=bf16,
+                options=options,
                 log_completions_steps=rp.log_completions_steps,
                 visual_model=rp.visual_model,
+                micro_batches=rp.micro_batches,
+                vllm=rp.vllm,
+                vllm_memory=rp.vllm_memory,
             )
         train_resumable(trainer, ckpt)
-        write_csv_atomic(
-            ctx.table_path("curve"),
-            [
-                {
-                    "step": h["step"],
-                    **{
-                        k: v
-                        for k, v in h.items()
-                        if isinstance(v, int | float) and k not in ("step", "epoch")
-                    },
-                }
-                for h in trainer.state.log_history
-                if "loss" in h or "reward" in h
-            ],
-            columns=["step", "loss"],
-        )
+        rows = trainer.rows_per_step()  # GRPO: rollouts
+        per_sample = rp.num_generations if arm.objective == "grpo" else 1
+        samples_per_step = rows / per_sample if rows is not None else None
+        curve = [
+            {
+                "step": h["step"],
+                **{
+                    k: v
+                    for k, v in h.items()
+                    if isinstance(v, int | float) and k not in ("step", "epoch")
+                },
+            }
+            for h in trainer.state.log_history
+            if "loss" in h or "reward" in h
+        ]
         processor.tokenizer.padding_side = "right"
-        out = save_trained(trainer, processor, ctx.out("model"))
+        out = save_trained(trainer, processor, ctx.out("model"), base=start)
+        del trainer, model
+        release_training()
         if out is None:  # not the main process of a multi-process run
             return {}
-        del trainer, model
+        write_csv_atomic(ctx.table_path("curve"), curve, columns=["step", "loss"])
         model, processor = load_vlm(out, dtype=torch.float32)  # evaluate what was saved
         model.to(device())
         metrics: dict = {
@@ -137,6 +156,7 @@ def run(ctx: StageContext) -> dict:
             "objective": arm.objective,
             "steps": rp.steps,
             "train_samples": len(samples),
+            "samples_per_step": samples_per_step,
         }
         for split in rp.eval_splits:
             held_out = read_samples(samples_path(masks, primary, split))[: rp.eval_samples]

@@ -1,41 +1,46 @@
-"""Stage `score`: per-sentence visual dependency of every caption.
+"""Stage `score` (one worker, ``--worker w`` of score.workers): per-sentence visual dependency
+of the worker's share of the captions; `score_merge` joins the workers' shards.
 
-Streams each split in shards of score.shard_size records; a finished shard is a parquet file
-(written to a temp name, then renamed), so a killed run resumes at the first missing shard.
+The corpus (score.splits) is cut in shards of score.shard_size records; worker w scores the
+shards mmrpt.scoring.shards assigns it, and each of its launch.num_processes processes a
+share of those. A finished shard is a parquet file (written to a temp name, then renamed) in
+the worker's folder, so a killed run resumes at the first missing shard; shards are kept
+when only the reporting params or the number of workers or processes change.
 Columns: split, sample_id, sentence, start, end, label, n_tokens, d_vis (the chosen layers),
 peak_start/peak_end (the most visually attended word), d_cf (counterfactual, if enabled).
-Diagnostics: per-layer AUROC on the diagnostic split (where layers are chosen) and on the
-report split, written to metrics/score.json with a histogram of D_vis by label.
+D_vis averages the (layer, head) pairs `score_heads` chose (its heads.json, an input).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from mmrpt import tracking
-from mmrpt.config import Params, ParamsError
+from mmrpt import distributed, tracking
+from mmrpt.config import Params
 from mmrpt.contract import StageContext
 from mmrpt.data.records import Record, read_manifest
 from mmrpt.images import open_rgb
-from mmrpt.io import fingerprint_dir, write_csv_atomic, write_json_atomic, write_parquet_atomic
+from mmrpt.io import write_json_atomic, write_parquet_atomic
 from mmrpt.modeling.loader import image_token_id, load_vlm
 from mmrpt.progress import bar
-from mmrpt.report.plots import head_heatmap, score_histogram
-from mmrpt.scoring.attention import capture, text_decoder_layers
-from mmrpt.scoring.layers import auroc, band_layers
+from mmrpt.scoring import shards as plan
+from mmrpt.scoring.attention import capture
 from mmrpt.scoring.sentences import attention_scores, counterfactual_scores, token_counts
-from mmrpt.stages.common import has_labels, require_splits
+from mmrpt.stages.common import require_splits, work_dir
 from mmrpt.training import device, seed_everything
 
 log = logging.getLogger(__name__)
 
 
-def _inputs(records: list[Record], root: Path):
+def record_inputs(records: list[Record], root: Path):
+    """The images, captions and sentence spans of ``records``."""
     images = [open_rgb(root / r.image) for r in records]
     spans = [[(s.start, s.end) for s in r.sentences] for r in records]
     return images, [r.caption for r in records], spans
@@ -52,7 +57,7 @@ def score_records(
 ) -> pd.DataFrame:
     """The score table rows of ``records``: D_vis over the chosen (layer, head) pairs."""
     sp = params.score
-    images, captions, spans = _inputs(records, root)
+    images, captions, spans = record_inputs(records, root)
     tid = image_token_id(model)
     att = []
     for i in range(0, len(records), sp.batch_size):
@@ -111,192 +116,61 @@ def score_records(
     return df
 
 
-def head_scores(model, processor, records, root, params: Params) -> tuple[np.ndarray, list]:
-    """Diagnostic pass over every (layer, head): sentence D_vis (layers, heads, sentences)
-    and the sentences' labels."""
-    sp = params.score
-    cfg = model.config.get_text_config()
-    n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
-    images, captions, spans = _inputs(records, root)
-    out = []
-    for i in range(0, len(records), sp.batch_size):
-        j = slice(i, i + sp.batch_size)
-        with capture(model, list(range(n_layers)), per_head=True) as cap:
-            out += [
-                a
-                for a, _ in attention_scores(
-                    model,
-                    processor,
-                    cap,
-                    images[j],
-                    captions[j],
-                    spans[j],
-                    params.warmup.prompt,
-                    image_token_id(model),
-                    sp.text_keys,
-                )
-            ]
-    labels = [s.label for r in records for s in r.sentences]
-    return np.concatenate(out, axis=1).reshape(n_layers, n_heads, -1), labels
-
-
-def check_heads(params: Params, n_layers: int, n_heads: int) -> None:
-    """score.layers / score.heads must index the loaded model: checked before any work (the
-    depth is only known once the model is, e.g. for model.path)."""
-    for key, given, n, what in (
-        ("score.layers", params.score.layers, n_layers, "layers"),
-        ("score.heads", params.score.heads, n_heads, "heads per layer"),
-    ):
-        if given is not None and (not given or not all(0 <= i < n for i in given)):
-            raise ParamsError(
-                f"{key}={given} out of range: the model has {n} {what} (indices 0..{n - 1})"
-            )
-
-
-def choose_heads(
-    params: Params,
-    n_layers: int,
-    n_heads: int,
-    dev_auroc: np.ndarray | None,
-    dev: tuple[np.ndarray, list] | None = None,
-) -> dict[int, list[int]]:
-    """The (layer, head) pairs D_vis averages. select=dev: the score.top_heads best heads by
-    dev AUROC, or (top_heads null) the k best, 1 <= k <= max_top_heads, whose averaged score
-    has the highest dev AUROC (``dev`` = the dev per-head scores and labels)."""
-    sp = params.score
-    if sp.select == "band":
-        layers = sp.layers if sp.layers is not None else band_layers(n_layers, sp.layer_band)
-        heads = sp.heads if sp.heads is not None else list(range(n_heads))
-        if max(layers) >= n_layers or max(heads) >= n_heads:
-            raise ValueError(
-                f"score.layers {layers} / score.heads {heads} out of range: the "
-                f"model has {n_layers} layers of {n_heads} heads"
-            )
-        return {layer: list(heads) for layer in layers}
-    order = np.argsort(-np.nan_to_num(dev_auroc, nan=-1).ravel(), kind="stable")
-    k = sp.top_heads
-    if k is None:
-        scores, labels = dev
-        flat = scores.reshape(n_layers * n_heads, -1)
-        combined = [
-            auroc(flat[order[:j]].mean(axis=0), labels)
-            for j in range(1, min(sp.max_top_heads, len(order)) + 1)
-        ]
-        k = int(np.nanargmax(combined)) + 1
-    order = order[:k]
-    chosen: dict[int, list[int]] = {}
-    for flat in sorted(order):
-        chosen.setdefault(int(flat // n_heads), []).append(int(flat % n_heads))
-    return chosen
-
-
-def check(root: Path, sp) -> list[str]:
-    """Before any compute: the splits exist, and select=dev has labels to choose heads by.
-    Returns the diagnostic/report splits that have ground-truth labels (AUROC is computed
-    there only)."""
-    require_splits(root, "score.splits", sp.splits)
-    require_splits(root, "score.diagnostic_split", [sp.diagnostic_split])
-    require_splits(root, "score.report_split", [sp.report_split])
-    labelled = [
-        s
-        for s in dict.fromkeys((sp.diagnostic_split, sp.report_split))
-        if s and has_labels(root, s)
-    ]
-    if sp.select == "dev" and sp.diagnostic_split not in labelled:
-        raise ParamsError(
-            f"score.select=dev chooses heads by AUROC against ground-truth labels and "
-            f"score.diagnostic_split={sp.diagnostic_split} has none: set score.select=band "
-            "(the paper's layer band, no labels needed)"
-        )
-    return labelled
-
-
 def run(ctx: StageContext) -> dict:
     params = ctx.params
     sp = params.score
+    worker, workers = ctx.worker, len(sp.workers)
+    rank, procs = distributed.rank(), distributed.world_size()
     seed_everything(params.seed)
     root = ctx.dep("data")
-    out = ctx.out("scores")
-    labelled = check(root, sp)
+    require_splits(root, "score.splits", sp.splits)  # before any compute
+    heads = {int(k): v for k, v in json.loads(ctx.dep("heads").read_text())["heads"].items()}
     model, processor = load_vlm(
         ctx.dep("model"), dtype=torch.float32, trust_remote_code=params.model.trust_remote_code
     )
     model.to(device()).eval()
-    cfg = model.config.get_text_config()
-    n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
-    if len(text_decoder_layers(model)) != n_layers:
-        raise ValueError("model config and decoder modules disagree on the layer count")
-    check_heads(params, n_layers, n_heads)
-    metrics: dict = {"n_layers": n_layers, "n_heads": n_heads}
     with tracking.stage_run(ctx):
-        diag = {}
-        for split in labelled:  # per-head AUROC needs labels
-            records = read_manifest(root / f"{split}.jsonl")[: sp.diagnostic_samples]
-            diag[split] = head_scores(model, processor, records, root, params)
-        dev_auroc = None
-        if sp.diagnostic_split in diag:
-            scores, labels = diag[sp.diagnostic_split]
-            dev_auroc = np.array(
-                [[auroc(scores[la, h], labels) for h in range(n_heads)] for la in range(n_layers)]
-            )
-        heads = choose_heads(params, n_layers, n_heads, dev_auroc, diag.get(sp.diagnostic_split))
-        metrics["heads"] = {str(k): v for k, v in heads.items()}
-        for split, (scores, labels) in diag.items():
-            prefix = "" if split == sp.report_split else f"{split}/"
-            for layer in range(n_layers):
-                metrics[f"{prefix}auroc_layer_{layer}"] = auroc(scores[layer].mean(0), labels)
-            band = band_layers(n_layers, sp.layer_band)
-            metrics[f"{prefix}auroc_paper_band"] = auroc(scores[band].mean((0, 1)), labels)
-            if split == sp.diagnostic_split:
-                heatmap = head_heatmap(dev_auroc, out / f"auroc_heads_{split}.png")
-                tracking.log_artifact(heatmap, "plots")
-
-        # finished shards survive a change of what is reported (the stage's resume_ignores)
-        shards = fingerprint_dir(out / "shards", ctx.fingerprint(metrics["heads"]))
-        frames = []
-        for split in sp.splits:
-            records = read_manifest(root / f"{split}.jsonl")
-            starts = range(0, len(records), sp.shard_size)
-            for k in bar(starts, desc=f"score {split}", unit="shard"):
-                path = shards / f"{split}-{sp.shard_size}-{k // sp.shard_size:05d}.parquet"
-                if not path.exists():
-                    df = score_records(
-                        model, processor, records[k : k + sp.shard_size], root, params, heads, split
-                    )
-                    write_parquet_atomic(path, df)
-                frames.append(pd.read_parquet(path))
-        table = pd.concat(frames, ignore_index=True)
-        write_parquet_atomic(out / "scores.parquet", table)
-
-        for split in labelled:
-            part = table[table.split == split]
-            if part.empty:
-                continue
-            prefix = "" if split == sp.report_split else f"{split}/"
-            labels = part.label.astype("float")
-            metrics[f"{prefix}auroc"] = auroc(part.d_vis, labels)
-            if sp.counterfactual:
-                metrics[f"{prefix}auroc_counterfactual"] = auroc(part.d_cf, labels)
-        metrics["n_sentences"] = len(table)
-        metrics["n_samples"] = int(table.sample_id.nunique())
-        tracking.log_metrics(metrics)
-        tracking.log_dict(metrics, "score_metrics.json")
-        shown = table[table.split == sp.report_split]
-        shown = shown if len(shown) else table  # the report split may not be scored
-        hist = score_histogram(shown, out / "d_vis_hist.png")
-        tracking.log_artifact(hist, "plots")
-    write_json_atomic(ctx.metrics_path(), metrics)
-    write_csv_atomic(
-        ctx.table_path("layers"),
-        [
-            {
-                "layer": layer,
-                "auroc_report": metrics.get(f"auroc_layer_{layer}"),
-                "auroc_dev": metrics.get(f"{sp.diagnostic_split}/auroc_layer_{layer}"),
-            }
-            for layer in range(n_layers)
-        ],
-        columns=["layer", "auroc_dev", "auroc_report"],
-    )
-    log.info("score: %s", {k: v for k, v in metrics.items() if "layer_" not in k})
+        # every worker's folder has the same fingerprint (their shards are interchangeable);
+        # the heads are an input (heads.json)
+        folder = work_dir(ctx.out("shards"), ctx.fingerprint(run=False))
+        manifests = {split: read_manifest(root / f"{split}.jsonl") for split in sp.splits}
+        corpus = plan.plan([(s, len(r)) for s, r in manifests.items()], sp.shard_size)
+        mine = plan.share(corpus, worker, workers, rank, procs)
+        t0, scored = time.perf_counter(), 0
+        for shard in bar(mine, desc=f"score worker {worker}.{rank}", unit="shard"):
+            path = folder / shard.name
+            if not path.exists():
+                records = manifests[shard.split][shard.start : shard.stop]
+                df = score_records(model, processor, records, root, params, heads, shard.split)
+                write_parquet_atomic(path, df)
+                scored += shard.stop - shard.start
+        seconds = time.perf_counter() - t0
+        distributed.barrier()
+        scored = distributed.all_sum(scored)
+        if not distributed.is_main():
+            return {}
+        owned = plan.share(corpus, worker, workers)
+        names = {s.name for s in owned}
+        listed = {s.name for s in corpus}
+        for stale in folder.glob("*.parquet"):  # shards of another division of the work
+            if stale.name in listed and stale.name not in names:  # (other splits' stay)
+                stale.unlink()
+        done = {
+            "worker": worker,
+            "num_workers": workers,
+            "num_shards": len(corpus),
+            "shards": {str(s.index): s.name for s in owned},
+        }
+        write_json_atomic(folder / plan.DONE, done)
+        metrics = {
+            "worker": worker,
+            "num_workers": workers,
+            "num_processes": procs,
+            "shards": len(owned),
+            "records": sum(s.stop - s.start for s in owned),
+            "records_scored": scored,
+        }
+        tracking.log_metrics(metrics | {"seconds": seconds})
+    write_json_atomic(ctx.table_path("worker"), metrics)
+    log.info("score worker %d: %s", worker, metrics)
     return metrics

@@ -1,6 +1,7 @@
 """Stage `sft`: the same supervised fine-tuning for every run (``--arm``, ``--seed``), starting
 from that run's rl output; writes models/sft/<run> and metrics/sft/<run>.json. The data are
-the world's train-split probes (embedded) or LLaVA-style conversations (sft.source=llava)."""
+the world's train-split probes (embedded) or LLaVA-style conversations (sft.source=llava).
+Runs in launch.num_processes processes; sft.batch_size is the global batch."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from mmrpt import tracking
 from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.finetune.vqa import llava_dataset, llava_rows, make_sft_trainer, probe_rows
-from mmrpt.io import fingerprint_dir, read_jsonl, write_json_atomic, write_jsonl_atomic
+from mmrpt.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from mmrpt.modeling.loader import CheckpointError, load_vlm
-from mmrpt.stages.common import run_seed, warn_untracked
+from mmrpt.stages.common import checkpoint_dir, run_seed, train_options, warn_untracked
 from mmrpt.training import (
     SaveAtSteps,
     device,
     last_loss,
+    release_training,
     save_trained,
     seed_everything,
     train_resumable,
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> dict:
-    p, sp = ctx.params, ctx.params.sft
+    sp = ctx.params.sft
     name, seed = ctx.run_name, run_seed(ctx)
     seed_everything(seed)
     start = ctx.dep("model")
@@ -72,7 +74,8 @@ def run(ctx: StageContext) -> dict:
         rows = llava_dataset(rows)
     model, processor = load_vlm(start, dtype=torch.float32)
     model.to(device())
-    ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
+    options = train_options(ctx)
+    ckpt = checkpoint_dir(ctx, options)
     with tracking.stage_run(ctx, run_id_file=tracking.resume_file(ckpt)):
         trainer = make_sft_trainer(
             model,
@@ -89,12 +92,14 @@ def run(ctx: StageContext) -> dict:
                 tracking.StepLogger(),
                 SaveAtSteps(sp.budgets, ctx.out("budgets"), processor),  # the budget curve
             ],
-            deepspeed=p.rl.deepspeed,
-            bf16=torch.cuda.is_available(),
+            options=options,
         )
         train_resumable(trainer, ckpt)
         metrics["final_loss"] = last_loss(trainer)
-        saved = save_trained(trainer, processor, out)
+        metrics["samples_per_step"] = trainer.rows_per_step()
+        saved = save_trained(trainer, processor, out, base=start)
+        del trainer, model
+        release_training()
         if saved is None:
             return {}  # not the main process of a multi-process run
         if refused is not None:  # beside the model: what of sft.inputs was not used, and why

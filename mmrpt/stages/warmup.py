@@ -5,6 +5,8 @@ fingerprint of what shaped them (the stage's declared params and its input files
 with the same fingerprint resumes from the last checkpoint (optimizer, scheduler and RNG state
 included) and continues the same MLflow run. With warmup.enabled false (a pretrained
 model.path), the output is a reference to model.path that later stages load through.
+Runs in launch.num_processes processes (mmrpt/launch.py); the vision-reliance check runs on
+the main process, on the saved model.
 """
 
 from __future__ import annotations
@@ -14,22 +16,23 @@ from pathlib import Path
 
 import torch
 
-from mmrpt import tracking
+from mmrpt import distributed, tracking
 from mmrpt.contract import StageContext
 from mmrpt.data import world
 from mmrpt.data.records import read_manifest
-from mmrpt.io import fingerprint_dir, write_csv_atomic, write_json_atomic
+from mmrpt.io import write_csv_atomic, write_json_atomic
 from mmrpt.masking.samples import fillin_target
 from mmrpt.modeling.loader import load_vlm, write_model_ref
 from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 from mmrpt.pretrain.warmup import CaptionDataset, vision_reliance
-from mmrpt.stages.common import require_splits
 from mmrpt.safety import fresh_dir, replace_dir
+from mmrpt.stages.common import checkpoint_dir, require_splits, train_options
 from mmrpt.training import (
     device,
     last_loss,
     make_trainer,
-    save_model_atomic,
+    release_training,
+    save_trained,
     seed_everything,
     train_resumable,
 )
@@ -42,7 +45,7 @@ def base_model_path(ctx: StageContext, ckpt: Path, train_records) -> str:
     if p.model.path is not None:
         return p.model.path
     init = ckpt / "init"
-    if not (init / "model.safetensors").exists():
+    if distributed.is_main() and not (init / "model.safetensors").exists():
         spec = TinySpec(**p.model.tiny.model_dump(), image_size=p.data.image_size)
         # the fill-in format of later stages too, so its tags and placeholders are tokens
         fmt = [p.mask.instruction, fillin_target(["a", "b", "c"]), "[1] [2] [3] [4]"]
@@ -50,6 +53,7 @@ def base_model_path(ctx: StageContext, ckpt: Path, train_records) -> str:
         tmp = fresh_dir(ckpt / "init.tmp")
         build_tiny_vlm(texts, spec, tmp, seed=p.seed)
         replace_dir(tmp, init)
+    distributed.barrier()  # the other processes load what the main one built
     return str(init)
 
 
@@ -70,7 +74,8 @@ def run(ctx: StageContext) -> dict:
     require_splits(root, "data.inputs", ["train"])
     require_splits(root, "warmup.eval_split", [w.eval_split])
     train = read_manifest(root / "train.jsonl")
-    ckpt = fingerprint_dir(ctx.out("checkpoints"), ctx.fingerprint())
+    options = train_options(ctx)
+    ckpt = checkpoint_dir(ctx, options)
     base = base_model_path(ctx, ckpt, train)
     model, processor = load_vlm(
         base,
@@ -96,11 +101,24 @@ def run(ctx: StageContext) -> dict:
             log_steps=w.log_steps,
             seed=p.seed,
             callbacks=[tracking.StepLogger()],
+            options=options,
         )
         train_resumable(trainer, ckpt)
-        out = save_model_atomic(model, processor, ctx.out("model"))
-
-        metrics: dict = {"steps": trainer.state.global_step, "final_train_loss": last_loss(trainer)}
+        metrics: dict = {
+            "steps": trainer.state.global_step,
+            "final_train_loss": last_loss(trainer),
+            "samples_per_step": trainer.rows_per_step(),
+        }
+        history = [
+            {"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h
+        ]
+        out = save_trained(trainer, processor, ctx.out("model"), base=base)
+        del trainer, model
+        release_training()
+        if out is None:  # not the main process of a multi-process run
+            return {}
+        model, processor = load_vlm(out, dtype=torch.float32)  # check what was saved
+        model.to(device())
         if w.eval_split is not None:
             held_out = read_manifest(root / f"{w.eval_split}.jsonl")[: w.eval_samples]
             metrics |= vision_reliance(model, processor, held_out, root, w.prompt)
@@ -109,9 +127,6 @@ def run(ctx: StageContext) -> dict:
         tracking.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
         tracking.log_model(out, "warmup")
     write_json_atomic(ctx.metrics_path(), metrics)
-    history = [
-        {"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h
-    ]
     write_csv_atomic(ctx.table_path("loss"), history, columns=["step", "loss"])
     log.info("warmup: %s", metrics)
     return metrics

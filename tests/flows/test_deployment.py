@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from mmrpt.config import DEFAULT_ARMS
-from mmrpt.pipeline import NAMES, PER_RUN
+from mmrpt.pipeline import NAMES, PER_RUN, PER_WORKER, stage
 from tests.conftest import copy_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +96,9 @@ def test_prefect_deployment_run(tmp_path: Path):
                 time.sleep(1)
         prefect(["work-pool", "create", "mmrpt-cpu", "--type", "process"], env)
         prefect(["--no-prompt", "deploy", "--name", "embedded"], env)
+        # the deployment stores no path of this machine: the worker finds its checkout
+        stored = prefect(["deployment", "inspect", "mmrpt-pipeline/embedded"], env)
+        assert "pull_steps" in stored and str(ROOT) not in stored
         worker = start(
             [str(BIN / "prefect"), "worker", "start", "--pool", "mmrpt-cpu"],
             env,
@@ -123,11 +126,13 @@ def test_prefect_deployment_run(tmp_path: Path):
         stop(server)
     assert server.poll() is not None and (worker is None or worker.poll() is not None)
 
-    for stage in NAMES:
-        if stage in PER_RUN:  # one metrics file per run: every arm ran
-            assert len(list((work / "metrics" / stage).glob("*-0.json"))) == 4, stage
+    for name in NAMES:
+        if name in PER_RUN:  # one metrics file per run: every arm ran
+            assert len(list((work / "metrics" / name).glob("*-0.json"))) == 4, name
+        elif name in PER_WORKER:
+            assert (work / "metrics" / name / "0.json").exists(), name
         else:
-            assert (work / "metrics" / f"{stage}.json").exists()
+            assert (work / stage(name).metrics["metrics"]).exists(), name
     assert json.loads((work / "metrics/warmup.json").read_text())["steps"] == 10
     assert (work / "data/masked/attention/train.jsonl").exists()
     # the flow ran the DVC stages: the workspace is as `dvc repro` leaves it
@@ -145,6 +150,7 @@ def test_prefect_deployment_run(tmp_path: Path):
         if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id
     }
     assert children == (
-        {s for s in NAMES if s not in PER_RUN}
+        {s for s in NAMES if s not in PER_RUN + PER_WORKER}
+        | {f"{s}/0" for s in PER_WORKER}
         | {f"{s}/{a}-0" for s in PER_RUN for a in DEFAULT_ARMS}
     )

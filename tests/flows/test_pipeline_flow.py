@@ -45,20 +45,34 @@ def nested_stage_runs(tracking_uri: str) -> tuple[list, list]:
 
 @pytest.mark.slow
 def test_flow_runs_the_dvc_stages(harness, tmp_path: Path):
-    """One arm's chain (the deployment test in test_deployment.py runs them all)."""
+    """One arm's chain (the deployment test in test_deployment.py runs them all), from a
+    params file, with scoring split over two workers (two DVC stages, run concurrently)."""
     repo = copy_repo(tmp_path / "repo")
+    profile = yaml.safe_load((repo / "params.yaml").read_text())
+    profile["eval"]["limit"] = 10
+    (repo / "profile.yaml").write_text(yaml.safe_dump(profile))
     target = "eval@ntp-0"
     results = pipeline(
-        stages=[target], workdir=str(repo), overrides={"warmup.max_steps": 10}, seed=1
+        stages=[target],
+        workdir=str(repo),
+        params_file="profile.yaml",
+        overrides={"warmup.max_steps": 10},
+        seed=1,
+        score_workers=2,
+        max_parallel=2,
     )
-    chain = ["data", "warmup", "score", "mask", "primer", "rl@ntp-0", "sft@ntp-0", target]
-    assert list(results) == chain
+    chain = ["data", "warmup", "score_heads", "score@0", "score@1", "score_merge", "mask"]
+    chain += ["primer"]
+    chain += ["rl@ntp-0", "sft@ntp-0", target]
+    assert sorted(results) == sorted(chain) and list(results)[-6:] == chain[-6:]
     # the workspace is as `dvc repro eval@ntp-0` leaves it: dvc.lock records what ran
     assert "up to date" in dvc(["status", "--with-deps", target], repo)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == set(chain)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["seed"] == 1 and params["warmup"]["max_steps"] == 10
+    assert params["eval"]["limit"] == 10 and params["score"]["workers"] == [0, 1]
+    assert results["score@1"]["worker"] == 1 and results["score_merge"]["n_sentences"] > 0
     assert json.loads((repo / "metrics/warmup.json").read_text())["steps"] == 10
     assert results["rl@ntp-0"]["arm"] == "ntp" and "zero_shot/lmeval/iid/acc" in results[target]
     with get_client(sync_client=True) as client:
@@ -123,7 +137,7 @@ def test_bad_input_fails_once_with_its_reason(harness, tmp_path: Path):
     repo = copy_repo(tmp_path / "repo")
     with pytest.raises(StageFailed, match="score.layers") as err:
         pipeline(
-            stages=["score"],
+            stages=["score_heads"],
             workdir=str(repo),
             overrides={"warmup.max_steps": 5, "score.select": "band", "score.layers": [9]},
         )

@@ -1,6 +1,7 @@
 """Fixtures of the fault-injection suite.
 
-`scored_template` is one tiny project run through data, warmup (10 steps) and score, built
+`scored_template` is one tiny project run through data, warmup (10 steps) and score (one
+worker, merged), built
 once per session (~15 s): it is the uninterrupted reference run of the resume and determinism
 tests. `warmed_project` is a private copy of it (outputs of data and warmup only, no MLflow
 store) for tests that inject faults.
@@ -21,7 +22,7 @@ from tests.tiny_params import TINY
 
 PARAMS = copy.deepcopy(TINY)
 PARAMS["warmup"]["max_steps"] = 10  # in params.yaml, so every later stage sees the same value
-STAGES = (["data"], ["warmup"], ["score"])
+STAGES = (["data"], ["warmup"], ["score_heads"], ["score", "--worker", "0"], ["score_merge"])
 
 
 def run_stages(root: Path, stages=STAGES) -> Path:

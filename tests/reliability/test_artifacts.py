@@ -120,7 +120,7 @@ def test_deepspeed_resume_never_unpickles_a_changed_checkpoint(primed_project: P
         "MASTER_PORT": port,
     }
     cfg = ROOT / "mmrpt/rl/deepspeed/zero2.json"
-    args = ["rl", "--arm", "mmrpt", "--seed", "0", "-S", f"rl.deepspeed={cfg}"]
+    args = ["rl", "--arm", "mmrpt", "--seed", "0", "-S", f"launch.deepspeed={cfg}"]
 
     def rl() -> str:
         proc = subprocess.run(

@@ -27,7 +27,19 @@ CONTRADICTIONS = [  # (overrides, text the error must contain: the key)
     (["rl.num_generations=1"], "rl.num_generations"),
     (["rl.reward_weights={exact: 0, format: 0}"], "rl.reward_weights"),
     (["rl.reward_weights={exakt: 1.0}"], "rl.reward_weights"),
-    (["rl.deepspeed=no/such/zero2.json"], "rl.deepspeed"),
+    (["launch.deepspeed=no/such/zero2.json"], "launch.deepspeed"),
+    # batch params are global batches: each of launch.num_processes takes an equal share
+    (["launch.num_processes=3"], "warmup.batch_size=8 is a global batch"),
+    (["launch.num_processes=2", "sft.batch_size=5"], "sft.batch_size=5"),
+    (["launch.num_processes=2", "rl.batch_size=3"], "rl.batch_size=3"),  # ntp, sft arms
+    (  # grpo arms only: the rollouts must divide, not the prompts
+        ["arms={mmrpt: {objective: grpo}}", "launch.num_processes=4", "rl.batch_size=3"],
+        "rl.batch_size x rl.num_generations = 6 rollouts per step must be divisible by "
+        "launch.num_processes x rl.micro_batches = 4 x 1",
+    ),
+    (["rl.micro_batches=3"], "launch.num_processes x rl.micro_batches = 1 x 3"),
+    (["score.workers=[1]"], "score.workers"),
+    (["launch.lora.target_modules=[]"], "launch.lora.target_modules"),
     (["data.source=jsonl", "data.inputs={test_iid: x.jsonl}"], "data.inputs"),
     (["data.inputs={train: x.jsonl}"], "data.inputs"),  # inputs with the synthetic source
     (["warmup.enabled=false"], "warmup.enabled"),  # the tiny model must be warmed up
@@ -63,7 +75,8 @@ def test_layer_and_head_indices_beyond_the_model_fail_before_scoring(warmed_proj
         ("score.layers=[]", "score.layers=[] out of range"),
         ("score.heads=[1, 2]", "score.heads=[1, 2] out of range"),
     ):
-        assert main(["score", "-S", "score.select=band", "-S", setting]) == 2, setting
+        args = ["score_heads", "-S", "score.select=band", "-S", setting]
+        assert main(args) == 2, setting
         assert message in capsys.readouterr().err
         assert not (warmed_project / "data/scores").exists()
         assert not (warmed_project / "metrics/score.json").exists()

@@ -25,14 +25,14 @@ from mmrpt.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-6  # absolute, on the float score columns and the AUROC metrics
 
-# `python -c KILL_AT_SHARD score`: the score stage, SIGKILLed by itself at a chosen point:
+# `python -c KILL_AT_SHARD score --worker 0`: the score stage, SIGKILLed by itself at a chosen point:
 # after KILL_AT shards were renamed into place, with the next shard's temp file on disk.
 KILL_AT_SHARD = """
 import os, signal, sys
 from pathlib import Path
 _replace, renamed = os.replace, []
 def replace(src, dst):
-    if Path(dst).parent.name == "shards":
+    if Path(dst).parent.parent.name == "workers" and str(dst).endswith(".parquet"):
         if len(renamed) == int(os.environ["KILL_AT"]):
             os.kill(os.getpid(), signal.SIGKILL)
         renamed.append(dst)
@@ -76,8 +76,9 @@ def test_score_killed_mid_shard_resumes_and_matches_uninterrupted(
     warmed_project: Path, scored_template: Path
 ):
     p = warmed_project
-    killed(KILL_AT_SHARD, ["score"], p, KILL_AT="3")
-    shards = p / "data/scores/shards"
+    assert main(["score_heads"]) == 0
+    killed(KILL_AT_SHARD, ["score", "--worker", "0"], p, KILL_AT="3")
+    shards = p / "data/scores/workers/0"
     done = sorted(shards.glob("*.parquet"))
     assert [f.name for f in done] == [f"train-20-0000{i}.parquet" for i in range(3)]
     assert [f.name for f in tmp_files(p)] == [
@@ -87,7 +88,7 @@ def test_score_killed_mid_shard_resumes_and_matches_uninterrupted(
     assert not (p / "metrics/score.json").exists()
     stamps = {f: f.stat().st_mtime_ns for f in done}
 
-    assert main(["score"]) == 0
+    assert main(["score", "--worker", "0"]) == 0 and main(["score_merge"]) == 0
     assert {f: f.stat().st_mtime_ns for f in done} == stamps  # finished shards were reused
     assert len(list(shards.glob("*.parquet"))) == 7 and not tmp_files(p)
     got = pd.read_parquet(p / "data/scores/scores.parquet")

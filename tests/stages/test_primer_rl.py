@@ -1,7 +1,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ def test_primer_then_every_arm(primed_project: Path):
     for arm in DEFAULT_ARMS:
         run = json.loads((p / f"metrics/rl/{arm}-0.json").read_text())
         assert run["steps"] == 4 and 0.0 <= run["exact_match"] <= 1.0
+        assert run["samples_per_step"] == 4  # rl.batch_size (GRPO: 8 rollouts of 4 prompts)
     # rewards were logged per term for the GRPO arms
     mlflow.set_tracking_uri(f"sqlite:///{p / 'mlruns/mlflow.db'}")
     runs = [
@@ -87,23 +87,3 @@ def test_rl_kill_and_resume(primed_project: Path):
     b = load_file(p / "models/rl/mmrpt-0/model.safetensors")
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff < 1e-5, f"resumed run differs from uninterrupted by {diff}"
-
-
-@pytest.mark.slow
-def test_rl_through_deepspeed_on_cpu(primed_project: Path):
-    """The GPU path cannot rot: the rl stage under DeepSpeed ZeRO-2, one CPU process."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    env = _env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    cfg = ROOT / "mmrpt/rl/deepspeed/zero2.json"
-    proc = _mmrpt(
-        ["rl", "--arm", "mmrpt", "--seed", "0", "-S", f"rl.deepspeed={cfg}"], primed_project, env
-    )
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-5000:]
-    assert "DeepSpeed" in out or "deepspeed" in out
-    before = load_file(primed_project / "models/primer/model.safetensors")
-    after = load_file(primed_project / "models/rl/mmrpt-0/model.safetensors")
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert json.loads((primed_project / "metrics/rl/mmrpt-0.json").read_text())["steps"] == 4

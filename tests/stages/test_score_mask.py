@@ -9,7 +9,8 @@ from mmrpt.cli import main
 def test_score_then_mask(tiny_project: Path):
     assert main(["data"]) == 0
     assert main(["warmup", "-S", "warmup.max_steps=10"]) == 0
-    assert main(["score"]) == 0
+    assert main(["score_heads"]) == 0
+    assert main(["score", "--worker", "0"]) == 0 and main(["score_merge"]) == 0
     table = pd.read_parquet(tiny_project / "data/scores/scores.parquet")
     n_sentences = json.loads((tiny_project / "metrics/data.json").read_text())
     assert len(table) == sum(
@@ -24,16 +25,17 @@ def test_score_then_mask(tiny_project: Path):
     assert 1 <= sum(len(h) for h in metrics["heads"].values()) <= 8  # k chosen on dev
 
     # resume: a finished shard is reused, not recomputed
-    shards = sorted((tiny_project / "data/scores/shards").glob("train-*.parquet"))
+    shards = sorted((tiny_project / "data/scores/workers/0").glob("train-*.parquet"))
     assert len(shards) == 4  # 64 records / shard_size 20
     stamp = shards[0].stat().st_mtime_ns
     shards[-1].unlink()
-    assert main(["score"]) == 0
+    assert main(["score", "--worker", "0"]) == 0 and main(["score_merge"]) == 0
     assert shards[0].stat().st_mtime_ns == stamp and shards[-1].exists()
     again = pd.read_parquet(tiny_project / "data/scores/scores.parquet")
     pd.testing.assert_frame_equal(again, table)
 
-    assert main(["score", "-S", "score.counterfactual_train=true"]) == 0
+    cf = ["-S", "score.counterfactual_train=true"]
+    assert main(["score", "--worker", "0", *cf]) == 0 and main(["score_merge", *cf]) == 0
     assert (
         main(
             [
@@ -71,7 +73,7 @@ def test_choose_heads_picks_k_on_dev():
 
     from mmrpt.config import Params
     from mmrpt.scoring.layers import auroc
-    from mmrpt.stages.score import choose_heads
+    from mmrpt.stages.score_heads import choose_heads
 
     rng = np.random.default_rng(0)
     labels = [0, 1] * 100

@@ -21,6 +21,7 @@ def test_sft_trains_the_run_it_names(primed_project: Path, capsys):
     assert sum(not torch.equal(before[k], after[k]) for k in before) > 0
     m = json.loads((p / "metrics/sft/masked_sft-0.json").read_text())
     assert m["steps"] == 4 and m["n_rows"] == 16 and m["final_loss"] > 0
+    assert m["samples_per_step"] == 4  # sft.batch_size
 
 
 def test_llava_rows_count_every_refusal(tmp_path: Path):
