@@ -174,8 +174,8 @@ def case_deepspeed_pickle(p: Project) -> str:
         port = s.getsockname()[1]
     os.environ |= dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
     os.environ["MASTER_PORT"] = str(port)
-    cfg = p.checkout / "mmrpt/rl/deepspeed/zero2.json"
-    args = ["rl", "--arm", "mmrpt", "--seed", "0", "-S", f"rl.deepspeed={cfg}"]
+    cfg = p.checkout / "mmrpt/deepspeed/zero2.json"
+    args = ["rl", "--arm", "mmrpt", "--seed", "0", "-S", f"launch.deepspeed={cfg}"]
     code, text = p.run(*args)
     assert code == 0, text[-2000:]
     states = p.root / "checkpoints/rl/mmrpt-0/checkpoint-4/global_step4/mp_rank_00_model_states.pt"

@@ -119,7 +119,7 @@ def test_deepspeed_resume_never_unpickles_a_changed_checkpoint(primed_project: P
         **dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1"),
         "MASTER_PORT": port,
     }
-    cfg = ROOT / "mmrpt/rl/deepspeed/zero2.json"
+    cfg = ROOT / "mmrpt/deepspeed/zero2.json"
     args = ["rl", "--arm", "mmrpt", "--seed", "0", "-S", f"launch.deepspeed={cfg}"]
 
     def rl() -> str:
