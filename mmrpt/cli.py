@@ -259,9 +259,12 @@ def run_stage(
     )
     t0 = time.perf_counter()
     try:
+        module = importlib.import_module(f"mmrpt.stages.{name}")
+        if hasattr(module, "preflight"):  # params checks that need no input but the data
+            module.preflight(ctx)
         with prepared(ctx):
             tracking.check_store(params)
-            result = importlib.import_module(f"mmrpt.stages.{name}").run(ctx)
+            result = module.run(ctx)
         distributed.barrier()  # the other processes end with the main one, not before it
         log.info("stage %s done in %.0f s (%d of %d)", label, time.perf_counter() - t0, k, n)
         return result

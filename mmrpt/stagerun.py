@@ -58,9 +58,12 @@ def _producer(ctx: StageContext, path: Path) -> str | None:
                 item = ctx.item if s.per_run and ctx.stage.per_run else None
                 if s.per_run and item is None:
                     item = {"arm": "<arm>", "seed": "<seed>"}
+                if s.workers:
+                    item = {"worker": "<w>"}
                 p = Path(os.path.abspath(resolve(template, ctx.full, item)))
-                if p == target or target in p.parents:
+                if p == target or target in p.parents or Path(target, "<w>") == p:
                     run = f" --arm {item['arm']} --seed {item['seed']}" if s.per_run else ""
+                    run = " --worker <w> (each of score.workers)" if s.workers else run
                     return f"python -m mmrpt {s.name}{run}"
     return None
 
@@ -151,17 +154,36 @@ def prepared(ctx: StageContext) -> Iterator[None]:
         raise
 
 
+def is_file_output(template: str) -> bool:
+    """A declared output that is one file (``heads.json``, ``<run>.parquet``), not a folder."""
+    return Path(template).suffix in (".json", ".parquet", ".csv", ".jsonl")
+
+
 @contextlib.contextmanager
 def _locked_and_claimed(ctx: StageContext) -> Iterator[None]:
     with output_locks(ctx):
-        made = [ctx.out(name) for name in ctx.stage.outs if not ctx.out(name).exists()]
-        for name, template in ctx.stage.outs.items():
+        folders = {n: t for n, t in ctx.stage.outs.items() if not is_file_output(t)}
+        made = {}  # new folder -> the highest folder this run created for it
+        for name in folders:
+            path = Path(os.path.abspath(ctx.out(name)))
+            top = path
+            while not top.parent.exists():
+                top = top.parent
+            if not path.exists():
+                made[path] = top
+        for name, template in folders.items():
             claim(ctx.out(name), _param_key(template))
+        for name in ctx.stage.outs.keys() - folders.keys():  # written atomically, in place
+            ctx.out(name).parent.mkdir(parents=True, exist_ok=True)
         try:
             yield
         except BaseException:  # a run that fails early leaves no new (empty) output folder
-            for folder in made:
-                if [f.name for f in folder.iterdir()] == [MARKER]:
+            for folder, top in made.items():
+                if folder.is_dir() and [f.name for f in folder.iterdir()] == [MARKER]:
                     (folder / MARKER).unlink()
-                    folder.rmdir()
+                    while True:  # and the empty folders above it that this run made
+                        folder.rmdir()
+                        if folder == top or any(folder.parent.iterdir()):
+                            break
+                        folder = folder.parent
             raise

@@ -291,6 +291,7 @@ def save_trained(
     trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
         return None
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: never part of a model
     if (tmp / "adapter_config.json").exists():
         if base is None:
             raise ValueError("save_trained: LoRA adapters need the base model to merge into")

@@ -120,4 +120,6 @@ def test_only_rank_zero_talks_to_mlflow(tiny_project: Path, monkeypatch):
     with tracking.stage_run(context("warmup", params)) as run_id:
         tracking.log_metrics({"x": 1.0})
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert [r.info.run_id for r in runs] == [run_id]
+    stages = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # under the pipeline run
+    assert [r.info.run_id for r in stages] == [run_id]
+    assert len(runs) == 2  # and the pipeline run itself

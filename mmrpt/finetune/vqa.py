@@ -155,7 +155,9 @@ def _image_paths(item: dict, root: Path, max_pixels: int) -> list[str]:
         try:
             with Image.open(p) as im:  # the header only: decoded when a batch is built
                 width, height = im.size
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+        except Image.DecompressionBombError:  # PIL's own limit, from the header
+            raise ValueError("unreadable image: image too large") from None
+        except (OSError, ValueError) as e:
             raise ValueError(f"unreadable image: {type(e).__name__}") from None
         if width * height > max_pixels:
             raise ValueError("unreadable image: image too large")

@@ -44,14 +44,18 @@ from mmrpt.training import (
 log = logging.getLogger(__name__)
 
 
-def run(ctx: StageContext) -> dict:
-    p, rp = ctx.params, ctx.params.rl
-    arm = p.arms[ctx.arm]
-    if rp.vllm and arm.objective == "grpo":
+def preflight(ctx: StageContext) -> None:
+    """Before the inputs are checked: vLLM rollouts need CUDA and vllm."""
+    if ctx.params.rl.vllm and ctx.params.arms[ctx.arm].objective == "grpo":
         try:
             check_vllm()
         except VLLMUnavailable as e:
             raise ParamsError(str(e)) from None
+
+
+def run(ctx: StageContext) -> dict:
+    p, rp = ctx.params, ctx.params.rl
+    arm = p.arms[ctx.arm]
     seed = run_seed(ctx)
     seed_everything(seed)
     root, masks = ctx.dep("data"), ctx.dep("masks")

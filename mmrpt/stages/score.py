@@ -116,6 +116,10 @@ def score_records(
     return df
 
 
+def preflight(ctx: StageContext) -> None:
+    require_splits(ctx.dep("data"), "score.splits", ctx.params.score.splits)
+
+
 def run(ctx: StageContext) -> dict:
     params = ctx.params
     sp = params.score

@@ -171,6 +171,10 @@ def diagnostics(
     return {"heads": metrics["heads"], "metrics": metrics, "head_auroc": head_auroc}
 
 
+def preflight(ctx: StageContext) -> None:
+    check(ctx.dep("data"), ctx.params.score)  # before the model is even looked for
+
+
 def run(ctx: StageContext) -> dict:
     params = ctx.params
     labelled = check(ctx.dep("data"), params.score)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.io import write_csv_atomic, write_json_atomic, write_parquet_atomic
 from mmrpt.report.plots import head_heatmap, score_histogram
+from mmrpt.safety import empty_owned
 from mmrpt.scoring.layers import auroc
 from mmrpt.scoring.shards import DONE
 
@@ -67,9 +67,7 @@ def run(ctx: StageContext) -> dict:
     table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     diag = json.loads(ctx.dep("heads").read_text())  # score_heads' diagnostics
     metrics: dict = dict(diag["metrics"])
-    plots = ctx.out("plots")
-    shutil.rmtree(plots, ignore_errors=True)
-    plots.mkdir(parents=True)
+    plots = empty_owned(ctx.out("plots"))
     with tracking.stage_run(ctx):
         write_parquet_atomic(ctx.out("scores"), table)
         if diag["head_auroc"] is not None:

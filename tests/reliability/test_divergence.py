@@ -112,7 +112,7 @@ def _poison(model_dir: Path) -> None:
 def test_no_stage_takes_a_nan_model_as_input(warmed_project: Path, capsys):
     p = warmed_project
     _poison(p / "models/warmup")
-    assert main(["score"]) == 2
+    assert main(["score_heads"]) == 2
     err = capsys.readouterr().err
     assert "non-finite weights (NaN or inf)" in err and "models/warmup" in err
     assert not (p / "data/scores/scores.parquet").exists()

@@ -30,6 +30,7 @@ import pytest
 
 from mmrpt import checkpoints
 from mmrpt.cli import main
+from mmrpt.tracking import resume_file
 from tests.reliability.conftest import error_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,20 +80,20 @@ def test_a_missing_input_is_one_line_naming_the_command_that_makes_it(warmed_pro
 
 def test_a_store_that_cannot_be_written_is_one_line_naming_it(warmed_project: Path, capsys):
     uri = "sqlite:///params.yaml/mlflow.db"  # under a file: cannot be created
-    assert main(["score", "-S", f"tracking.tracking_uri={uri}"]) == 2
+    assert main(["score_heads", "-S", f"tracking.tracking_uri={uri}"]) == 2
     line = _one_line(capsys)
-    assert line.startswith(f"mmrpt: score: MLflow store {uri} cannot be written: ")
+    assert line.startswith(f"mmrpt: score_heads: MLflow store {uri} cannot be written: ")
     assert not (warmed_project / "data/scores/scores.parquet").exists()
     (warmed_project / "mlruns").mkdir()
     (warmed_project / "mlruns/mlflow.db").write_bytes(b"not a database\n" * 100)
-    assert main(["score"]) == 2
+    assert main(["score_heads"]) == 2
     assert "MLflow store sqlite:///mlruns/mlflow.db cannot be written: file is not a database" in (
         _one_line(capsys)
     )
 
 
 def test_a_read_only_store_is_one_line_naming_it(warmed_project: Path, capsys):
-    assert main(["score", "-S", "score.splits=[dev, test_iid]"]) == 0  # the store exists
+    assert main(["score_heads", "-S", "score.splits=[dev, test_iid]"]) == 0  # the store exists
     db = warmed_project / "mlruns/mlflow.db"
     if os.geteuid() == 0:  # root writes read-only files: make it immutable instead
         if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
@@ -101,10 +102,10 @@ def test_a_read_only_store_is_one_line_naming_it(warmed_project: Path, capsys):
         db.chmod(0o444)
         db.parent.chmod(0o555)
     try:
-        assert main(["score", "-S", "score.splits=[dev, test_iid]"]) == 2
+        assert main(["score_heads", "-S", "score.splits=[dev, test_iid]"]) == 2
         line = _one_line(capsys)  # sqlite: "attempt to write a readonly database" (chmod)
         assert line.startswith(  # or "disk I/O error" (chattr +i: no journal either)
-            "mmrpt: score: MLflow store sqlite:///mlruns/mlflow.db cannot be written: "
+            "mmrpt: score_heads: MLflow store sqlite:///mlruns/mlflow.db cannot be written: "
         )
     finally:
         if os.geteuid() == 0:
@@ -125,8 +126,9 @@ def test_a_store_deleted_while_the_stage_runs_is_reported(
         shutil.rmtree(warmed_project / "mlruns", ignore_errors=True)
         return scores(*args, **kwargs)
 
+    assert main(["score_heads"]) == 0
     monkeypatch.setattr(score, "score_records", delete_the_store)
-    assert main(["score", "-S", "score.splits=[dev, test_iid]"]) == 2
+    assert main(["score", "--worker", "0", "-S", "score.splits=[dev, test_iid]"]) == 2
     line = _one_line(capsys)
     assert line.startswith("mmrpt: score: MLflow store sqlite:///mlruns/mlflow.db ")
     assert "deleted" in line and "while the stage ran" in line
@@ -170,7 +172,7 @@ def test_sigterm_stops_training_cleanly_and_the_rerun_resumes(warmed_project: Pa
     stopped = int(saved[0].name.split("-")[1])
     assert 10 <= stopped < 40
     (run,) = [r for r in _runs(p) if r.info.run_name == "warmup" and r.info.status == "KILLED"]
-    assert (ckpt / "mlflow_run_id.txt").read_text() == run.info.run_id
+    assert resume_file(ckpt).read_text() == run.info.run_id
 
     rerun = _mmrpt(p, "warmup", *STEPS)
     out, _ = rerun.communicate(timeout=300)
@@ -204,13 +206,13 @@ def test_curves_after_a_resume_equal_an_uninterrupted_run(warmed_project: Path):
     p = warmed_project
     out = ["-S", "warmup.checkpoint_dir=ref_ck", "-S", "warmup.out_dir=ref_model"]
     assert main(["warmup", *STEPS, *out]) == 0
-    reference = _history(p, (p / "ref_ck/mlflow_run_id.txt").read_text())
+    reference = _history(p, resume_file(p / "ref_ck").read_text())
     assert [s for s, _ in reference] == list(range(5, 41, 5))
 
     proc = _mmrpt(p, "warmup", *STEPS, code=KILL_AFTER_LOGGING_15)
     text, _ = proc.communicate(timeout=300)
     assert proc.returncode == -9, text[-3000:]
-    run_id = (p / "checkpoints/warmup/mlflow_run_id.txt").read_text()
+    run_id = resume_file(p / "checkpoints/warmup").read_text()
     assert [s for s, _ in _history(p, run_id)] == [5, 10, 15]  # 15 is past checkpoint-10
     assert main(["warmup", *STEPS]) == 0
     resumed = _history(p, run_id)

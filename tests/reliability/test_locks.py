@@ -61,7 +61,7 @@ def test_a_second_run_on_a_busy_output_refuses_and_names_the_holder(warmed_proje
         assert f"is being written by mmrpt warmup (pid {holder.pid} on" in line
         assert (p / "models/warmup/model.safetensors").read_bytes() == before  # untouched
         # another stage with other outputs is not held up
-        assert main(["score"]) == 0
+        assert main(["score_heads"]) == 0
     finally:
         holder.kill()
         holder.wait()

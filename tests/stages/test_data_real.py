@@ -60,6 +60,8 @@ def test_missing_real_inputs_and_splits_fail_before_work_naming_the_param(
     assert main(["data"]) == 0  # the world: train, dev, test_iid, test_counter
     assert main(["warmup", "-S", "warmup.eval_split=val"]) == 2
     assert "warmup.eval_split: split(s) ['val'] not in the data" in capsys.readouterr().err
-    assert main(["score", "-S", "score.splits=[train, test]"]) == 2
+    assert main(["score_heads", "-S", "score.splits=[train, test]"]) == 2
+    assert "score.splits" in capsys.readouterr().err
+    assert main(["score", "--worker", "0", "-S", "score.splits=[train, test]"]) == 2
     assert "score.splits" in capsys.readouterr().err
     assert not (tiny_project / "checkpoints").exists() and not (tiny_project / "models").exists()
