@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -82,14 +81,12 @@ def study(
     if max_parallel > 1:  # stage processes share the cores: one thread each
         os.environ["OMP_NUM_THREADS"] = "1"
     t0 = time.time()
-    with ThreadPoolExecutor(len(spaces)) as pool:  # the bias values concurrently
-        running = {
-            b: pool.submit(pipeline, workdir=str(ws), max_parallel=max_parallel)
-            for b, ws in spaces.items()
-        }
-        for b, future in running.items():
-            future.result()
-            logger.info("caption bias %s: pipeline done (%.0f s)", b, time.time() - t0)
+    # one bias value after the other: a pipeline flow changes the process's working directory
+    # and MLflow parent ($MMRPT_PARENT_RUN_ID) while it runs; its stages run max_parallel at
+    # a time (the cores are the limit either way)
+    for b, ws in spaces.items():
+        pipeline(workdir=str(ws), max_parallel=max_parallel)
+        logger.info("caption bias %s: pipeline done (%.0f s)", b, time.time() - t0)
     summary: dict = {}
     for b, ws in spaces.items():
         runs, budgets, tokens = load_runs(ws)

@@ -173,8 +173,7 @@ def _locked_and_claimed(ctx: StageContext) -> Iterator[None]:
                 made[path] = top
         for name, template in folders.items():
             claim(ctx.out(name), _param_key(template))
-        for name in ctx.stage.outs.keys() - folders.keys():  # written atomically, in place
-            ctx.out(name).parent.mkdir(parents=True, exist_ok=True)
+        # file outputs are written atomically (mmrpt.io), their folder made on the first write
         try:
             yield
         except BaseException:  # a run that fails early leaves no new (empty) output folder
