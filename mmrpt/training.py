@@ -122,36 +122,53 @@ def with_lora(model, lora: LoraSpec | None):
     return get_peft_model(model, config)
 
 
-class RowCount(TrainerCallback, ExportableState):
-    """The rows (examples; GRPO: rollouts) trained on and the optimizer steps, over all
-    processes; saved in every checkpoint's trainer_state.json and read back on resume, so a
-    resumed run counts all of its steps."""
+TOKEN_KINDS = ("trained", "prefill", "generated")
 
-    def __init__(self, rows: int = 0, steps: int = 0):
+
+class RowCount(TrainerCallback, ExportableState):
+    """The rows (examples; GRPO: rollouts) and tokens trained on and the optimizer steps,
+    over all processes; saved in every checkpoint's trainer_state.json and read back on
+    resume, so a resumed run counts all of its steps. Tokens (non-padding, image tokens
+    included): ``trained`` went through a forward and backward pass; GRPO's rollouts add
+    ``prefill`` (prompt tokens encoded to start sampling) and ``generated`` (sampled tokens)."""
+
+    def __init__(self, rows: int = 0, steps: int = 0, tokens: dict | None = None):
         self.rows, self.steps = rows, steps
+        self.tokens = dict.fromkeys(TOKEN_KINDS, 0) | (tokens or {})
         self.pending = 0  # this process's rows since the last optimizer step
+        self.pending_tokens = dict.fromkeys(TOKEN_KINDS, 0)
 
     def state(self) -> dict:
-        return {"args": {"rows": self.rows, "steps": self.steps}}
+        return {"args": {"rows": self.rows, "steps": self.steps, "tokens": self.tokens}}
 
     def restore(self, state) -> None:
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if isinstance(saved, dict):
             self.rows, self.steps = saved["args"]["rows"], saved["args"]["steps"]
+            self.tokens = dict.fromkeys(TOKEN_KINDS, 0) | saved["args"].get("tokens", {})
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.restore(state)  # the resumed checkpoint's counts (none: a fresh start)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.rows += distributed.all_sum(self.pending)  # every process ends every step
+        for kind in TOKEN_KINDS:
+            self.tokens[kind] += int(distributed.all_sum(self.pending_tokens[kind]))
         self.steps += 1
         self.pending = 0
+        self.pending_tokens = dict.fromkeys(TOKEN_KINDS, 0)
+
+
+def _mask_sum(inputs: dict, key: str) -> int:
+    mask = inputs.get(key)
+    return int(mask.sum()) if mask is not None else 0
 
 
 class CountsRows:
-    """Trainer mixin: counts the rows (examples; GRPO: rollouts) of every optimizer step over
-    all processes (RowCount). ``rows_per_step()``: the global batch as trained, whatever the
-    world size (None before any step)."""
+    """Trainer mixin: counts the rows (examples; GRPO: rollouts) and tokens of every
+    optimizer step over all processes (RowCount). ``rows_per_step()``: the global batch as
+    trained, whatever the world size (None before any step); ``token_counts()``: the run's
+    tokens (see there)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -161,14 +178,45 @@ class CountsRows:
     def compute_loss(self, model, inputs, *args, **kwargs):
         ids = inputs.get("completion_ids", inputs.get("input_ids"))
         if ids is not None and model.training:
-            self._row_count.pending += len(ids)
+            count = self._row_count
+            count.pending += len(ids)
+            if "completion_mask" in inputs:  # GRPO rollouts: sampled once, trained on once
+                count.pending_tokens["prefill"] += _mask_sum(inputs, "prompt_mask")
+                count.pending_tokens["generated"] += _mask_sum(inputs, "completion_mask")
+            else:
+                mask = inputs.get("attention_mask")
+                count.pending_tokens["trained"] += (
+                    int(mask.sum()) if mask is not None else ids.numel()
+                )
         return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def count_trained(self, inputs: dict) -> None:
+        """GRPO: the rollout tokens the update really runs on (after rows_with_signal)."""
+        if self.model.training:
+            trained = _mask_sum(inputs, "prompt_mask") + _mask_sum(inputs, "completion_mask")
+            self._row_count.pending_tokens["trained"] += trained
 
     def rows_per_step(self) -> float | None:
         count = self._row_count
         if not count.steps:  # not trained in this process (train_resumable loaded the end)
             count.restore(self.state)
         return count.rows / count.steps if count.steps else None
+
+    def token_counts(self, reference_model: bool = False) -> dict[str, int]:
+        """The run's tokens over all processes: ``backward`` (trained on), ``generated``
+        (sampled) and ``forward`` (every token a forward pass of the policy computed: the
+        trained ones, the rollouts' prefill and sampled tokens, and, with a reference model
+        (GRPO beta > 0), the rollouts once more)."""
+        count = self._row_count
+        if not count.steps:
+            count.restore(self.state)
+        t = count.tokens
+        rollouts = t["prefill"] + t["generated"]
+        return {
+            "tokens/forward": t["trained"] + rollouts * (2 if reference_model else 1),
+            "tokens/backward": t["trained"],
+            "tokens/generated": t["generated"],
+        }
 
 
 class ResumableTrainer(LoadsCheckpointsByFromPretrained, CountsRows, Trainer):

@@ -216,6 +216,8 @@ class SkipsZeroAdvantageRows:
     def _compute_loss(self, model, inputs):
         if self.skips_zero_advantage_rows():
             inputs = rows_with_signal(inputs)
+        if hasattr(self, "count_trained"):  # CountsRows
+            self.count_trained(inputs)
         return super()._compute_loss(model, inputs)
 
 

@@ -11,6 +11,7 @@ supervised data (mmrpt.training.make_trainer, the same recipe as the sft objecti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 
 from mmrpt.generation import generate
 from mmrpt.images import open_rgb
+from mmrpt.io import write_json_atomic
 from mmrpt.masking.samples import MaskedSample
 from mmrpt.modeling.encode import Encoded, encode
 from mmrpt.rl.rewards import REWARDS
@@ -53,9 +55,17 @@ def rejection_samples(
     max_new_tokens: int,
     batch_size: int = 16,
 ) -> tuple[list[tuple[MaskedSample, str]], dict]:
-    """The accepted (sample, completion) pairs of ``n`` samples per prompt, and counts."""
+    """The accepted (sample, completion) pairs of ``n`` samples per prompt, and counts:
+    accepted/sampled, and the sampling pass's tokens (``tokens/prefill``: the prompts with
+    their image tokens, once per sample as generate expands them; ``tokens/generated``: the
+    completions as the tokenizer reads them back)."""
     root = Path(root)
     images = [open_rgb(root / s.image) for s in samples]
+    tok = processor.tokenizer
+    prompt_tokens = [
+        len(encode(processor, img, s.prompt, "", end_of_turn=False).input_ids)
+        for img, s in zip(images, samples, strict=True)
+    ]
     outs = generate(
         model,
         processor,
@@ -71,7 +81,10 @@ def rejection_samples(
     keep = accepted(outs, repeated, weights)
     pairs = [(s, c) for s, c, k in zip(repeated, outs, keep, strict=True) if k]
     prompts_hit = len({s.id for s, _ in pairs})
+    generated = sum(len(ids) + 1 for ids in tok(list(outs), add_special_tokens=False).input_ids)
     return pairs, {
+        "tokens/prefill": n * sum(prompt_tokens),
+        "tokens/generated": min(generated, len(outs) * (max_new_tokens)),
         "rft/sampled": len(outs),
         "rft/accepted": len(pairs),
         "rft/prompts": len(samples),
@@ -91,3 +104,18 @@ class CompletionDataset(Dataset):
     def __getitem__(self, i: int) -> Encoded:
         s, completion = self.pairs[i]
         return encode(self.processor, open_rgb(self.root / s.image), s.prompt, completion)
+
+
+def write_accepted(path: str | Path, pairs: Sequence[tuple[MaskedSample, str]], counts: dict):
+    """The accepted pairs (sample ids and completions) and the counts, as JSON: a resumed run
+    trains on the same data without sampling again."""
+    rows = [{"id": s.id, "completion": c} for s, c in pairs]
+    write_json_atomic(path, {"counts": counts, "accepted": rows})
+
+
+def read_accepted(
+    path: str | Path, samples: Sequence[MaskedSample]
+) -> tuple[list[tuple[MaskedSample, str]], dict]:
+    saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    by_id = {s.id: s for s in samples}
+    return [(by_id[r["id"]], r["completion"]) for r in saved["accepted"]], saved["counts"]

@@ -5,9 +5,13 @@ Every arm runs rl.steps optimizer steps on rl.batch_size samples per step, drawn
 masked train samples the primer did not see, with its objective:
 - ntp  : caption next-token prediction on those samples' captions (HF Trainer);
 - sft  : supervised fill-in of the masked samples (imitation);
-- grpo : GRPO with the arm's reward weights (TRL), rl.num_generations rollouts per sample.
-Steps and samples are equal across arms; compute is not: a GRPO step also generates
-rl.num_generations completions per sample and trains on all of them.
+- grpo : GRPO with the arm's reward weights (TRL), rl.num_generations rollouts per sample;
+- rft  : rejection-sampling fine-tuning (mmrpt.rl.rft): the start model samples
+         rl.num_generations completions per sample once, the ones every reward term of
+         weight > 0 gives full credit are the supervised data (the HF Trainer, as sft).
+Steps and samples are equal across arms; compute is not (a GRPO step also generates
+rl.num_generations completions per sample and trains on all of them): each run reports its
+tokens forwarded, backpropagated and generated (``tokens/*`` in metrics/rl/<run>.json).
 Then held-out masked-span exact match on rl.eval_splits (the primary masks, the same for all
 arms). Writes models/rl/<arm>-<seed>, metrics/rl/<arm>-<seed>.json, plots/rl/<arm>-<seed>.csv.
 Runs in launch.num_processes processes (rl.batch_size stays the prompts per step over all of
@@ -31,6 +35,7 @@ from mmrpt.modeling.loader import load_vlm
 from mmrpt.pretrain.warmup import CaptionDataset
 from mmrpt.rl.fillin import FillInDataset, fillin_exact_match
 from mmrpt.rl.grpo import VLLMUnavailable, check_vllm, grpo_dataset, make_grpo_trainer
+from mmrpt.rl.rft import CompletionDataset, read_accepted, rejection_samples, write_accepted
 from mmrpt.stages.common import checkpoint_dir, require_masks, run_seed, train_options
 from mmrpt.training import (
     device,
@@ -89,6 +94,8 @@ def run(ctx: StageContext) -> dict:
         callbacks=[tracking.StepLogger()],
         options=options,
     )
+    weights = arm.reward_weights if arm.reward_weights is not None else rp.reward_weights
+    sampled: dict = {}  # rft: the sampling pass's counts
     with tracking.stage_run(ctx, run_id_file=tracking.resume_file(ckpt)):
         if arm.objective == "ntp":
             by_id = {r.id: r for r in read_manifest(root / "train.jsonl")}
@@ -103,8 +110,12 @@ def run(ctx: StageContext) -> dict:
             trainer = make_trainer(
                 model, processor, FillInDataset(samples, root, processor), **common
             )
+        elif arm.objective == "rft":
+            pairs, sampled = rft_data(ctx, model, processor, samples, weights)
+            trainer = make_trainer(
+                model, processor, CompletionDataset(pairs, root, processor), **common
+            )
         else:
-            weights = arm.reward_weights if arm.reward_weights is not None else rp.reward_weights
             trainer = make_grpo_trainer(
                 model,
                 processor,
@@ -131,6 +142,10 @@ def run(ctx: StageContext) -> dict:
             )
         train_resumable(trainer, ckpt)
         rows = trainer.rows_per_step()  # GRPO: rollouts
+        tokens = trainer.token_counts(reference_model=arm.objective == "grpo" and rp.beta > 0)
+        if sampled:  # rft's sampling pass, before training
+            tokens["tokens/forward"] += sampled["tokens/prefill"] + sampled["tokens/generated"]
+            tokens["tokens/generated"] += sampled["tokens/generated"]
         per_sample = rp.num_generations if arm.objective == "grpo" else 1
         samples_per_step = rows / per_sample if rows is not None else None
         curve = [
@@ -161,6 +176,8 @@ def run(ctx: StageContext) -> dict:
             "steps": rp.steps,
             "train_samples": len(samples),
             "samples_per_step": samples_per_step,
+            **tokens,
+            **{k: v for k, v in sampled.items() if k.startswith("rft/")},
         }
         for split in rp.eval_splits:
             held_out = read_samples(samples_path(masks, primary, split))[: rp.eval_samples]
@@ -171,3 +188,40 @@ def run(ctx: StageContext) -> dict:
     write_json_atomic(ctx.table_path("metrics"), metrics)
     log.info("rl: %s", metrics)
     return metrics
+
+
+def rft_data(ctx: StageContext, model, processor, samples, weights) -> tuple[list, dict]:
+    """rft's supervised data: the accepted completions of one sampling pass by the start
+    model, kept beside the checkpoints (a resumed run trains on the same data). The main
+    process samples; the others read its file."""
+    from mmrpt import distributed
+
+    rp, path = ctx.params.rl, ctx.out("checkpoints") / "rft_accepted.json"
+    if distributed.is_main() and not path.exists():
+        pairs, counts = rejection_samples(
+            model,
+            processor,
+            samples,
+            ctx.dep("data"),
+            weights=weights,
+            n=rp.num_generations,
+            temperature=rp.temperature,
+            max_new_tokens=rp.max_completion_length,
+        )
+        log.info(
+            "rft: %d of %d sampled completions accepted (%d of %d prompts)",
+            counts["rft/accepted"],
+            counts["rft/sampled"],
+            counts["rft/prompts_with_accepted"],
+            counts["rft/prompts"],
+        )
+        write_accepted(path, pairs, counts)
+    distributed.barrier()
+    pairs, counts = read_accepted(path, samples)
+    if not pairs:
+        raise ValueError(
+            f"rft: none of the {counts['rft/sampled']} sampled completions earned full credit "
+            "from every reward term of weight > 0; raise rl.num_generations or lower the "
+            "weights' terms"
+        )
+    return pairs, counts

@@ -33,6 +33,15 @@ def test_primer_then_every_arm(primed_project: Path):
         run = json.loads((p / f"metrics/rl/{arm}-0.json").read_text())
         assert run["steps"] == 4 and 0.0 <= run["exact_match"] <= 1.0
         assert run["samples_per_step"] == 4  # rl.batch_size (GRPO: 8 rollouts of 4 prompts)
+    # compute per arm: every arm trains on tokens; only GRPO samples (and forwards more)
+    for arm, spec in DEFAULT_ARMS.items():
+        run = json.loads((p / f"metrics/rl/{arm}-0.json").read_text())
+        assert run["tokens/backward"] > 0, arm
+        if spec.objective == "grpo":
+            assert run["tokens/generated"] > 0
+            assert run["tokens/forward"] > run["tokens/backward"] + run["tokens/generated"]
+        else:
+            assert run["tokens/generated"] == 0 and run["tokens/forward"] == run["tokens/backward"]
     # rewards were logged per term for the GRPO arms
     mlflow.set_tracking_uri(f"sqlite:///{p / 'mlruns/mlflow.db'}")
     runs = [
@@ -45,6 +54,29 @@ def test_primer_then_every_arm(primed_project: Path):
     for term in ("format", "exact", "prefix", "semantic", "visual"):
         assert f"train/rewards/{term}/mean" in keys, sorted(keys)
     assert {"train/reward", "train/entropy", "train/completions/mean_length"} <= keys
+
+
+def test_rft_trains_on_accepted_samples_only(primed_project: Path):
+    """The rft objective: one sampling pass by the primer, the completions with full format
+    credit become the supervised data; the sampling pass counts as generated tokens."""
+    p = primed_project
+    arm = '{"objective": "rft", "reward_weights": {"format": 1.0}}'
+    args = ["rl", "--arm", "rft", "--seed", "0", "-S", f"arms.rft={arm}"]
+    assert main([*args, "-S", "rl.num_generations=4"]) == 0
+    run = json.loads((p / "metrics/rl/rft-0.json").read_text())
+    assert run["objective"] == "rft" and run["steps"] == 4
+    accepted = json.loads((p / "checkpoints/rl/rft-0/rft_accepted.json").read_text())
+    assert run["rft/accepted"] == len(accepted["accepted"]) > 0
+    assert run["rft/sampled"] == 4 * run["rft/prompts"]
+    from mmrpt.masking.samples import read_samples, samples_path
+    from mmrpt.rl.rft import accepted as passes
+
+    by_id = {s.id: s for s in read_samples(samples_path(p / "data/masked", "attention", "train"))}
+    rows = accepted["accepted"]
+    chosen = [by_id[r["id"]] for r in rows]
+    assert all(passes([r["completion"] for r in rows], chosen, {"format": 1.0}))
+    assert run["tokens/generated"] > 0
+    assert run["tokens/forward"] > run["tokens/backward"] > 0
 
 
 def _env(**extra):
