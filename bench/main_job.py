@@ -10,6 +10,10 @@ or a YAML file of params sections merged key by key) shrink the job for a quick 
 code path; the real figure takes none (~15 minutes).
 
     python bench/main_job.py [--params-file small.yaml] [-S rl.steps=2 ...] [--ref HEAD] [--keep]
+        [--json out.json] [--reference-times mmrpt/reference_times.json]
+
+``--reference-times`` (the real main job only) writes the per-stage seconds the CLI shows as
+"about N s in the reference main job": per stage, and per rl objective (rl/grpo, rl/sft, ...).
 """
 
 from __future__ import annotations
@@ -169,9 +173,32 @@ def main() -> None:
     ap.add_argument("--params-file", help="YAML of params sections merged into the copy's")
     ap.add_argument("--ref", default="HEAD", help="the commit to copy")
     ap.add_argument("--keep", action="store_true", help="keep the copy")
+    ap.add_argument("--json", help="write the result here")
+    ap.add_argument("--reference-times", help="write per-stage reference seconds here")
     args = ap.parse_args()
     overrides = (file_overrides(args.params_file) if args.params_file else []) + args.overrides
-    print(report(run(overrides, args.ref, args.keep)))
+    res = run(overrides, args.ref, args.keep)
+    print(report(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    if args.reference_times:
+        if overrides:
+            raise SystemExit("--reference-times: only from the real main job (no overrides)")
+        Path(args.reference_times).write_text(json.dumps(reference_times(res), indent=2) + "\n")
+
+
+def reference_times(res: dict) -> dict:
+    """{"stages_s": {stage or "rl/<objective>": seconds}}: the slowest item of each."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    arms = params["arms"]
+    out: dict[str, float] = {}
+    for item, seconds in res["stages_s"].items():
+        name, _, run = item.partition("@")
+        key = name
+        if name == "rl" and run:
+            key = f"rl/{arms[run.rsplit('-', 1)[0]]['objective']}"
+        out[key] = round(max(out.get(key, 0.0), seconds), 1)
+    return {"ref": res["ref"], "wall_s": round(res["wall_s"]), "stages_s": out}
 
 
 if __name__ == "__main__":

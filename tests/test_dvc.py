@@ -33,6 +33,17 @@ ONLY_IN_OTHER_CONFIGS = {
     "launch.launcher",  # read by the CLI when launch.num_processes > 1
     "launch.backend",  # the score worker's: read when launched
 }
+# Per stage: keys read only with another option (eval: the outcome tables, eval.outcomes).
+ONLY_WITH_OPTIONS = {
+    "eval": {
+        "eval.outcome_forms",
+        "eval.outcome_limit",
+        "mask.instruction",
+        "mask.think",
+        "sft.budgets",
+        "sft.steps",
+    },
+}
 
 
 def run(args, cwd, env) -> str:
@@ -62,8 +73,10 @@ GOLDEN_KEYS = [
     ("warmup", "final_train_loss", 1e-4),
     ("warmup", "loss_true_image", 1e-4),
     ("warmup", "image_gain", 1e-4),
-    ("score", "auroc", 1e-4),
-    ("score", "auroc_counterfactual", 1e-4),
+    # AUROC moves in steps of 1/(positives x negatives) (~1.7e-4 here): float noise in two
+    # near-tied scores flips one pair (seen after scoring moved to its own worker process)
+    ("score", "auroc", 1e-3),
+    ("score", "auroc_counterfactual", 1e-3),
     ("mask", "attention/train/n_masked", 0),
     ("mask", "attention/test_iid/precision", 1e-6),
     ("primer", "primer_exact_match", 1 / 8),
@@ -94,8 +107,12 @@ def check_mlflow(repo: Path) -> None:
         for r in runs
         if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
     ]
-    per_run = [f"{s}/{a}-0" for s in PER_RUN for a in DEFAULT_ARMS]
-    assert sorted(children) == sorted([s for s in NAMES if s not in PER_RUN] + per_run)
+    expected = [
+        f"{s.name}/{a}-0" if s.per_run else f"{s.name}/0" if s.workers else s.name
+        for s in STAGES
+        for a in (DEFAULT_ARMS if s.per_run else [None])
+    ]
+    assert sorted(children) == sorted(expected)
     exp = mlflow.get_experiment(parents[0].info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI
     client = mlflow.MlflowClient()
@@ -165,7 +182,13 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
             for k in re.findall(r"\$\{([\w.]+)\}", t)
             if not k.startswith("item")
         }
-        unread = declared - read[s.name] - templated - ONLY_IN_OTHER_CONFIGS
+        unread = (
+            declared
+            - read[s.name]
+            - templated
+            - ONLY_IN_OTHER_CONFIGS
+            - ONLY_WITH_OPTIONS.get(s.name, set())
+        )
         assert not unread, f"stage {s.name} declares params it never read: {sorted(unread)}"
 
     check_golden(repo)

@@ -85,7 +85,8 @@ def test_real_profile_runs_every_stage_offline(tmp_path: Path, monkeypatch, caps
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket.socket, "connect_ex", no_network)
-    for args in (["data"], ["warmup"], ["score"], ["mask"], ["primer"]):
+    stages = (["data"], ["warmup"], ["score_heads"], ["score", "--worker", "0"], ["score_merge"])
+    for args in (*stages, ["mask"], ["primer"]):
         assert main(args) == 0, args
     for arm in ARMS:
         for stage in ("rl", "sft", "eval"):
@@ -135,12 +136,9 @@ def test_real_profile_runs_every_stage_offline(tmp_path: Path, monkeypatch, caps
     assert main(["mask", "-S", "mask.splits=[train, dev]"]) == 2
     assert "mask.splits" in capsys.readouterr().err
     # finished shards survive a change of score.splits
-    shards = {
-        p: p.stat().st_mtime_ns
-        for p in (repo / "data/scores").rglob("*.parquet")
-        if "shards" in str(p)
-    }
-    assert main(["score", "-S", "score.splits=[train, val]"]) == 0
+    shards = {p: p.stat().st_mtime_ns for p in (repo / "data/scores/workers").rglob("*.parquet")}
+    assert shards
+    assert main(["score", "--worker", "0", "-S", "score.splits=[train, val]"]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in shards.items())
 
     # DVC: record this run, then change one input folder at a time

@@ -87,9 +87,12 @@ def run(ctx: StageContext) -> dict:
         metrics["n_samples"] = int(table.sample_id.nunique())
         tracking.log_metrics(metrics)
         tracking.log_dict(metrics, "score_metrics.json")
-        report = table[table.split == sp.report_split]
-        report = report if len(report) else table  # the report split may not be scored
-        tracking.log_artifact(score_histogram(report, plots / "d_vis_hist.png"), "plots")
+        # the report split's D_vis (no report split, e.g. real data: every scored sentence)
+        report = table if sp.report_split is None else table[table.split == sp.report_split]
+        if report.empty:  # e.g. score.splits leaves the report split out
+            log.warning("score_merge: no %s rows scored; no D_vis histogram", sp.report_split)
+        else:
+            tracking.log_artifact(score_histogram(report, plots / "d_vis_hist.png"), "plots")
     write_json_atomic(ctx.metrics_path(), metrics)
     n_layers = metrics["n_layers"]
     write_csv_atomic(
