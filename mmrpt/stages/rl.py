@@ -218,8 +218,8 @@ def rft_data(ctx: StageContext, model, processor, samples, weights) -> tuple[lis
         write_accepted(path, pairs, counts)
     distributed.barrier()
     pairs, counts = read_accepted(path, samples)
-    if not pairs:
-        raise ValueError(
+    if not pairs:  # a model this weak gives rft no data: say so, do not retry
+        raise ParamsError(
             f"rft: none of the {counts['rft/sampled']} sampled completions earned full credit "
             "from every reward term of weight > 0; raise rl.num_generations or lower the "
             "weights' terms"
