@@ -35,6 +35,7 @@ def accepted(
         "targets": [s.targets for s in samples],
         "masked_caption": [s.masked_caption for s in samples],
         "meta": [s.meta for s in samples],
+        "think": [s.think for s in samples],  # the answer format the sample asks for
     }
     ok = np.ones(len(completions), dtype=bool)
     for name, w in weights.items():
