@@ -128,4 +128,6 @@ def verdict(diff: dict, mde: float) -> str:
             f"effect detected ({diff['diff']:+.3f}, {LEVEL:.0%} CI "
             f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}])"
         )
+    if diff.get("se", 1.0) == 0.0:  # every paired outcome equal: no spread, no power figure
+        return "no difference in any item (no variance: MDE undefined)"
     return f"no effect detected (MDE {mde:.3f})"

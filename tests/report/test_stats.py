@@ -141,3 +141,11 @@ def test_cluster_bootstrap_is_wider_when_clusters_differ():
 )
 def test_verdict(diff, text):
     assert verdict(diff, 0.045) == text
+
+
+def test_identical_outcomes_say_so_instead_of_a_zero_mde():
+    d = {"diff": 0.0, "lo": 0.0, "hi": 0.0, "se": 0.0}
+    assert verdict(d, 0.0) == "no difference in any item (no variance: MDE undefined)"
+    assert verdict({**d, "se": 0.01, "lo": -0.02, "hi": 0.02}, 0.03).startswith(
+        "no effect detected (MDE 0.030)"
+    )
