@@ -61,7 +61,7 @@ def _producer(ctx: StageContext, path: Path) -> str | None:
                 if s.workers:
                     item = {"worker": "<w>"}
                 p = Path(os.path.abspath(resolve(template, ctx.full, item)))
-                if p == target or target in p.parents or Path(target, "<w>") == p:
+                if p == target or target in p.parents:
                     run = f" --arm {item['arm']} --seed {item['seed']}" if s.per_run else ""
                     run = " --worker <w> (each of score.workers)" if s.workers else run
                     return f"python -m mmrpt {s.name}{run}"

@@ -127,7 +127,6 @@ def run(ctx: StageContext) -> dict:
     rank, procs = distributed.rank(), distributed.world_size()
     seed_everything(params.seed)
     root = ctx.dep("data")
-    require_splits(root, "score.splits", sp.splits)  # before any compute
     heads = {int(k): v for k, v in json.loads(ctx.dep("heads").read_text())["heads"].items()}
     model, processor = load_vlm(
         ctx.dep("model"), dtype=torch.float32, trust_remote_code=params.model.trust_remote_code
