@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -14,6 +12,7 @@ from safetensors.torch import load_file
 from mmrpt.cli import main
 from mmrpt.config import DEFAULT_ARMS
 from mmrpt.tracking import resume_file
+from tests.killing import killed_after_save
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,14 +100,9 @@ def test_rl_kill_and_resume(primed_project: Path):
     ref = _mmrpt(["rl", *steps, "-S", "rl.checkpoint_dir=ref_ck", "-S", "rl.out_dir=ref"], p)
     out, _ = ref.communicate(timeout=300)
     assert ref.returncode == 0, out
-    proc = _mmrpt(["rl", *steps], p)
+    killed_after_save(["rl", *steps], p, step=2)
     ckpt = p / "checkpoints/rl/mmrpt-0"
-    deadline = time.time() + 200
-    while not (ckpt / "checkpoint-2" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint in time"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert (ckpt / "checkpoint-2" / "trainer_state.json").exists()
     run_id = resume_file(ckpt).read_text()
     resumed = _mmrpt(["rl", *steps], p)
     out, _ = resumed.communicate(timeout=300)

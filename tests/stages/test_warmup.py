@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -14,6 +12,7 @@ from mmrpt.config import load_params
 from mmrpt.data.records import read_manifest
 from mmrpt.modeling.loader import load_vlm
 from mmrpt.tracking import resume_file
+from tests.killing import killed_after_save
 
 
 def test_data_then_warmup_loss_falls(tiny_project: Path):
@@ -62,14 +61,8 @@ def test_kill_and_resume_matches_uninterrupted(tiny_project: Path, tmp_path_fact
     assert _run(["warmup", *ref], tiny_project).wait() == 0
     reference = json.loads((tiny_project / "metrics/warmup.json").read_text())
 
-    proc = _run(["warmup"], tiny_project)
+    killed_after_save(["warmup"], tiny_project, step=20)
     ckpt = tiny_project / "checkpoints/warmup"
-    deadline = time.time() + 120
-    while not (ckpt / "checkpoint-20" / "trainer_state.json").exists():
-        assert time.time() < deadline and proc.poll() is None, "no checkpoint before timeout"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert (
         not (tiny_project / "metrics/warmup.json").exists()
         or json.loads((tiny_project / "metrics/warmup.json").read_text()) == reference
