@@ -22,22 +22,27 @@ import yaml
 from prefect import flow, get_run_logger
 
 from flows.pipeline import pipeline
-from mmrpt.config import Params, ParamsError
+from mmrpt.config import Params, ParamsError, apply_overrides
 from mmrpt.io import write_json_atomic, write_text_atomic
 from mmrpt.workspace import checkout_copy, overlay
 
 
-def workspace_params(base: Path, profile: Path, bias: float) -> dict:
-    """params.yaml + the study overlay + this caption bias, validated."""
+def workspace_params(
+    base: Path, profile: Path, bias: float, overrides: list[str] | None = None
+) -> dict:
+    """params.yaml + the study overlay + ``overrides`` (KEY=VALUE, as `-S`; a key's value
+    replaces it whole, e.g. ``seeds=[0, 1]``) + this caption bias, validated."""
     raw = overlay(
         yaml.safe_load((base / "params.yaml").read_text()) or {},
         yaml.safe_load(profile.read_text()) or {},
     )
+    raw = apply_overrides(raw, list(overrides or []))
     raw = overlay(raw, {"data": {"caption_bias": bias}})
     try:
         Params.model_validate(raw)
     except Exception as e:  # noqa: BLE001 - the schema's message names the key
-        raise ParamsError(f"{profile} with data.caption_bias={bias}: {e}") from None
+        where = " ".join([str(profile), *(f"-S {o}" for o in overrides or [])])
+        raise ParamsError(f"{where} with data.caption_bias={bias}: {e}") from None
     return raw
 
 
@@ -67,6 +72,7 @@ def study(
     workdir: str | None = None,
     out: str = "reports/study",
     n_boot: int = 2000,
+    overrides: list[str] | None = None,
 ) -> dict:
     """Run the pipeline at each caption bias (default 0 and 0.6) and compare the arms."""
     from mmrpt.report.study import markdown, plots, summarise
@@ -76,7 +82,7 @@ def study(
     biases = list(biases if biases is not None else (0.0, 0.6))
     spaces = {}
     for b in biases:  # every workspace's params are checked before any work
-        params = workspace_params(base, base / profile, b)
+        params = workspace_params(base, base / profile, b, overrides)
         spaces[b] = checkout_copy(base, base / root / f"bias-{b}", params)
     if max_parallel > 1:  # stage processes share the cores: one thread each
         os.environ["OMP_NUM_THREADS"] = "1"
@@ -94,6 +100,7 @@ def study(
     summary_meta = {
         "biases": biases,
         "profile": profile,
+        "overrides": list(overrides or []),
         "wall_s": time.time() - t0,
         "workspaces": {str(b): str(ws.relative_to(base)) for b, ws in spaces.items()},
     }

@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="studies/main", help="where the workspaces go")
     p.add_argument("--max-parallel", type=int, default=2, help="stage processes at once")
     p.add_argument("--out", default="reports/study")
+    p.add_argument(
+        "-S",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a params override after the profile, e.g. -S 'seeds=[0,1]' (repeatable)",
+    )
     p = sub.add_parser("plots-template", help="write the offline `dvc plots show` page template")
     p.add_argument("--out", default=".dvc/plots_page.html")
     return parser
@@ -137,6 +145,7 @@ def _tool(args) -> int:
                 root=args.root,
                 max_parallel=args.max_parallel,
                 out=args.out,
+                overrides=args.overrides,
             )
         except ParamsError as e:
             return _fail(str(e))

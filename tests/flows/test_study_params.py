@@ -1,0 +1,26 @@
+from pathlib import Path
+
+import pytest
+
+from flows.study import workspace_params
+from mmrpt.config import Params, ParamsError
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = ROOT / "profiles/study.yaml"
+
+
+def test_profile_then_overrides_then_bias():
+    raw = workspace_params(ROOT, PROFILE, 0.6)
+    p = Params.model_validate(raw)
+    assert p.seeds == [0, 1, 2, 3] and "rft" in p.arms and p.data.caption_bias == 0.6
+    assert p.mask.granularity == "attribute"  # the profile's overlay
+    arms = "{masked_sft: {objective: sft}, mmrpt: {objective: grpo}}"
+    raw = workspace_params(ROOT, PROFILE, 0.0, ["seeds=[0, 1]", f"arms={arms}"])
+    p = Params.model_validate(raw)
+    assert p.seeds == [0, 1] and list(p.arms) == ["masked_sft", "mmrpt"]
+    assert p.data.caption_bias == 0.0 and p.mask.granularity == "attribute"
+
+
+def test_a_bad_override_names_itself():
+    with pytest.raises(ParamsError, match=r"-S seeds=\[\]"):
+        workspace_params(ROOT, PROFILE, 0.6, ["seeds=[]"])
