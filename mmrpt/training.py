@@ -350,15 +350,20 @@ def save_trained(
 
 class SaveAtSteps(TrainerCallback):
     """Saves the model (and processor) to ``folder/<step>`` after each of ``steps``: the
-    snapshots of a budget curve (e.g. accuracy vs SFT steps) from one training run."""
+    snapshots of a budget curve (e.g. accuracy vs SFT steps) from one training run. Saved as
+    the final model is (save_trained, called on every process): ZeRO-3 shards gathered, LoRA
+    adapters merged into ``base``, so each snapshot is a plain, whole model."""
 
-    def __init__(self, steps, folder: str | Path, processor):
-        self.steps, self.folder, self.processor = set(steps), Path(folder), processor
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, trainer, steps, folder: str | Path, processor, base: str | Path):
+        self.trainer, self.steps, self.folder = trainer, set(steps), Path(folder)
+        self.processor, self.base = processor, base
+        self.folder.mkdir(parents=True, exist_ok=True)  # a DVC output, even with no steps
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step in self.steps and state.is_world_process_zero:
-            save_model_atomic(model, self.processor, self.folder / str(state.global_step))
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            save_trained(
+                self.trainer, self.processor, self.folder / str(state.global_step), self.base
+            )
 
 
 def merge_lora(base: str | Path, adapters: str | Path, out: str | Path) -> Path:

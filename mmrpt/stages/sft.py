@@ -88,12 +88,11 @@ def run(ctx: StageContext) -> dict:
             save_steps=sp.save_steps,
             seed=seed,
             max_length=sp.max_length,
-            callbacks=[
-                tracking.StepLogger(),
-                SaveAtSteps(sp.budgets, ctx.out("budgets"), processor),  # the budget curve
-            ],
+            callbacks=[tracking.StepLogger()],
             options=options,
         )
+        # the budget curve: snapshots at sft.budgets steps
+        trainer.add_callback(SaveAtSteps(trainer, sp.budgets, ctx.out("budgets"), processor, start))
         train_resumable(trainer, ckpt)
         metrics["final_loss"] = last_loss(trainer)
         metrics["samples_per_step"] = trainer.rows_per_step()

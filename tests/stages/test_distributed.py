@@ -93,9 +93,14 @@ def test_rl_and_sft_at_world_size_two(primed_template: Path, tmp_path: Path, zer
     assert all(after[k].shape == before[k].shape for k in before)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
-    mmrpt(["sft", *RUN, *launch], p)
+    mmrpt(["sft", *RUN, *launch, "-S", "sft.budgets=[2]"], p)
     sft = json.loads((p / "metrics/sft/mmrpt-0.json").read_text())
     assert sft["steps"] == 4 and sft["samples_per_step"] == 4 and sft["final_loss"] > 0
+    # the budget snapshot is a whole model too (gathered under ZeRO-3), not the final one
+    final = load_file(p / "models/sft/mmrpt-0/model.safetensors")
+    budget = load_file(p / "models/sft-budgets/mmrpt-0/2/model.safetensors")
+    assert all(budget[k].shape == before[k].shape for k in before)
+    assert any(not torch.equal(budget[k], final[k]) for k in before)
     for stage, name in (("rl", "rl/mmrpt-0"), ("sft", "sft/mmrpt-0")):
         (run,) = runs(p, stage)  # one run per stage: rank 1 logged nothing
         assert run.info.run_name == name and run.info.status == "FINISHED"
