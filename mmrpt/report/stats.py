@@ -122,12 +122,18 @@ def mde(
 def verdict(diff: dict, mde: float) -> str:
     """One line for a table: the effect and its interval when the interval excludes 0, else
     that no effect was detected and how large an effect could have been (never that the
-    claim fails: absence of evidence is stated with its power)."""
+    claim fails: absence of evidence is stated with its power). With one cluster (one training
+    seed) the interval covers probe sampling only, and the line says so."""
+    one_seed = (
+        "; one seed: the interval leaves out seed-to-seed variance"
+        if diff.get("n_clusters", 2) < 2
+        else ""
+    )
     if diff["lo"] > 0 or diff["hi"] < 0:
         return (
             f"effect detected ({diff['diff']:+.3f}, {LEVEL:.0%} CI "
-            f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}])"
+            f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}]{one_seed})"
         )
     if diff.get("se", 1.0) == 0.0:  # every paired outcome equal: no spread, no power figure
         return "no difference in any item (no variance: MDE undefined)"
-    return f"no effect detected (MDE {mde:.3f})"
+    return f"no effect detected (MDE {mde:.3f}{one_seed})"

@@ -149,3 +149,13 @@ def test_identical_outcomes_say_so_instead_of_a_zero_mde():
     assert verdict({**d, "se": 0.01, "lo": -0.02, "hi": 0.02}, 0.03).startswith(
         "no effect detected (MDE 0.030)"
     )
+
+
+def test_one_seed_says_its_interval_leaves_out_seed_variance():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(800) < 0.6, rng.random(800) < 0.4
+    d = paired_difference(a, b, clusters=np.zeros(800, int), n_boot=300)
+    assert d["n_clusters"] == 1
+    assert verdict(d, 0.03).endswith("; one seed: the interval leaves out seed-to-seed variance)")
+    d = paired_difference(a, b, clusters=np.arange(800) % 2, n_boot=300)
+    assert "one seed" not in verdict(d, 0.03)
