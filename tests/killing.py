@@ -25,16 +25,20 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def killed_after_save(args: list[str], cwd: Path, step: int) -> subprocess.CompletedProcess:
-    """Run the stage until it has saved checkpoint-``step``; assert it died there."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AFTER_SAVE": str(step)}
+def killed(code: str, args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+    """`python -c code *args` in ``cwd`` with ``env`` added; assert it died of SIGKILL."""
     proc = subprocess.run(
-        [sys.executable, "-c", KILLED_AFTER_SAVE, *args],
+        [sys.executable, "-c", code, *args],
         cwd=cwd,
-        env=env,
         capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         text=True,
         timeout=300,
     )
-    assert proc.returncode == -9, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.returncode == -9, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def killed_after_save(args: list[str], cwd: Path, step: int) -> subprocess.CompletedProcess:
+    """Run the stage until it has saved checkpoint-``step``; assert it died there."""
+    return killed(KILLED_AFTER_SAVE, args, cwd, KILL_AFTER_SAVE=str(step))

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,8 @@ import pandas as pd
 import pytest
 
 from mmrpt.cli import main
+from tests.killing import killed
 
-ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-6  # absolute, on the float score columns and the AUROC metrics
 
 # `python -c KILL_AT_SHARD score --worker 0`: the score stage, SIGKILLed by itself at a chosen point:
@@ -53,19 +50,6 @@ stage.vision_reliance = killed
 from mmrpt.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def killed(code: str, args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == -9, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def tmp_files(root: Path) -> list[Path]:
