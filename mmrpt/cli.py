@@ -171,7 +171,7 @@ def _tool(args) -> int:
             args.max_runs,
             Path(args.out),
         )
-    from mmrpt.modeling.loader import CheckpointError
+    from mmrpt.modeling import CheckpointError
     from mmrpt.rl.passk import run_passk
 
     if min(args.n, args.max_new_tokens, args.limit) < 1 or args.temperature <= 0:
@@ -317,11 +317,11 @@ def _stage(name: str, params, where: dict, argv: list[str]) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from mmrpt import tracking
-    from mmrpt.guards import Terminated, sigterm_handler
     from mmrpt.launch import needs_relaunch, preflight, relaunch, single_process_env
-    from mmrpt.modeling.loader import CheckpointError
+    from mmrpt.modeling import CheckpointError
     from mmrpt.pipeline import context, stage
     from mmrpt.safety import Refused
+    from mmrpt.signals import Terminated, sigterm_handler
     from mmrpt.stagerun import BUSY_EXIT, Busy
 
     log = logging.getLogger("mmrpt")

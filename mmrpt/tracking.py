@@ -1,8 +1,9 @@
 """The one module that talks to MLflow.
 
 Each stage is one MLflow run named after the stage, in a SQLite store under mlruns/ (artifacts
-beside it). Training loops report through `StepLogger`, a transformers callback, so metrics are
-logged per step. A resumed stage continues its MLflow run: the run id is kept in the stage's
+beside it). Training loops report through `mmrpt.stages.step_logger.StepLogger`, a
+transformers callback, so metrics are logged per step (it lives there so that the stages that
+train nothing import neither transformers nor torch: ~10 s of start-up each, docs/PERF.md). A resumed stage continues its MLflow run: the run id is kept in the stage's
 checkpoint folder. A process killed with kill -9 cannot close its run; every run carries its
 host and pid as tags, and the next stage or pipeline run started on that host marks runs whose
 process is gone as KILLED (close_orphaned_runs); a stage stopped by SIGTERM marks its own run
@@ -25,8 +26,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,6 @@ from typing import Any
 import mlflow
 import yaml
 from mlflow.exceptions import MlflowException
-from transformers import TrainerCallback
 
 from mmrpt import distributed
 from mmrpt.config import Params
@@ -381,9 +379,9 @@ def _store_kept(db: Path | None, inode: int | None) -> Iterator[None]:
 
 @contextmanager
 def _killed_on_sigterm() -> Iterator[None]:
-    """A run that ends by SIGTERM (mmrpt.guards.Terminated) is marked KILLED, not FAILED
+    """A run that ends by SIGTERM (mmrpt.signals.Terminated) is marked KILLED, not FAILED
     (inside mlflow.start_run: it then finds the run ended)."""
-    from mmrpt.guards import Terminated
+    from mmrpt.signals import Terminated
 
     try:
         yield
@@ -505,59 +503,9 @@ def log_completions(table: dict[str, list], artifact_file: str = COMPLETIONS_TAB
     mlflow.log_table(data=table, artifact_file=artifact_file)
 
 
-class StepLogger(TrainerCallback):
-    """Sends the Trainer's logs (loss, lr, grad norm, ...) to the active MLflow run per step,
-    and completion tables from trainers that share them (mmrpt.rl.grpo) to ``completions.json``.
-    Off a terminal (where the Trainer's bar is off) each log is also one progress line: step,
-    loss or reward, elapsed and expected time left.
-
-    A resumed stage continues its MLflow run, which already holds the steps its killed
-    process logged, some past the checkpoint it resumes from: a metric is not logged again
-    at a step it already has (the resumed run recomputes the same values), so the history
-    equals an uninterrupted run's, one point per step."""
-
-    SHOWN = ("loss", "reward", "grad_norm", "learning_rate")
-
-    def __init__(self, prefix: str = "train/"):
-        self.prefix = prefix
-        self.start: tuple[float, int] | None = None
-        self._logged: dict[str, int] = {}  # metric -> the last step the run already has
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = (time.perf_counter(), state.global_step)
-        run = mlflow.active_run()
-        if run is not None and state.is_world_process_zero:
-            self._logged = logged_steps(run.info.run_id, self.prefix)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or not state.is_world_process_zero:
-            return
-        step = state.global_step
-        fresh = {
-            self.prefix + k: v
-            for k, v in logs.items()
-            if self._logged.get(metric_name(self.prefix + k), -1) < step
-        }
-        log_metrics(fresh, step=step)
-        if self.start is not None and not sys.stderr.isatty():
-            t0, step0 = self.start
-            elapsed, done = time.perf_counter() - t0, state.global_step - step0
-            left = elapsed / done * (state.max_steps - state.global_step) if done > 0 else 0
-            shown = ", ".join(f"{k} {logs[k]:.4g}" for k in self.SHOWN if k in logs)
-            if not shown:  # the end-of-training summary, not a step
-                return
-            log.info(
-                "step %d/%d: %s (%.0f s elapsed, ~%.0f s left)",
-                state.global_step,
-                state.max_steps,
-                shown,
-                elapsed,
-                left,
-            )
-
-    def on_completions(self, args, state, control, table=None, **kwargs):
-        if table and state.is_world_process_zero:
-            log_completions(table)
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else None
 
 
 def logged_steps(run_id: str, prefix: str) -> dict[str, int]:

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
-from mmrpt import checkpoints, distributed, guards
+from mmrpt import checkpoints, distributed, guards, signals
 from mmrpt.modeling.encode import collate
 from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained, load_vlm
 from mmrpt.progress import interactive
@@ -43,7 +43,7 @@ if not torch.cuda.is_available():  # DeepSpeed (imported by accelerate) otherwis
 
 def quiet_printing(trainer):
     """Off a terminal, the Trainer's own progress printing (a bar, or one dict per log)
-    repeats tracking.StepLogger's progress lines: remove it. Returns the trainer."""
+    repeats mmrpt.stages.step_logger.StepLogger's progress lines: remove it. Returns the trainer."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     if not interactive():
@@ -304,9 +304,9 @@ def train_resumable(trainer, ckpt: Path) -> None:
             trainer._load_from_checkpoint(last)
             trainer.state = state
             return
-    with guards.deferred_signals():
+    with signals.deferred_signals():
         trainer.train(resume_from_checkpoint=last)
-    guards.raise_if_terminated()
+    signals.raise_if_terminated()
 
 
 def last_loss(trainer) -> float:

@@ -29,6 +29,7 @@ SHARED = (
     "safety.py",
     "checkpoints.py",
     "guards.py",
+    "signals.py",
 )
 FORBIDDEN = (
     "prefect",
@@ -74,3 +75,22 @@ def test_the_scan_sees_every_form_of_import(tmp_path: Path):
     )
     found = imports(src)
     assert {"mlflow", "prefect", "mmrpt.tracking", "mmrpt.stages.common"} <= found
+
+
+def test_stages_that_train_nothing_do_not_import_torch():
+    """data, mask, score_merge and report start without torch, transformers or peft (~10 s of
+    start-up per process on the 2-core machine; docs/PERF.md): the CLI, tracking and these
+    stages' modules import none of them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmrpt.cli, mmrpt.stagerun, mmrpt.tracking, mmrpt.signals, mmrpt.launch\n"
+        "import mmrpt.stages.data, mmrpt.stages.mask, mmrpt.stages.score_merge\n"
+        "import mmrpt.stages.report\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -17,10 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, ProcessorMixin
 
-
-class CheckpointError(RuntimeError):
-    """A model folder that cannot be loaded, with the reason."""
-
+from mmrpt.modeling import CheckpointError
 
 MODEL_REF = "model_ref.json"
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")

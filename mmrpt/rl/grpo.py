@@ -18,7 +18,7 @@ vllm are present, else through transformers' generate.
 
 Besides TRL's metrics, every optimizer step logs its time split (RolloutTiming) and, every
 ``log_completions_steps`` steps, hands a table of sample completions with their images to any
-callback that has an ``on_completions`` method (tracking.StepLogger logs it to MLflow).
+callback that has an ``on_completions`` method (mmrpt.stages.step_logger.StepLogger logs it to MLflow).
 """
 
 from __future__ import annotations

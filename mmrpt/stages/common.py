@@ -8,15 +8,16 @@ import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from mmrpt import distributed
 from mmrpt.config import ParamsError
 from mmrpt.contract import StageContext
 from mmrpt.distributed import record_launch, resume_conflict
 from mmrpt.io import fingerprint_dir
-from mmrpt.training import LoraSpec, TrainOptions
+
+if TYPE_CHECKING:  # torch and transformers load in the stages that train (~10 s of start-up)
+    from mmrpt.training import TrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,10 @@ def warn_untracked(key: str, paths: Iterable[str], folder: str) -> None:
 
 def train_options(ctx: StageContext) -> TrainOptions:
     """The launch section as the trainers take it (this process's run: its world size)."""
+    import torch
+
+    from mmrpt.training import LoraSpec, TrainOptions
+
     lp = ctx.params.launch
     lora = lp.lora.model_dump()
     precision = lp.precision

@@ -17,6 +17,7 @@ from mmrpt.masking.samples import read_samples, samples_path
 from mmrpt.modeling.loader import load_vlm
 from mmrpt.rl.fillin import FillInDataset, caption_exact_match, fillin_exact_match
 from mmrpt.stages.common import checkpoint_dir, require_masks, train_options
+from mmrpt.stages.step_logger import StepLogger
 from mmrpt.training import (
     device,
     make_trainer,
@@ -67,7 +68,7 @@ def run(ctx: StageContext) -> dict:
             save_total_limit=2,
             log_steps=10,
             seed=p.seed,
-            callbacks=[tracking.StepLogger()],
+            callbacks=[StepLogger()],
             options=options,
         )
         train_resumable(trainer, ckpt)

@@ -37,6 +37,7 @@ from mmrpt.rl.fillin import FillInDataset, fillin_exact_match
 from mmrpt.rl.grpo import VLLMUnavailable, check_vllm, grpo_dataset, make_grpo_trainer
 from mmrpt.rl.rft import CompletionDataset, read_accepted, rejection_samples, write_accepted
 from mmrpt.stages.common import checkpoint_dir, require_masks, run_seed, train_options
+from mmrpt.stages.step_logger import StepLogger
 from mmrpt.training import (
     device,
     make_trainer,
@@ -91,7 +92,7 @@ def run(ctx: StageContext) -> dict:
         save_total_limit=2,
         log_steps=5,
         seed=seed,
-        callbacks=[tracking.StepLogger()],
+        callbacks=[StepLogger()],
         options=options,
     )
     weights = arm.reward_weights if arm.reward_weights is not None else rp.reward_weights
@@ -132,7 +133,7 @@ def run(ctx: StageContext) -> dict:
                 reward_weights=weights,
                 save_steps=rp.save_steps,
                 seed=seed,
-                callbacks=[tracking.StepLogger()],
+                callbacks=[StepLogger()],
                 options=options,
                 log_completions_steps=rp.log_completions_steps,
                 visual_model=rp.visual_model,

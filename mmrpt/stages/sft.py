@@ -18,6 +18,7 @@ from mmrpt.finetune.vqa import llava_dataset, llava_rows, make_sft_trainer, prob
 from mmrpt.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from mmrpt.modeling.loader import CheckpointError, load_vlm
 from mmrpt.stages.common import checkpoint_dir, run_seed, train_options, warn_untracked
+from mmrpt.stages.step_logger import StepLogger
 from mmrpt.training import (
     SaveAtSteps,
     device,
@@ -88,7 +89,7 @@ def run(ctx: StageContext) -> dict:
             save_steps=sp.save_steps,
             seed=seed,
             max_length=sp.max_length,
-            callbacks=[tracking.StepLogger()],
+            callbacks=[StepLogger()],
             options=options,
         )
         # the budget curve: snapshots at sft.budgets steps

@@ -27,6 +27,7 @@ from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 from mmrpt.pretrain.warmup import CaptionDataset, vision_reliance
 from mmrpt.safety import fresh_dir, replace_dir
 from mmrpt.stages.common import checkpoint_dir, require_splits, train_options
+from mmrpt.stages.step_logger import StepLogger
 from mmrpt.training import (
     device,
     last_loss,
@@ -100,7 +101,7 @@ def run(ctx: StageContext) -> dict:
             save_total_limit=w.save_total_limit,
             log_steps=w.log_steps,
             seed=p.seed,
-            callbacks=[tracking.StepLogger()],
+            callbacks=[StepLogger()],
             options=options,
         )
         train_resumable(trainer, ckpt)

@@ -185,13 +185,13 @@ def test_sigterm_stops_training_cleanly_and_the_rerun_resumes(warmed_project: Pa
 # warmup SIGKILLed by itself right after logging step 15 (its last checkpoint is step 10)
 KILL_AFTER_LOGGING_15 = """
 import os, signal, sys
-from mmrpt import tracking
-on_log = tracking.StepLogger.on_log
+from mmrpt.stages import step_logger
+on_log = step_logger.StepLogger.on_log
 def then_killed(self, args, state, control, logs=None, **kwargs):
     on_log(self, args, state, control, logs=logs, **kwargs)
     if state.global_step == 15:
         os.kill(os.getpid(), signal.SIGKILL)
-tracking.StepLogger.on_log = then_killed
+step_logger.StepLogger.on_log = then_killed
 from mmrpt.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -11,6 +11,7 @@ from mmrpt import tracking
 from mmrpt.config import Params
 from mmrpt.pipeline import context
 from mmrpt.rl.grpo import grpo_dataset, make_grpo_trainer
+from mmrpt.stages.step_logger import StepLogger
 
 
 def test_grpo_logs_timing_split_and_completion_table(tiny_rl, tmp_path: Path):
@@ -32,7 +33,7 @@ def test_grpo_logs_timing_split_and_completion_table(tiny_rl, tmp_path: Path):
             reward_weights={"format": 0.2, "exact": 1.0, "visual": 0.2},
             save_steps=100,
             seed=0,
-            callbacks=[tracking.StepLogger()],
+            callbacks=[StepLogger()],
             log_completions_steps=2,
         )
         trainer.train()
