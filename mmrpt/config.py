@@ -208,6 +208,11 @@ class MaskParams(Section):
     # colour word of object sentences (the synthetic world's grammar: the attribute its
     # captions can misdescribe; only object sentences are candidates)
     granularity: Literal["sentence", "span", "attribute"] = "sentence"
+    # attribute masks: also hide, with the same blank, every other mention of the hidden colour
+    # with the same shape ("The [1] circle is left of ..."). Without it the answer is in the
+    # caption's own text for ~60% of the world's samples, so imitation can learn to copy it
+    # instead of the caption's bias (docs/LOG.md, 2026-12-02 session 3)
+    hide_mentions: bool = False
     max_masks: int = Field(2, ge=1)
     # the answer format: <think>...</think><answer>...</answer>, or the answer alone (short
     # completions; say so in the instruction)
@@ -220,6 +225,12 @@ class MaskParams(Section):
     gallery_samples: int = Field(24, ge=0)
 
     _instruction = field_validator("instruction")(_plain_text)
+
+    @model_validator(mode="after")
+    def _mentions(self) -> MaskParams:
+        if self.hide_mentions and self.granularity != "attribute":
+            raise ValueError("mask.hide_mentions needs mask.granularity: attribute")
+        return self
 
 
 class PrimerParams(Section):

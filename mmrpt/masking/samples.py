@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,24 @@ def format_answer(targets: Sequence[str]) -> str:
     return " ".join(f"{placeholder(i)} {t}" for i, t in enumerate(targets))
 
 
-def mask_caption(caption: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list[str]]:
-    """Replace each (non-overlapping) span by its numbered placeholder, left to right."""
-    out, targets, pos = [], [], 0
-    for i, (a, b) in enumerate(sorted(spans)):
+def mask_caption(
+    caption: str,
+    spans: Sequence[tuple[int, int]],
+    mentions: Sequence[tuple[int, int, int]] = (),
+) -> tuple[str, list[str]]:
+    """Replace each (non-overlapping) span by its numbered placeholder, left to right.
+    ``mentions``: further spans (a, b, i) that repeat blank i (0-based, in span order), hidden
+    with the same placeholder so the rest of the caption does not give the answer away."""
+    blanks = {tuple(sp): i for i, sp in enumerate(sorted(spans))}
+    hidden = sorted([(a, b, i) for (a, b), i in blanks.items()] + [tuple(m) for m in mentions])
+    out, pos = [], 0
+    for a, b, i in hidden:
         if a < pos:
             raise ValueError(f"overlapping mask spans at {a}")
         out += [caption[pos:a], placeholder(i)]
-        targets.append(caption[a:b])
         pos = b
     out.append(caption[pos:])
-    return "".join(out), targets
+    return "".join(out), [caption[a:b] for a, b in sorted(spans)]
 
 
 def fillin_prompt(instruction: str, masked_caption: str) -> str:
@@ -60,7 +67,8 @@ class MaskedSample:
     """One fill-in example. ``spans``: caption char spans of the hidden texts (in order);
     ``sentences``: their sentence indices; ``labels``: their ground-truth dependency (None
     where unknown); ``scores``: the selector's scores; ``meta``: the record's meta (the
-    synthetic world's scene)."""
+    synthetic world's scene); ``mentions``: further spans (a, b, blank index) hidden with a
+    blank's placeholder (mask.hide_mentions)."""
 
     id: str
     image: str
@@ -74,6 +82,7 @@ class MaskedSample:
     meta: dict[str, Any]
     prompt: str
     think: bool = True  # the answer format has a <think> block
+    mentions: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -84,6 +93,15 @@ class MaskedSample:
     def answer(self) -> str:
         return format_answer(self.targets)
 
+    @property
+    def occurrence(self) -> list[int]:
+        """Per blank, which of its placeholders in the masked caption (0: the first) stands
+        for the hidden text itself; the others are hidden mentions."""
+        return [
+            sum(m[2] == i and m[0] < a for m in self.mentions)
+            for i, (a, _) in enumerate(sorted(self.spans))
+        ]
+
     @staticmethod
     def build(
         record,
@@ -92,9 +110,11 @@ class MaskedSample:
         scores: Sequence[float],
         instruction: str,
         think: bool = True,
+        mentions: Sequence[tuple[int, int, int]] = (),
     ) -> MaskedSample:
-        """Hide ``spans`` of ``record``'s caption (sentence indices ``sentences``)."""
-        masked, targets = mask_caption(record.caption, spans)
+        """Hide ``spans`` of ``record``'s caption (sentence indices ``sentences``), and
+        ``mentions`` with the placeholder of the blank they repeat."""
+        masked, targets = mask_caption(record.caption, spans, mentions)
         return MaskedSample(
             id=record.id,
             image=record.image,
@@ -108,10 +128,14 @@ class MaskedSample:
             meta=record.meta,
             prompt=fillin_prompt(instruction, masked),
             think=think,
+            mentions=[tuple(m) for m in mentions],
         )
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self) | {"answer": self.answer}, ensure_ascii=False)
+        d = asdict(self) | {"answer": self.answer}
+        if not d["mentions"]:  # files without hidden mentions stay as they were
+            del d["mentions"]
+        return json.dumps(d, ensure_ascii=False)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> MaskedSample:
@@ -128,6 +152,7 @@ class MaskedSample:
             meta=dict(d.get("meta") or {}),
             prompt=d["prompt"],
             think=bool(d.get("think", True)),
+            mentions=[tuple(m) for m in d.get("mentions", [])],
         )
 
 

@@ -64,6 +64,7 @@ def grpo_dataset(samples: Sequence[MaskedSample], root: str | Path) -> Dataset:
                 "targets": s.targets,
                 "masked_caption": s.masked_caption,
                 "think": s.think,
+                "occurrence": s.occurrence,
                 "meta": json.dumps(s.meta),
             }
 

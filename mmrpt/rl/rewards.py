@@ -197,27 +197,50 @@ def semantic_reward(
     return out
 
 
-def fill(masked_caption: str, answers: dict[int, str]) -> tuple[str, dict[int, tuple[int, int]]]:
-    """Put answers into the placeholders; return the text and each answer's char span."""
+def fill(
+    masked_caption: str, answers: dict[int, str]
+) -> tuple[str, dict[int, list[tuple[int, int]]]]:
+    """Put answers into the placeholders; return the text and each answer's char spans (one
+    per placeholder of that number: a blank and its hidden mentions)."""
     out, spans, pos = "", {}, 0
     for m in _SLOT.finditer(masked_caption):
         out += masked_caption[pos : m.start()]
         n = int(m.group(1))
         text = answers.get(n, "")
-        spans[n] = (len(out), len(out) + len(text))
+        spans.setdefault(n, []).append((len(out), len(out) + len(text)))
         out += text
         pos = m.end()
     return out + masked_caption[pos:], spans
 
 
 def visual_reward(
-    completions, targets, masked_caption, meta, image=None, visual_model=None, think=None, **_
+    completions,
+    targets,
+    masked_caption,
+    meta,
+    image=None,
+    visual_model=None,
+    think=None,
+    occurrence=None,
+    **_,
 ) -> list[float]:
+    """The filled sentence of each blank checked against the scene (the world's verifier) or
+    scored against the image (``visual_model``). ``occurrence``: per sample, per blank, which
+    placeholder of that number is the hidden text itself (MaskedSample.occurrence; the
+    others are hidden mentions, which name other objects too); default the first."""
     images = image if image is not None else [None] * len(completions)
+    which = occurrence if occurrence is not None else [None] * len(completions)
     scores: list[list[float | None]] = []
     pending: list[tuple[int, int, object, str]] = []  # (sample, blank, image, sentence)
-    for k, ((p, tgt), masked, m, img) in enumerate(
-        zip(_answers(completions, targets, think), masked_caption, meta, images, strict=True)
+    for k, ((p, tgt), masked, m, img, occ) in enumerate(
+        zip(
+            _answers(completions, targets, think),
+            masked_caption,
+            meta,
+            images,
+            which,
+            strict=True,
+        )
     ):
         scene = [world.Obj(**o) for o in (m or {}).get("scene", [])]
         by_model = not scene and visual_model is not None and img is not None
@@ -226,7 +249,8 @@ def visual_reward(
         sentences = split_sentences(filled) if by_model else split_at_punctuation(filled)
         row: list[float | None] = []
         for i, t in enumerate(tgt):
-            a, b = spans.get(i + 1, (0, 0))
+            places = spans.get(i + 1, [(0, 0)])
+            a, b = places[min(occ[i] if occ else 0, len(places) - 1)]
             answer = p.answers.get(i + 1, "")
             if not answer.strip():
                 row.append(0.0)

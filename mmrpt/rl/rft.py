@@ -36,6 +36,7 @@ def accepted(
         "masked_caption": [s.masked_caption for s in samples],
         "meta": [s.meta for s in samples],
         "think": [s.think for s in samples],  # the answer format the sample asks for
+        "occurrence": [s.occurrence for s in samples],  # which placeholder is the blank
     }
     ok = np.ones(len(completions), dtype=bool)
     for name, w in weights.items():

@@ -10,6 +10,7 @@ in ``<out_dir>/skipped.jsonl`` with the reason.
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -82,12 +83,35 @@ def mask_split(
             ]
         else:
             spans = [(r.sentences[i].start, r.sentences[i].end) for i in chosen]
+        mentions = colour_mentions(r.caption, spans) if mp.hide_mentions else []
         samples.append(
             MaskedSample.build(
-                r, spans, chosen, [scores[i] for i in chosen], mp.instruction, think=mp.think
+                r,
+                spans,
+                chosen,
+                [scores[i] for i in chosen],
+                mp.instruction,
+                think=mp.think,
+                mentions=mentions,
             )
         )
     return samples, skipped
+
+
+def colour_mentions(caption: str, spans: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Every other "<colour> <shape>" in ``caption`` with the colour and the following shape
+    word of a hidden colour span, as (start, end, blank index) of the colour word: hidden with
+    that blank's placeholder (mask.hide_mentions), so the caption's text cannot give it away.
+    A span that overlaps another blank stays visible (mask_caption refuses overlaps)."""
+    out: dict[tuple[int, int], int] = {}
+    order = sorted(spans)
+    for i, (a, b) in enumerate(order):
+        shape = caption[b:].split(maxsplit=1)[0].strip(".,;")
+        for m in re.finditer(rf"\b{re.escape(caption[a:b])}(?= {re.escape(shape)}\b)", caption):
+            span = (m.start(), m.end())
+            if not any(span[0] < y and x < span[1] for x, y in order):
+                out.setdefault(span, i)  # a mention of two blanks' words: the first's
+    return [(a, b, i) for (a, b), i in sorted(out.items())]
 
 
 def run(ctx: StageContext) -> dict:

@@ -46,3 +46,49 @@ def test_mask_caption_and_answer():
     assert format_answer(targets) == "[1] There is a red circle. [2] It is large."
     with pytest.raises(ValueError, match="overlapping"):
         mask_caption(caption, [(0, 10), (5, 12)])
+
+
+CAPTION = (
+    "There are three objects. A large green triangle is at the top right. A large green "
+    "triangle is at the middle center. A large red circle is at the bottom center. The green "
+    "triangle is right of the red circle."
+)
+
+
+def test_hidden_mentions_share_the_blank_and_the_text_no_longer_gives_it_away():
+    from mmrpt.data.records import Record, split_at_punctuation
+    from mmrpt.masking.samples import MaskedSample
+    from mmrpt.stages.mask import colour_mentions
+
+    circle = CAPTION.index("red circle is")
+    red = (circle, circle + 3)
+    mentions = colour_mentions(CAPTION, [red])
+    assert mentions == [(CAPTION.rindex("red"), CAPTION.rindex("red") + 3, 0)]
+    masked, targets = mask_caption(CAPTION, [red], mentions)
+    assert targets == ["red"] and "red" not in masked
+    assert masked.endswith(
+        "A large [1] circle is at the bottom center. The green triangle is right of the [1] circle."
+    )
+
+    second = CAPTION.index("green triangle is at the middle")
+    green = (second, second + 5)
+    record = Record("r", "r.png", CAPTION, split_at_punctuation(CAPTION), {})
+    s = MaskedSample.build(
+        record, [green], [2], [1.0], "Fill in.", mentions=colour_mentions(CAPTION, [green])
+    )
+    assert s.masked_caption.count("[1]") == 3 and "green" not in s.masked_caption
+    assert s.occurrence == [1]  # the second [1] is the hidden word, the others mentions
+    assert s.targets == ["green"]
+    again = MaskedSample.from_dict(__import__("json").loads(s.to_json()))
+    assert again == s and again.occurrence == [1]
+    plain = MaskedSample.build(record, [green], [2], [1.0], "Fill in.")
+    assert "mentions" not in plain.to_json() and plain.occurrence == [0]
+    assert "green triangle" in plain.masked_caption  # what hide_mentions is for
+
+
+def test_hide_mentions_needs_attribute_masks():
+    from mmrpt.config import Params
+
+    with pytest.raises(ValueError, match="hide_mentions needs mask.granularity"):
+        Params.model_validate({"mask": {"hide_mentions": True}})
+    Params.model_validate({"mask": {"hide_mentions": True, "granularity": "attribute"}})

@@ -204,3 +204,27 @@ def test_visual_reward_without_a_scene_scores_the_filled_sentence_with_clip(tmp_
     assert len(set(got)) == 3
     assert image_text_scorer(path) is image_text_scorer(path)  # loaded once
     assert visual_reward(completions, **cols) == [1.0, 0.0, 1.0]  # no model: exact match
+
+
+def test_visual_reward_checks_the_blank_itself_not_a_hidden_mention():
+    """mask.hide_mentions: "[1]" also stands where another green triangle is named; the
+    verifier checks the hidden object's own sentence (``occurrence``)."""
+    scene = {
+        "scene": [
+            {"shape": "triangle", "colour": "green", "size": "large", "row": 0, "col": 2},
+            {"shape": "triangle", "colour": "yellow", "size": "large", "row": 1, "col": 1},
+        ]
+    }
+    cols = {
+        "targets": [["green"]] * 2,  # the biased caption named the yellow one "green"
+        "masked_caption": [
+            "A large [1] triangle is at the top right. A large [1] triangle is at the middle "
+            "center."
+        ]
+        * 2,
+        "meta": [scene] * 2,
+        "think": [False] * 2,
+    }
+    answers = ["<answer>[1] yellow</answer>", "<answer>[1] green</answer>"]
+    assert visual_reward(answers, **cols, occurrence=[[1]] * 2) == [1.0, 0.0]
+    assert visual_reward(answers, **cols) == [0.0, 1.0]  # the first placeholder: the other one

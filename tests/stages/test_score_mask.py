@@ -67,6 +67,21 @@ def test_score_then_mask(tiny_project: Path):
     sample = json.loads(lines[0])
     assert all(" " not in t.strip() for t in sample["targets"])  # single words
 
+    # attribute masks: without hide_mentions the caption names the hidden colour elsewhere
+    # ("the red circle") in some samples; with it in none
+    def leaks(s: dict) -> bool:
+        return any(
+            f"{t} {s['caption'][b:].split()[0]}" in s["masked_caption"]
+            for t, (_, b) in zip(s["targets"], sorted(s["spans"]), strict=True)
+        )
+
+    for hide, leaked in (("false", True), ("true", False)):
+        args = ["-S", "mask.selectors=[label, random]", "-S", "mask.granularity=attribute"]
+        assert main(["mask", *args, "-S", f"mask.hide_mentions={hide}"]) == 0
+        path = tiny_project / "data/masked/label/train.jsonl"
+        samples = [json.loads(line) for line in path.read_text().splitlines()]
+        assert samples and any(map(leaks, samples)) == leaked
+
 
 def test_choose_heads_picks_k_on_dev():
     import numpy as np
