@@ -3,8 +3,9 @@
 Each stage is one MLflow run named after the stage, in a SQLite store under mlruns/ (artifacts
 beside it). Training loops report through `mmrpt.stages.step_logger.StepLogger`, a
 transformers callback, so metrics are logged per step (it lives there so that the stages that
-train nothing import neither transformers nor torch: ~10 s of start-up each, docs/PERF.md). A resumed stage continues its MLflow run: the run id is kept in the stage's
-checkpoint folder. A process killed with kill -9 cannot close its run; every run carries its
+train nothing import neither transformers nor torch: ~10 s of start-up each, docs/PERF.md).
+A resumed stage continues its MLflow run: the run id is kept in the stage's checkpoint
+folder. A process killed with kill -9 cannot close its run; every run carries its
 host and pid as tags, and the next stage or pipeline run started on that host marks runs whose
 process is gone as KILLED (close_orphaned_runs); a stage stopped by SIGTERM marks its own run
 KILLED. A resumed run does not log a training step twice (StepLogger), so its curves are those
