@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +27,23 @@ def test_profile_then_overrides_then_bias():
 def test_a_bad_override_names_itself():
     with pytest.raises(ParamsError, match=r"-S seeds=\[\]"):
         workspace_params(ROOT, PROFILE, 0.6, ["seeds=[]"])
+
+
+def test_flows_give_the_temporary_prefect_server_time_to_start():
+    """A cold Prefect database took longer than Prefect's default start-up wait: importing the
+    flows sets 90 s unless the user chose a value."""
+    code = "import flows, os; print(os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS'])"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.stdout.strip() == "90", run.stderr
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.stdout.strip() == "300", run.stderr
