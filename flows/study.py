@@ -75,7 +75,7 @@ def study(
     overrides: list[str] | None = None,
 ) -> dict:
     """Run the pipeline at each caption bias (default 0 and 0.6) and compare the arms."""
-    from mmrpt.report.study import markdown, plots, summarise
+    from mmrpt.report.study import bias_effect, markdown, plots, summarise
 
     logger = get_run_logger()
     base = Path(workdir or ".").resolve()
@@ -104,7 +104,10 @@ def study(
         "wall_s": time.time() - t0,
         "workspaces": {str(b): str(ws.relative_to(base)) for b, ws in spaces.items()},
     }
-    write_json_atomic(base / "metrics" / "study.json", {"study": summary, **summary_meta})
+    write_json_atomic(
+        base / "metrics" / "study.json",
+        {"study": summary, "bias_effect": bias_effect(summary), **summary_meta},
+    )
     report = base / out
     write_text_atomic(report / "report.md", markdown(summary))
     plots(summary, report)

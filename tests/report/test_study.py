@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrpt.report.study import items, markdown, plots, references, summarise
+from mmrpt.report.study import bias_effect, items, markdown, plots, references, summarise
 
 N_COLOUR, N_OTHER = 400, 200
 
@@ -64,8 +64,8 @@ def outcome_table(rng, p_conflict: float, p_iid: float, budgets=(50,), final=100
     return pd.DataFrame(rows)
 
 
-def runs(effect: float, seeds=(0, 1, 2, 3)):
-    rng = np.random.default_rng(0)
+def runs(effect: float, seeds=(0, 1, 2, 3), rng_seed: int = 0):
+    rng = np.random.default_rng(rng_seed)
     out = {}
     for s in seeds:
         out["mmrpt", s] = outcome_table(rng, 0.5 + effect, 0.8)
@@ -108,5 +108,22 @@ def test_an_effect_is_detected_and_its_interval_covers_it(tmp_path):
     )
     md = markdown(study)
     assert "## caption bias 0.6" in md and "(prior_only)" in md and "effect detected" in md
+    # the edge appears with the bias: its change from bias 0 is detected, and covers 0.15
+    change = bias_effect(study)["0.6 - 0"]["mmrpt vs masked_sft"]["conflict"]
+    assert change["verdict"].startswith("effect detected")
+    assert change["lo"] < 0.15 < change["hi"] and change["at_0"] == pytest.approx(0, abs=0.04)
+    assert "Does the difference need the bias?" in md
     for png in plots(study, tmp_path):
         assert png.stat().st_size > 5000
+
+
+def test_a_difference_that_does_not_need_the_bias_is_not_called_a_change():
+    """The same effect at both bias values: the change is not detected; no bias-0 run, no
+    change table."""
+    study = {"0.0": summarise(runs(0.15), budgets=[100], n_boot=300)}
+    study["0.6"] = summarise(runs(0.15, rng_seed=1), budgets=[100], n_boot=300)
+    change = bias_effect(study)["0.6 - 0"]["mmrpt vs masked_sft"]["conflict"]
+    assert change["verdict"].startswith("no effect detected")
+    assert change["at_bias"] > 0.1 and change["at_0"] > 0.1
+    assert bias_effect({"0.6": study["0.6"]}) == {}
+    assert "need the bias" not in markdown({"0.6": study["0.6"]})
