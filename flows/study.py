@@ -63,6 +63,32 @@ def load_runs(ws: Path) -> tuple[dict, list[int], dict]:
     return runs, [*p.sft.budgets, p.sft.steps], tokens
 
 
+def write_study(
+    base: Path, spaces: dict[float, Path], report: Path, meta: dict, n_boot: int = 2000
+) -> dict:
+    """Summarise each bias value's workspace (``spaces``: bias -> workspace under ``base``):
+    base/metrics/study.json (per bias, and the change of each comparison from bias 0) and
+    ``report`` (report.md and the plots)."""
+    from mmrpt.report.study import bias_effect, markdown, plots, summarise
+
+    summary: dict = {}
+    for b, ws in spaces.items():
+        runs, budgets, tokens = load_runs(ws)
+        summary[str(b)] = summarise(runs, budgets, tokens, n_boot=n_boot)
+    write_json_atomic(
+        base / "metrics" / "study.json",
+        {
+            "study": summary,
+            "bias_effect": bias_effect(summary),
+            **meta,
+            "workspaces": {str(b): str(ws.relative_to(base)) for b, ws in spaces.items()},
+        },
+    )
+    write_text_atomic(report / "report.md", markdown(summary))
+    plots(summary, report)
+    return summary
+
+
 @flow(name="mmrpt-study")
 def study(
     biases: list[float] | None = None,
@@ -75,8 +101,6 @@ def study(
     overrides: list[str] | None = None,
 ) -> dict:
     """Run the pipeline at each caption bias (default 0 and 0.6) and compare the arms."""
-    from mmrpt.report.study import bias_effect, markdown, plots, summarise
-
     logger = get_run_logger()
     base = Path(workdir or ".").resolve()
     biases = list(biases if biases is not None else (0.0, 0.6))
@@ -93,25 +117,14 @@ def study(
     for b, ws in spaces.items():
         pipeline(workdir=str(ws), max_parallel=max_parallel)
         logger.info("caption bias %s: pipeline done (%.0f s)", b, time.time() - t0)
-    summary: dict = {}
-    for b, ws in spaces.items():
-        runs, budgets, tokens = load_runs(ws)
-        summary[str(b)] = summarise(runs, budgets, tokens, n_boot=n_boot)
-    summary_meta = {
+    meta = {
         "biases": biases,
         "profile": profile,
         "overrides": list(overrides or []),
         "wall_s": time.time() - t0,
-        "workspaces": {str(b): str(ws.relative_to(base)) for b, ws in spaces.items()},
     }
-    write_json_atomic(
-        base / "metrics" / "study.json",
-        {"study": summary, "bias_effect": bias_effect(summary), **summary_meta},
-    )
-    report = base / out
-    write_text_atomic(report / "report.md", markdown(summary))
-    plots(summary, report)
-    logger.info("study written: metrics/study.json, %s", report / "report.md")
+    summary = write_study(base, spaces, base / out, meta, n_boot=n_boot)
+    logger.info("study written: metrics/study.json, %s", base / out / "report.md")
     return summary
 
 

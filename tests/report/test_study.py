@@ -127,3 +127,46 @@ def test_a_difference_that_does_not_need_the_bias_is_not_called_a_change():
     assert change["at_bias"] > 0.1 and change["at_0"] > 0.1
     assert bias_effect({"0.6": study["0.6"]}) == {}
     assert "need the bias" not in markdown({"0.6": study["0.6"]})
+
+
+def test_the_study_flow_writes_each_bias_and_the_change_from_bias_0(tmp_path):
+    """flows.study.write_study on two workspaces as the pipeline leaves them (params.yaml,
+    per-probe outcomes, rl metrics): study.json holds both bias values and the change of the
+    primary comparison from bias 0, which is detected when only the biased world has it."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from flows.study import workspace_params, write_study
+    from mmrpt.config import Params
+
+    root = Path(__file__).resolve().parents[2]
+    overrides = [
+        "seeds=[0, 1, 2, 3]",
+        "arms={masked_sft: {objective: sft}, mmrpt: {objective: grpo}}",
+        "sft.budgets=[50]",
+        "sft.steps=100",
+    ]
+    spaces = {}
+    for bias, effect in ((0.0, 0.0), (0.6, 0.15)):
+        ws = spaces[bias] = tmp_path / "studies" / f"bias-{bias}"
+        raw = workspace_params(root, root / "profiles/study.yaml", bias, overrides)
+        (ws / "metrics" / "rl").mkdir(parents=True)
+        (ws / "params.yaml").write_text(yaml.safe_dump(raw))
+        p = Params.model_validate(raw)
+        (ws / p.eval.out_dir / "outcomes").mkdir(parents=True)
+        for (arm, seed), table in runs(effect, rng_seed=int(bias * 10)).items():
+            table.to_parquet(ws / p.eval.out_dir / "outcomes" / f"{arm}-{seed}.parquet")
+            rl = {"tokens/forward": 10.0 * (1 + (arm == "mmrpt")), "loss": 1.0}
+            (ws / "metrics" / "rl" / f"{arm}-{seed}.json").write_text(json.dumps(rl))
+    write_study(tmp_path, spaces, tmp_path / "reports", {"biases": [0.0, 0.6]}, n_boot=300)
+    study = json.loads((tmp_path / "metrics" / "study.json").read_text())
+    assert set(study["study"]) == {"0.0", "0.6"}
+    assert study["workspaces"] == {"0.0": "studies/bias-0.0", "0.6": "studies/bias-0.6"}
+    assert study["study"]["0.6"]["tokens"]["mmrpt"] == {"forward": 20.0}
+    change = study["bias_effect"]["0.6 - 0"]["mmrpt vs masked_sft"]["conflict"]
+    assert change["verdict"].startswith("effect detected") and change["lo"] < 0.15 < change["hi"]
+    report = (tmp_path / "reports" / "report.md").read_text()
+    assert "## caption bias 0.0" in report and "need the bias" in report
+    assert (tmp_path / "reports" / "forest.png").stat().st_size > 5000
