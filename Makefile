@@ -27,8 +27,8 @@ main: setup
 	python -m mmrpt summary
 
 lint: setup
-	ruff check mmrpt flows tests bench
-	ruff format --check mmrpt flows tests bench
+	ruff check mmrpt flows tests bench docs/experiments
+	ruff format --check mmrpt flows tests bench docs/experiments
 
 test: lint
 	$(PY) -m pytest -q --durations=15

@@ -71,7 +71,10 @@ def truth(sample) -> tuple[str, str]:
     size, _, shape, row, col = OBJECT.fullmatch(sentence).groups()
     for o in sample.meta["scene"]:
         if (o["size"], o["shape"], world.ROWS[o["row"]], world.COLS[o["col"]]) == (
-            size, shape, row, col
+            size,
+            shape,
+            row,
+            col,
         ):
             return o["colour"], world.PRIOR_COLOUR[shape]
     raise ValueError(f"no object for {sentence!r}")
@@ -86,14 +89,23 @@ def evaluate(model, processor, samples, root: Path, n_pass: int = 0) -> dict:
         answer = parse(c).answers.get(1, "").strip().lower()
         true, prior = truth(s)
         rows.append((answer == true, answer == prior))
-    out = {"n": len(rows), "accuracy": float(np.mean([r[0] for r in rows])),
-           "prior_rate": float(np.mean([r[1] for r in rows]))}
+    out = {
+        "n": len(rows),
+        "accuracy": float(np.mean([r[0] for r in rows])),
+        "prior_rate": float(np.mean([r[1] for r in rows])),
+    }
     if n_pass:
         torch.manual_seed(0)
-        sampled = generate(model, processor, images, prompts, 24, 8, temperature=0.8,
-                           num_samples=n_pass)
-        hits = [[parse(c).answers.get(1, "").strip().lower() == truth(s)[0]
-                 for c in sampled[j * n_pass : (j + 1) * n_pass]] for j, s in enumerate(samples)]
+        sampled = generate(
+            model, processor, images, prompts, 24, 8, temperature=0.8, num_samples=n_pass
+        )
+        hits = [
+            [
+                parse(c).answers.get(1, "").strip().lower() == truth(s)[0]
+                for c in sampled[j * n_pass : (j + 1) * n_pass]
+            ]
+            for j, s in enumerate(samples)
+        ]
         out[f"pass@{n_pass}"] = float(np.mean([any(h) for h in hits]))
         out["sampled_accuracy"] = float(np.mean([np.mean(h) for h in hits]))
     return out
@@ -117,59 +129,125 @@ def main() -> None:
     t0 = time.time()
     splits = {}
     for split, n in (("train", args.n_train), ("test_iid", 300), ("test_counter", 300)):
-        splits[split] = list(world.generate_split(
-            split, n, root, seed=args.seed, image_size=p.data.image_size,
-            max_objects=p.data.max_objects, prior_strength=p.data.prior_strength,
-            caption_bias=args.bias))
-    named = [(o["colour"], c) for r in splits["train"] for o, c in
-             zip(r.meta["scene"], r.meta.get("named_colours") or [o["colour"] for o in
-                                                                   r.meta["scene"]], strict=True)
-             if o["colour"] != world.PRIOR_COLOUR[o["shape"]]]
+        splits[split] = list(
+            world.generate_split(
+                split,
+                n,
+                root,
+                seed=args.seed,
+                image_size=p.data.image_size,
+                max_objects=p.data.max_objects,
+                prior_strength=p.data.prior_strength,
+                caption_bias=args.bias,
+            )
+        )
+    named = [
+        (o["colour"], c)
+        for r in splits["train"]
+        for o, c in zip(
+            r.meta["scene"],
+            r.meta.get("named_colours") or [o["colour"] for o in r.meta["scene"]],
+            strict=True,
+        )
+        if o["colour"] != world.PRIOR_COLOUR[o["shape"]]
+    ]
     log = {"bias": args.bias, "measured_bias": float(np.mean([a != b for a, b in named]))}
     instruction = p.mask.instruction
     spec = TinySpec(**p.model.tiny.model_dump(), image_size=p.data.image_size)
-    texts = ([r.caption for r in splits["train"]] + world.vocabulary_text()
-             + [instruction, fillin_target(["a", "b"]), "[1] [2] [3]"] * 50)
-    model, processor = load_vlm(build_tiny_vlm(texts, spec, out / "init", seed=args.seed),
-                                dtype=torch.float32)
-    make_trainer(model, processor, CaptionDataset(splits["train"], root, processor,
-                                                  p.warmup.prompt),
-                 out_dir=out / "ck_warmup", max_steps=args.warmup_steps, batch_size=16,
-                 lr=p.warmup.lr, weight_decay=0.01, warmup_ratio=0.05, save_steps=10**6,
-                 save_total_limit=1, log_steps=100, seed=args.seed).train()
+    texts = (
+        [r.caption for r in splits["train"]]
+        + world.vocabulary_text()
+        + [instruction, fillin_target(["a", "b"]), "[1] [2] [3]"] * 50
+    )
+    model, processor = load_vlm(
+        build_tiny_vlm(texts, spec, out / "init", seed=args.seed), dtype=torch.float32
+    )
+    make_trainer(
+        model,
+        processor,
+        CaptionDataset(splits["train"], root, processor, p.warmup.prompt),
+        out_dir=out / "ck_warmup",
+        max_steps=args.warmup_steps,
+        batch_size=16,
+        lr=p.warmup.lr,
+        weight_decay=0.01,
+        warmup_ratio=0.05,
+        save_steps=10**6,
+        save_total_limit=1,
+        log_steps=100,
+        seed=args.seed,
+    ).train()
     save_model_atomic(model, processor, out / "warmup")
     log["warmup_s"] = time.time() - t0
     train = colour_samples(splits["train"], instruction)
     held = {s: colour_samples(splits[s], instruction) for s in ("test_iid", "test_counter")}
     primer_n = 600
-    make_trainer(model, processor, FillInDataset(train[:primer_n], root, processor),
-                 out_dir=out / "ck_primer", max_steps=args.primer_steps, batch_size=16,
-                 lr=p.primer.lr, weight_decay=0.0, warmup_ratio=0.05, save_steps=10**6,
-                 save_total_limit=1, log_steps=50, seed=args.seed).train()
+    make_trainer(
+        model,
+        processor,
+        FillInDataset(train[:primer_n], root, processor),
+        out_dir=out / "ck_primer",
+        max_steps=args.primer_steps,
+        batch_size=16,
+        lr=p.primer.lr,
+        weight_decay=0.0,
+        warmup_ratio=0.05,
+        save_steps=10**6,
+        save_total_limit=1,
+        log_steps=50,
+        seed=args.seed,
+    ).train()
     save_model_atomic(model, processor, out / "primer")
-    log["primer"] = {s: evaluate(model, processor, v, root, n_pass=8 if s == "test_counter"
-                                 else 0) for s, v in held.items()}
+    log["primer"] = {
+        s: evaluate(model, processor, v, root, n_pass=8 if s == "test_counter" else 0)
+        for s, v in held.items()
+    }
     print(json.dumps(log, indent=2), flush=True)
     rest = train[primer_n:]
-    arms = {"masked_sft": None, "grpo_visual": {"format": 0.2, "visual": 1.0},
-            "grpo_exact": {"format": 0.2, "exact": 1.0}}
+    arms = {
+        "masked_sft": None,
+        "grpo_visual": {"format": 0.2, "visual": 1.0},
+        "grpo_exact": {"format": 0.2, "exact": 1.0},
+    }
     for arm, weights in arms.items():
         seed_everything(args.seed)
         model, processor = load_vlm(out / "primer", dtype=torch.float32)
         t1 = time.time()
         if weights is None:
-            trainer = make_trainer(model, processor, FillInDataset(rest, root, processor),
-                                   out_dir=out / f"ck_{arm}", max_steps=args.steps,
-                                   batch_size=8, lr=p.rl.sft_lr, weight_decay=0.0,
-                                   warmup_ratio=0.0, save_steps=10**6, save_total_limit=1,
-                                   log_steps=25, seed=args.seed)
+            trainer = make_trainer(
+                model,
+                processor,
+                FillInDataset(rest, root, processor),
+                out_dir=out / f"ck_{arm}",
+                max_steps=args.steps,
+                batch_size=8,
+                lr=p.rl.sft_lr,
+                weight_decay=0.0,
+                warmup_ratio=0.0,
+                save_steps=10**6,
+                save_total_limit=1,
+                log_steps=25,
+                seed=args.seed,
+            )
         else:
             trainer = make_grpo_trainer(
-                model, processor, grpo_dataset(rest, root), out_dir=out / f"ck_{arm}",
-                steps=args.steps, batch_size=8, num_generations=8, temperature=1.0,
-                lr=p.rl.lr, beta=0.0, loss_type="dapo", max_completion_length=24,
-                reward_weights=weights, save_steps=10**6, seed=args.seed,
-                log_completions_steps=0)
+                model,
+                processor,
+                grpo_dataset(rest, root),
+                out_dir=out / f"ck_{arm}",
+                steps=args.steps,
+                batch_size=8,
+                num_generations=8,
+                temperature=1.0,
+                lr=p.rl.lr,
+                beta=0.0,
+                loss_type="dapo",
+                max_completion_length=24,
+                reward_weights=weights,
+                save_steps=10**6,
+                seed=args.seed,
+                log_completions_steps=0,
+            )
         trainer.train()
         rewards = [h.get("reward") for h in trainer.state.log_history if "reward" in h]
         log[arm] = {s: evaluate(model, processor, v, root) for s, v in held.items()}

@@ -1,4 +1,5 @@
 """Dev-split check of how many of the best (layer, head) pairs D_vis should average (LOG)."""
+
 from pathlib import Path
 
 import numpy as np
