@@ -1,0 +1,60 @@
+"""Seed-level comparison of two arms across study runs: each (arm, seed)'s accuracy from the
+start_point.json files of docs/experiments/start_point.py (the primary metric's items, the same
+in every run of one bias value), the per-seed paired difference a - b, its mean with a t
+interval over seeds, the sign test, the MDE at this many seeds, and the seeds an MDE of
+``--target`` would need. With few seeds a cluster bootstrap understates the seed variance;
+this is the conservative view.
+
+    python docs/experiments/seed_level.py sp1.json sp2.json [--a mmrpt --b masked_sft]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("start_points", nargs="+", type=Path)
+    ap.add_argument("--a", default="mmrpt")
+    ap.add_argument("--b", default="masked_sft")
+    ap.add_argument("--target", type=float, default=0.05)
+    args = ap.parse_args()
+    acc: dict[str, dict[int, float]] = {args.a: {}, args.b: {}}
+    for path in args.start_points:
+        for run, r in json.loads(path.read_text())["arms"].items():
+            arm, seed = run.rsplit("-", 1)
+            if arm in acc:
+                if int(seed) in acc[arm]:
+                    raise SystemExit(f"{run} appears twice ({path})")
+                acc[arm][int(seed)] = r["accuracy"]
+    seeds = sorted(set(acc[args.a]) & set(acc[args.b]))
+    if len(seeds) < 2:
+        raise SystemExit(f"need >= 2 seeds with both arms, got {seeds}")
+    d = np.array([acc[args.a][s] - acc[args.b][s] for s in seeds])
+    n, sd = len(d), float(d.std(ddof=1))
+    se = sd / np.sqrt(n)
+    t = stats.t.ppf(0.975, n - 1)
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    out = {
+        "seeds": seeds,
+        args.a: [acc[args.a][s] for s in seeds],
+        args.b: [acc[args.b][s] for s in seeds],
+        "diff_per_seed": [round(float(x), 4) for x in d],
+        "diff": float(d.mean()),
+        "lo": float(d.mean() - t * se),
+        "hi": float(d.mean() + t * se),
+        "sign_test_p": float(stats.binomtest(int((d > 0).sum()), int((d != 0).sum())).pvalue),
+        "mde": float(z * se),
+        "seeds_for_target_mde": int(np.ceil((z * sd / args.target) ** 2)),
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
