@@ -159,3 +159,8 @@ def test_one_seed_says_its_interval_leaves_out_seed_variance():
     assert verdict(d, 0.03).endswith("; one seed: the interval leaves out seed-to-seed variance)")
     d = paired_difference(a, b, clusters=np.arange(800) % 2, n_boot=300)
     assert "one seed" not in verdict(d, 0.03)
+    assert verdict(d, 0.03).endswith(
+        "; 2 seeds: a bootstrap over so few understates seed-to-seed variance)"
+    )
+    d = paired_difference(a, b, clusters=np.arange(800) % 4, n_boot=300)
+    assert verdict(d, 0.03).endswith("])")  # four seeds: no caveat
