@@ -75,16 +75,17 @@ def write_study(
     for b, ws in spaces.items():
         runs, budgets, tokens = load_runs(ws)
         summary[str(b)] = summarise(runs, budgets, tokens, n_boot=n_boot)
+    effects = bias_effect(summary)
     write_json_atomic(
         base / "metrics" / "study.json",
         {
             "study": summary,
-            "bias_effect": bias_effect(summary),
+            "bias_effect": effects,
             **meta,
             "workspaces": {str(b): str(ws.relative_to(base)) for b, ws in spaces.items()},
         },
     )
-    write_text_atomic(report / "report.md", markdown(summary))
+    write_text_atomic(report / "report.md", markdown(summary, effects=effects))
     plots(summary, report)
     return summary
 

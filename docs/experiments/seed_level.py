@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from mmrpt.report.stats import mde  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +46,6 @@ def main() -> None:
     n, sd = len(d), float(d.std(ddof=1))
     se = sd / np.sqrt(n)
     t = stats.t.ppf(0.975, n - 1)
-    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
     out = {
         "seeds": seeds,
         args.a: [acc[args.a][s] for s in seeds],
@@ -50,8 +55,8 @@ def main() -> None:
         "lo": float(d.mean() - t * se),
         "hi": float(d.mean() + t * se),
         "sign_test_p": float(stats.binomtest(int((d > 0).sum()), int((d != 0).sum())).pvalue),
-        "mde": float(z * se),
-        "seeds_for_target_mde": int(np.ceil((z * sd / args.target) ** 2)),
+        "mde": mde(n, sd_diff=sd),
+        "seeds_for_target_mde": int(np.ceil((mde(1, sd_diff=sd) / args.target) ** 2)),
     }
     print(json.dumps(out, indent=1))
 

@@ -193,15 +193,18 @@ def bias_effect(study: Mapping) -> dict[str, dict]:
                 d = {"diff": c["diff"] - c0["diff"], "se": float(np.hypot(c["se"], c0["se"]))}
                 d |= {"lo": d["diff"] - z * d["se"], "hi": d["diff"] + z * d["se"]}
                 d["mde"] = mde(1, sd_diff=d["se"])
-                d["n_clusters"] = min(c.get("n_clusters", 2), c0.get("n_clusters", 2))
+                d["n_clusters"] = min(c["n_clusters"], c0["n_clusters"])
                 d["verdict"] = verdict(d, d["mde"])
                 d["at_bias"], d["at_0"] = c["diff"], c0["diff"]
                 out[key][pair][metric] = d
     return out
 
 
-def markdown(study: Mapping[str, dict], budget_note: str = "") -> str:
-    """The study report: per bias value, the arm table with references and the comparisons."""
+def markdown(
+    study: Mapping[str, dict], budget_note: str = "", effects: Mapping | None = None
+) -> str:
+    """The study report: per bias value, the arm table with references and the comparisons;
+    then the change from bias 0 (``effects``: bias_effect(study), computed when not given)."""
     lines = ["# The study: caption bias, verifier-driven RL and imitation", ""]
     if budget_note:
         lines += [budget_note, ""]
@@ -259,7 +262,7 @@ def markdown(study: Mapping[str, dict], budget_note: str = "") -> str:
                     f"{t.get('backward', 0):,.0f} | {t.get('generated', 0):,.0f} |"
                 )
             lines.append("")
-    effects = bias_effect(study)
+    effects = bias_effect(study) if effects is None else effects
     if effects:
         lines += [
             "## Does the difference need the bias? (difference at the bias minus at bias 0)",

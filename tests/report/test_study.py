@@ -1,10 +1,16 @@
 """The study's comparison on simulated outcome tables: an effect put in is detected with an
 interval that covers it, a null is not, the reference answerers and the curves are right."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from flows.study import workspace_params, write_study
+from mmrpt.config import Params
 from mmrpt.report.study import bias_effect, items, markdown, plots, references, summarise
 
 N_COLOUR, N_OTHER = 400, 200
@@ -133,14 +139,6 @@ def test_the_study_flow_writes_each_bias_and_the_change_from_bias_0(tmp_path):
     """flows.study.write_study on two workspaces as the pipeline leaves them (params.yaml,
     per-probe outcomes, rl metrics): study.json holds both bias values and the change of the
     primary comparison from bias 0, which is detected when only the biased world has it."""
-    import json
-    from pathlib import Path
-
-    import yaml
-
-    from flows.study import workspace_params, write_study
-    from mmrpt.config import Params
-
     root = Path(__file__).resolve().parents[2]
     overrides = [
         "seeds=[0, 1, 2, 3]",
