@@ -47,7 +47,9 @@ ONLY_WITH_OPTIONS = {
 
 
 def run(args, cwd, env) -> str:
-    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    # A hang guard, not a speed check: `dvc repro` of the tiny pipeline takes ~5 minutes on a
+    # quiet 2-core machine and over 15 beside another test process and a study.
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=2400)
     assert out.returncode == 0, f"{args}: {out.stdout}\n{out.stderr}"
     return out.stdout + out.stderr
 
