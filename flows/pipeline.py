@@ -7,7 +7,9 @@ date, runs the stage's command and records it in dvc.lock: after a flow run ``dv
 says the pipeline is up to date, exactly as after ``dvc repro``. A task waits for the tasks of
 the stages it depends on; stages that do not depend on each other (the arms x seeds) run
 concurrently, up to ``max_parallel`` at a time (DVC releases its lock while a stage command
-runs). Overrides are written into the workdir's params.yaml first (as ``dvc exp run -S``
+runs). Stages that may run beside another get the cores split between them as torch/OpenMP
+threads (unless OMP_NUM_THREADS is set); a stage that always runs alone keeps them all.
+Overrides are written into the workdir's params.yaml first (as ``dvc exp run -S``
 does), after validation by the same schema, so DVC sees them as params changes; a
 ``params_file`` (e.g. a real-data profile) replaces params.yaml before that. How many
 processes a training stage or score worker runs is a param (``num_processes`` sets
@@ -121,11 +123,46 @@ def write_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
 _slots: dict[int, threading.BoundedSemaphore] = {}
 
 
+def concurrent(chosen: list[str], upstream: dict[str, list[str]]) -> set[str]:
+    """The stages that may run while another of ``chosen`` runs: those with a stage that is
+    neither upstream nor downstream of them (the arms x seeds, the score workers). The others
+    (data, warmup, ..., primer, report) always run alone."""
+    above: dict[str, set[str]] = {}
+
+    def ancestors(s: str) -> set[str]:
+        if s not in above:
+            above[s] = {a for d in upstream[s] for a in (d, *ancestors(d))}
+        return above[s]
+
+    for s in chosen:
+        ancestors(s)
+    return {
+        s for s in chosen if any(t != s and t not in above[s] and s not in above[t] for t in chosen)
+    }
+
+
+def stage_threads(max_parallel: int, shares_cores: bool) -> int | None:
+    """Torch/OpenMP threads for a stage process: the cores split between the stages that may
+    run at once, so they do not oversubscribe the CPU (two processes with two threads each on
+    two cores stall each other: the warmup ran 30x slower that way, docs/LOG.md). None (the
+    library default, all cores) for a stage that runs alone or where the user set
+    OMP_NUM_THREADS."""
+    if max_parallel == 1 or not shares_cores or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // max_parallel)
+
+
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=may_pass_on_retry)
-def repro_stage(stage: str, workdir: str, max_parallel: int = 1) -> dict:
-    """``dvc repro --single-item <stage>`` in ``workdir``; returns the stage's metrics."""
+def repro_stage(
+    stage: str, workdir: str, max_parallel: int = 1, threads: int | None = None
+) -> dict:
+    """``dvc repro --single-item <stage>`` in ``workdir`` (with ``threads`` torch/OpenMP
+    threads, if given); returns the stage's metrics."""
     logger = get_run_logger()
     slot = _slots.setdefault(max_parallel, threading.BoundedSemaphore(max_parallel))
+    env = os.environ.copy()
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     with slot:
         t0 = time.time()
         proc = subprocess.run(
@@ -133,7 +170,7 @@ def repro_stage(stage: str, workdir: str, max_parallel: int = 1) -> dict:
             cwd=workdir,
             text=True,
             capture_output=True,
-            env=os.environ.copy(),
+            env=env,
         )
     out = (proc.stdout + proc.stderr).strip()
     if proc.returncode:
@@ -227,12 +264,14 @@ def pipeline(
     try:
         with tracking.pipeline_run(params):
             futures: dict[str, Any] = {}
+            shared = concurrent(chosen, upstream)
             for s in chosen:
                 task_ = repro_stage.with_options(name=s.partition("@")[0])
                 futures[s] = task_.submit(
                     s,
                     str(work),
                     max_parallel,
+                    stage_threads(max_parallel, s in shared),
                     wait_for=[futures[d] for d in upstream[s] if d in futures],
                 )
             wait(list(futures.values()))

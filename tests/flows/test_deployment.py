@@ -104,7 +104,11 @@ def test_prefect_deployment_run(tmp_path: Path):
             env,
             tmp_path / "worker.log",
         )
-        params = {"workdir": str(work), "overrides": {"warmup.max_steps": 10}}
+        params = {
+            "workdir": str(work),
+            "overrides": {"warmup.max_steps": 10},
+            "max_parallel": 2,  # the arms two at a time, one thread each on two cores
+        }
         out = prefect(
             [
                 "deployment",

@@ -9,7 +9,14 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.pipeline import StageFailed, may_pass_on_retry, pipeline, select
+from flows.pipeline import (
+    StageFailed,
+    concurrent,
+    may_pass_on_retry,
+    pipeline,
+    select,
+    stage_threads,
+)
 from mmrpt.cli import main
 from mmrpt.config import ParamsError
 from tests.conftest import copy_repo
@@ -108,6 +115,29 @@ def test_stage_selection_follows_the_dvc_graph():
     assert select(order, upstream, ["rl@b-0"]) == ["data", "warmup", "rl@b-0"]
     with pytest.raises(ValueError, match="unknown stages"):
         select(order, upstream, ["rlx"])
+
+
+def test_only_stages_that_may_run_together_share_the_cores(monkeypatch):
+    order = ["data", "score@0", "score@1", "merge", "rl@a-0", "rl@b-0", "sft@a-0", "report"]
+    upstream = {
+        "data": [],
+        "score@0": ["data"],
+        "score@1": ["data"],
+        "merge": ["score@0", "score@1"],
+        "rl@a-0": ["merge"],
+        "rl@b-0": ["merge"],
+        "sft@a-0": ["rl@a-0"],
+        "report": ["sft@a-0", "rl@b-0"],
+    }
+    shared = {"score@0", "score@1", "rl@a-0", "rl@b-0", "sft@a-0"}
+    assert concurrent(order, upstream) == shared
+    assert concurrent(["data", "rl@a-0", "sft@a-0"], upstream) == set()  # one chain: alone
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert stage_threads(2, True) == 4 and stage_threads(16, True) == 1
+    assert stage_threads(2, False) is None and stage_threads(1, True) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
+    assert stage_threads(2, True) is None
 
 
 class State:
