@@ -237,3 +237,61 @@ def test_dvc_repro_exp_and_metrics(tmp_path: Path):
     )
     assert "Running stage 'rl@no_visual-0'" in out and "Running stage 'rl@mmrpt-0'" not in out
     assert "Running stage 'report'" in out
+
+
+def stale_records(status: dict, tracked: set[str]) -> list[str]:
+    """What `dvc status --json` says the committed dvc.lock no longer matches in the files git
+    tracks (code, params): a fresh clone's `make main` would rewrite those records. Outputs
+    and data that a clone lacks ("deleted") are not counted."""
+    stale = []
+    for stage, changes in status.items():
+        for change in changes:
+            if isinstance(change, str):  # "changed command", "always changed"
+                stale.append(f"{stage}: {change}")
+                continue
+            for path, state in change.get("changed deps", {}).items():
+                if isinstance(state, dict):  # params: {key: "modified" | "new" | "deleted"}
+                    stale += [f"{stage}: {path}:{k} {v}" for k, v in state.items()]
+                elif path in tracked and state != "deleted":
+                    stale.append(f"{stage}: {path} {state}")
+    return stale
+
+
+def test_stale_records_are_code_and_params_only():
+    status = {
+        "report": [
+            {"changed deps": {"mmrpt/report": "modified", "data/world": "deleted"}},
+            {"changed outs": {"reports": "deleted"}},
+        ],
+        "warmup": [{"changed deps": {"params.yaml": {"warmup.lr": "modified"}}}, "changed command"],
+        "data": [{"changed outs": {"data/world": "deleted"}}],
+    }
+    assert stale_records(status, {"mmrpt/report", "params.yaml"}) == [
+        "report: mmrpt/report modified",
+        "warmup: params.yaml:warmup.lr modified",
+        "warmup: changed command",
+    ]
+
+
+def test_committed_lock_matches_the_code():
+    """`make main` on a fresh clone leaves `git status` clean only if dvc.lock records the
+    code and params that are committed: a change to a stage's code needs the main job rerun
+    and its dvc.lock (and outputs) committed with it."""
+    root = Path(__file__).resolve().parents[1]
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    tracked = {*files, *(str(d) for f in files for d in Path(f).parents if str(d) != ".")}
+    out = subprocess.run(
+        [str(BIN / "dvc"), "status", "--json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    stale = stale_records(json.loads(out.stdout or "{}"), tracked)
+    assert not stale, "dvc.lock is older than the code (rerun `make main`, commit it):\n" + (
+        "\n".join(stale)
+    )
