@@ -177,7 +177,13 @@ def repro_stage(
         code = BAD_INPUT_EXIT if f"exited with {BAD_INPUT_EXIT}" in out else proc.returncode
         raise StageFailed(stage, code, out[-3000:])
     ran = "Running stage" in out
-    logger.info("%s: %s in %.0f s", stage, "ran" if ran else "up to date", time.time() - t0)
+    logger.info(
+        "%s: %s in %.0f s%s",
+        stage,
+        "ran" if ran else "up to date",
+        time.time() - t0,
+        f" ({threads} torch threads: the cores shared with stages beside it)" if threads else "",
+    )
     metrics = stage_metrics(Path(workdir), stage)
     if ran:
         publish(stage, metrics)

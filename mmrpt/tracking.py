@@ -27,6 +27,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -302,6 +303,15 @@ def pipeline_parent(params: Params, experiment_id: str) -> str:
     return run.info.run_id
 
 
+def torch_threads() -> int:
+    """The intra-op threads this stage computes with: torch's own count where the stage uses
+    torch, else what torch would take (OMP_NUM_THREADS, else the cores)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+
+
 @contextmanager
 def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
     """An MLflow run for one stage (``ctx``: its mmrpt.contract.StageContext), named
@@ -351,7 +361,7 @@ def stage_run(ctx, run_id_file: Path | None = None) -> Iterator[str]:
             mlflow.log_params(
                 {k: "null" if v is None else v for k, v in ctx.logged_params().items()}
             )
-            tags = {"stage": stage}
+            tags = {"stage": stage, "threads": str(torch_threads())}
             if ctx.stage.per_run:
                 tags |= {"arm": ctx.arm, "replicate": str(ctx.seed), "run": ctx.run_name}
             if ctx.stage.workers:

@@ -155,6 +155,11 @@ def test_prefect_deployment_run(tmp_path: Path):
         for r in runs
         if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id
     }
+    # the arms ran two at a time, each with its share of the cores (flows.pipeline)
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
+    arm_runs = [r for r in runs if r.data.tags.get("stage") in PER_RUN]
+    assert len(arm_runs) == 3 * len(DEFAULT_ARMS)
+    assert {r.data.tags["threads"] for r in arm_runs} == {threads}
     assert children == (
         {s for s in NAMES if s not in PER_RUN + PER_WORKER}
         | {f"{s}/0" for s in PER_WORKER}
