@@ -26,22 +26,39 @@ def tiny_project(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def primed_project(tiny_project: Path) -> Path:
-    """A tiny project run through data, warmup, score, mask and primer."""
+@pytest.fixture(scope="session")
+def primed_template(tmp_path_factory) -> Path:
+    """A tiny project run through data, warmup, score, mask and primer, once per session
+    (~30 s); tests work on copies of it (primed_project)."""
+    import contextlib
+
     from mmrpt.cli import main
 
-    for args in (
-        ["data"],
-        ["warmup", "-S", "warmup.max_steps=10"],
-        ["score_heads"],
-        ["score", "--worker", "0"],
-        ["score_merge"],
-        ["mask"],
-        ["primer"],
-    ):
-        assert main(args) == 0, args
-    return tiny_project
+    root = tmp_path_factory.mktemp("primed")
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY))
+    with contextlib.chdir(root):
+        for args in (
+            ["data"],
+            ["warmup", "-S", "warmup.max_steps=10"],
+            ["score_heads"],
+            ["score", "--worker", "0"],
+            ["score_merge"],
+            ["mask"],
+            ["primer"],
+        ):
+            assert main(args) == 0, args
+    return root
+
+
+@pytest.fixture
+def primed_project(primed_template: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of the primed tiny project as the working directory. (Its MLflow experiment
+    keeps the template's artifact folder: MLflow stores that location absolute.)"""
+    import shutil
+
+    project = shutil.copytree(primed_template, tmp_path / "project")
+    monkeypatch.chdir(project)
+    return project
 
 
 ROOT = Path(__file__).resolve().parents[1]

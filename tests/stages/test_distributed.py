@@ -24,31 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = ["--arm", "mmrpt", "--seed", "0"]
 
 
-@pytest.fixture(scope="module")
-def primed_template(tmp_path_factory) -> Path:
-    """data, warmup, score, mask and primer once for this module (the tests copy it)."""
-    import contextlib
-
-    import yaml
-
-    from tests.tiny_params import TINY
-
-    root = tmp_path_factory.mktemp("primed")
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY))
-    with contextlib.chdir(root):
-        for args in (
-            ["data"],
-            ["warmup", "-S", "warmup.max_steps=10"],
-            ["score_heads"],
-            ["score", "--worker", "0"],
-            ["score_merge"],
-            ["mask"],
-            ["primer"],
-        ):
-            assert main(args) == 0, args
-    return root
-
-
 def mmrpt(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
