@@ -198,7 +198,16 @@ def reference_times(res: dict) -> dict:
         if name == "rl" and run:
             key = f"rl/{arms[run.rsplit('-', 1)[0]]['objective']}"
         out[key] = round(max(out.get(key, 0.0), seconds), 1)
-    return {"ref": res["ref"], "wall_s": round(res["wall_s"]), "stages_s": out}
+    from mmrpt.config import load_params
+    from mmrpt.tracking import params_hash
+
+    # the params these times hold for: the CLI shows them only for a run with the same
+    return {
+        "ref": res["ref"],
+        "wall_s": round(res["wall_s"]),
+        "params_hash": params_hash(load_params(ROOT / "params.yaml")),
+        "stages_s": out,
+    }
 
 
 if __name__ == "__main__":

@@ -219,13 +219,17 @@ def pipeline_position(name: str, params, arm: str | None, seed: int | None) -> t
 
 
 def reference_seconds(name: str, params, arm: str | None) -> float | None:
-    """How long this stage took in the measured embedded main job (bench/main_job.py), for
-    the embedded default only (real models and data take what they take)."""
-    if params.model.path is not None or params.data.source != "synthetic":
-        return None
+    """How long this stage took in the measured embedded main job (bench/main_job.py): only
+    where the params are the main job's (a study workspace, another profile or an override
+    computes something else, and real models and data take what they take)."""
+    from mmrpt.tracking import params_hash
+
     if not REFERENCE_TIMES.exists():
         return None
-    times = json.loads(REFERENCE_TIMES.read_text())["stages_s"]
+    reference = json.loads(REFERENCE_TIMES.read_text())
+    if reference.get("params_hash") != params_hash(params):
+        return None
+    times = reference["stages_s"]
     objective = params.arms[arm].objective if arm else None
     return times.get(f"{name}/{objective}") or times.get(name)
 

@@ -247,12 +247,14 @@ def dvc_out_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
     return hashes
 
 
-def run_tags(params: Params) -> dict[str, str]:
+def params_hash(params: Params) -> str:
+    """A short digest of the validated params (every key, defaults included)."""
     blob = json.dumps(params.model_dump(), sort_keys=True, default=str)
-    tags = {
-        "git_commit": git_commit(),
-        "params_hash": hashlib.sha256(blob.encode()).hexdigest()[:16],
-    }
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_tags(params: Params) -> dict[str, str]:
+    tags = {"git_commit": git_commit(), "params_hash": params_hash(params)}
     data_hash = dvc_out_hashes().get(params.data.out_dir)
     if data_hash:
         tags["dvc_data_hash"] = data_hash

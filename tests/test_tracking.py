@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 
 from mmrpt.cli import main
+from tests.conftest import ROOT
 
 
 def test_unreachable_mlflow_server_falls_back_to_local_store(tiny_project: Path, caplog):
@@ -123,3 +124,25 @@ def test_only_rank_zero_talks_to_mlflow(tiny_project: Path, monkeypatch):
     stages = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # under the pipeline run
     assert [r.info.run_id for r in stages] == [run_id]
     assert len(runs) == 2  # and the pipeline run itself
+
+
+def test_reference_times_are_shown_only_for_the_params_they_were_measured_with(
+    tmp_path: Path, monkeypatch
+):
+    """The stage line's "about N s in the reference main job" holds for the main job's params
+    only: a study workspace (caption bias, other arms) or an override computes other work."""
+    from mmrpt import cli
+    from mmrpt.config import load_params
+    from mmrpt.tracking import params_hash
+
+    shipped = load_params(ROOT / "params.yaml")
+    times = {"warmup": 250.0, "rl/grpo": 150.0, "rl/sft": 40.0, "eval": 30.0}
+    ref = tmp_path / "reference_times.json"
+    ref.write_text(json.dumps({"params_hash": params_hash(shipped), "stages_s": times}))
+    monkeypatch.setattr(cli, "REFERENCE_TIMES", ref)
+    assert cli.reference_seconds("warmup", shipped, None) == 250.0
+    assert cli.reference_seconds("rl", shipped, "mmrpt") == 150.0  # per objective
+    assert cli.reference_seconds("rl", shipped, "masked_sft") == 40.0
+    for change in ("data.caption_bias=0.6", "rl.steps=10", "seeds=[0, 1]"):
+        other = load_params(ROOT / "params.yaml", [change])
+        assert cli.reference_seconds("warmup", other, None) is None, change
