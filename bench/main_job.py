@@ -201,7 +201,7 @@ def reference_times(res: dict) -> dict:
     from mmrpt.config import load_params
     from mmrpt.tracking import params_hash
 
-    # the params these times hold for: the CLI shows them only for a run with the same
+    # the params these times hold for: the CLI shows them only for a run with the same params
     return {
         "ref": res["ref"],
         "wall_s": round(res["wall_s"]),

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from flows.pipeline import stage_threads
 from mmrpt.config import DEFAULT_ARMS
 from mmrpt.pipeline import NAMES, PER_RUN, PER_WORKER, stage
 from tests.conftest import copy_repo
@@ -156,7 +157,7 @@ def test_prefect_deployment_run(tmp_path: Path):
         if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id
     }
     # the arms ran two at a time, each with its share of the cores (flows.pipeline)
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
+    threads = os.environ.get("OMP_NUM_THREADS") or str(stage_threads(2, shares_cores=True))
     arm_runs = [r for r in runs if r.data.tags.get("stage") in PER_RUN]
     assert len(arm_runs) == 3 * len(DEFAULT_ARMS)
     assert {r.data.tags["threads"] for r in arm_runs} == {threads}

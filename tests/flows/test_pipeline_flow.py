@@ -92,7 +92,7 @@ def test_flow_runs_the_dvc_stages(harness, tmp_path: Path):
     for r in children:
         assert r.data.tags["git_commit"] and r.data.tags["params_hash"]
     # the two score workers ran side by side with the cores split between them
-    split = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
+    split = os.environ.get("OMP_NUM_THREADS") or str(stage_threads(2, shares_cores=True))
     assert {r.data.tags["threads"] for r in children if r.data.tags["stage"] == "score"} == {split}
     # a second run finds everything up to date and runs nothing
     again = pipeline(stages=[target], workdir=str(repo))
