@@ -46,3 +46,15 @@ def test_a_launched_process_must_match_the_params(tiny_project, monkeypatch, cap
     assert main(["mask"]) == 2
     assert "runs in one process" in capsys.readouterr().err
     assert [p.name for p in tiny_project.iterdir()] == ["params.yaml"]
+
+
+def test_a_stage_without_torch_never_imports_it(primed_project):
+    """data, mask and report need no torch: their process must not pay its import (~3 s on
+    a 2-core machine) to learn that there is no process group to wait for."""
+    import subprocess
+
+    code = "import sys; from mmrpt.cli import main; print(main(['mask']), 'torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=primed_project, capture_output=True, text=True
+    )
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stdout + out.stderr

@@ -49,7 +49,8 @@ def test_checkpoint_runs_offline_with_standard_outputs(tiny, tmp_path):
             stem = tmp_path / "out" / f"{model}_mmrpt_probes_{split}"
             assert stem.with_suffix(".xlsx").exists()  # predictions (infer_data_job)
             assert (tmp_path / "out" / f"{stem.name}_acc.csv").exists()  # dataset.evaluate
-            predictions = pd.read_excel(stem.with_suffix(".xlsx"))["prediction"].fillna("")
+            predictions = pd.read_excel(stem.with_suffix(".xlsx"), dtype={"prediction": str})
+            predictions = predictions["prediction"].fillna("")
             assert (predictions == predictions.str.lower()).all()
 
 
