@@ -64,6 +64,15 @@ def primed_project(primed_template: Path, tmp_path: Path, monkeypatch) -> Path:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def deployed(tmp_path_factory):
+    """The tiny pipeline run once per session through the Prefect deployment, as users run
+    it (tests/deployed.py); read by tests/flows/test_deployment.py and tests/test_dvc.py."""
+    from tests.deployed import run_deployment
+
+    return run_deployment(tmp_path_factory.mktemp("deployed"))
+
+
 def tiny_params_text() -> str:
     """The shipped params.yaml with the tiny test sizes merged in."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -1,6 +1,7 @@
-"""DVC as its users run it: `dvc repro` (then up to date), `dvc exp run -S`, `dvc exp show`,
-`dvc metrics show`, on a copy of this repository with tiny params. The same run records
-which params each stage really read, against what it declares (mmrpt/pipeline.py)."""
+"""DVC as its users run it: `dvc repro` (up to date after the deployment ran every stage),
+`dvc exp run -S`, `dvc exp show`, `dvc metrics show`, on a copy of the session's tiny
+deployment run (tests/deployed.py: a copy of this repository with tiny params). The same run
+records which params each stage really read, against what it declares (mmrpt/pipeline.py)."""
 
 import json
 import os
@@ -14,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from mmrpt.config import DEFAULT_ARMS, Params
-from mmrpt.pipeline import NAMES, PER_RUN, PER_WORKER, STAGES
-from tests.conftest import copy_repo
+from mmrpt.pipeline import STAGES
 
 BIN = Path(sys.executable).parent
 # Declared keys the embedded run cannot read: they only matter for real sources (data.inputs
@@ -47,8 +47,8 @@ ONLY_WITH_OPTIONS = {
 
 
 def run(args, cwd, env) -> str:
-    # A hang guard, not a speed check: `dvc repro` of the tiny pipeline takes ~5 minutes on a
-    # quiet 2-core machine and over 15 beside another test process and a study.
+    # A hang guard, not a speed check: `dvc exp run` of one arm takes ~2 minutes on a quiet
+    # 2-core machine, several times that beside another test process and a study.
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=2400)
     assert out.returncode == 0, f"{args}: {out.stdout}\n{out.stderr}"
     return out.stdout + out.stderr
@@ -93,7 +93,7 @@ GOLDEN_KEYS = [
 
 
 def check_mlflow(repo: Path) -> None:
-    """One parent run for the `dvc repro`, every stage run nested under it and named
+    """One parent run for the pipeline run, every stage run nested under it and named
     <stage> or <stage>/<arm>-<seed>; one registered model per stage (and arm) with a version
     that loads."""
     import mlflow
@@ -143,29 +143,20 @@ def check_golden(repo: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dvc_repro_exp_and_metrics(tmp_path: Path):
-    reads = tmp_path / "reads.jsonl"
+def test_dvc_repro_exp_and_metrics(deployed, tmp_path: Path):
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
-        "MMRPT_RECORD_READS": str(reads),
         "GIT_AUTHOR_NAME": "t",
         "GIT_AUTHOR_EMAIL": "t@t",
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@t",
     }
-    repo = copy_repo(tmp_path / "repo")
-
-    out = run(["dvc", "repro"], repo, env)
-    for stage in NAMES:
-        if stage in PER_RUN:
-            for arm in DEFAULT_ARMS:
-                assert f"Running stage '{stage}@{arm}-0'" in out
-        elif stage in PER_WORKER:
-            assert f"Running stage '{stage}@0'" in out
-        else:
-            assert f"Running stage '{stage}'" in out
+    # the session's deployment run (tests/deployed.py) ran every stage through DVC's graph,
+    # one `dvc repro --single-item` each: on a copy, `dvc repro` has nothing left to do
+    repo = shutil.copytree(deployed.work, tmp_path / "repo", symlinks=True)
+    reads = deployed.reads
     again = run(["dvc", "repro"], repo, env)
     assert "Running stage" not in again and "up to date" in again
     run(["git", "add", "-A"], repo, env)
