@@ -53,6 +53,12 @@ def test_primer_then_every_arm(primed_project: Path):
     for term in ("format", "exact", "prefix", "semantic", "visual"):
         assert f"train/rewards/{term}/mean" in keys, sorted(keys)
     assert {"train/reward", "train/entropy", "train/completions/mean_length"} <= keys
+    # the clock goes to MLflow, not into the versioned curve (same code and seed, same file)
+    assert "train/timing/step_s" in keys
+    columns = (p / "plots/rl/mmrpt-0.csv").read_text().splitlines()[0].split(",")
+    assert "reward" in columns and not [
+        c for c in columns if "time" in c or "per_second" in c or c == "tokens/s"
+    ]
 
 
 def test_rft_trains_on_accepted_samples_only(primed_project: Path):
