@@ -1,7 +1,10 @@
 """Start-up cost of a stage process: the wall time of `python -c "import mmrpt.cli,
-mmrpt.stages.<stage>"` (what a stage process imports before it does any work) in fresh
-subprocesses, at HEAD and at ``--ref`` (a temporary git worktree), interleaved so that both
-see the same machine; the median of ``--rounds`` per stage and the ratio HEAD / ref.
+mmrpt.stages.<stage>"` (what a stage process imports before it does any work) plus the
+process-group calls every stage run makes around its work (mmrpt.stagerun's broadcast, the
+CLI's barrier and finish: before f6b161b they imported torch.distributed, so data, mask and
+report paid torch's import there), in fresh subprocesses, at HEAD and at ``--ref`` (a
+temporary git worktree), interleaved so that both see the same machine; the median of
+``--rounds`` per stage and the ratio HEAD / ref.
 
     python bench/stage_imports.py --ref 60548b0 [--rounds 3] [--stages data mask report]
 """
@@ -21,7 +24,10 @@ STAGES = ["data", "mask", "score_merge", "report", "warmup", "rl", "sft", "eval"
 
 
 def wall(tree: Path, stage: str) -> float:
-    code = f"import mmrpt.cli, mmrpt.stages.{stage}"
+    code = (
+        f"import mmrpt.cli, mmrpt.stages.{stage}; from mmrpt import distributed as d; "
+        "d.broadcast(''); d.barrier(); d.finish()"
+    )
     t0 = time.perf_counter()
     subprocess.run(
         [sys.executable, "-c", code],
