@@ -3,8 +3,12 @@ from, by default) on a study workspace's prior-conflict colour probes in the zer
 fill-in form, exactly as the eval stage does (mmrpt.evaluation.probe_outcomes, the workspace's
 params), and pairs it with each arm's zero-shot outcomes (eval/outcomes/<arm>-<seed>.parquet):
 accuracy, prior rate, and the paired difference arm - start with its 95% bootstrap interval.
+With ``--from-models`` the arms' zero-shot outcomes are scored here from their rl models
+(models/rl/<arm>-<seed>, the model the eval stage scores zero-shot) instead of read from the
+eval stage's tables: for seeds run only up to the rl stage (docs/experiments/more_seeds.py).
 
     python docs/experiments/start_point.py studies/cpu_hm/bias-0.6 [--model models/primer]
+        [--from-models [--runs mmrpt-8 masked_sft-8]]
 """
 
 from __future__ import annotations
@@ -27,10 +31,30 @@ from mmrpt.report.stats import paired_difference  # noqa: E402
 from mmrpt.stages.eval import probe_splits  # noqa: E402
 
 
+def arm_outcomes(ws: Path, args, probes: list[dict], root: Path, p):
+    """(run, its zero-shot fill-in outcomes) for each arm run of the workspace."""
+    if not args.from_models:
+        for table in sorted((ws / "eval" / "outcomes").glob("*.parquet")):
+            arm = pd.read_parquet(table)
+            yield table.stem, arm[(arm.phase == "zero_shot") & (arm.form == "fillin")]
+        return
+    folders = sorted(d for d in (ws / "models" / "rl").iterdir() if d.is_dir())
+    if args.runs:
+        missing = set(args.runs) - {d.name for d in folders}
+        if missing:
+            raise SystemExit(f"no rl model for {sorted(missing)} in {ws / 'models' / 'rl'}")
+        folders = [d for d in folders if d.name in args.runs]
+    for d in folders:
+        scorer = Scorer.load(d)
+        yield d.name, outcomes(scorer, probes, root, "fillin", p.mask.instruction, p.mask.think)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("workspace", type=Path)
     ap.add_argument("--model", default="models/primer", help="relative to the workspace")
+    ap.add_argument("--from-models", action="store_true", help="score models/rl/* here")
+    ap.add_argument("--runs", nargs="*", help="with --from-models: these <arm>-<seed> only")
     args = ap.parse_args()
     ws = args.workspace
     p = load_params(ws / "params.yaml")
@@ -51,12 +75,10 @@ def main() -> None:
         "prior_rate": round(float(start.picked_prior.mean()), 3),
         "arms": {},
     }
-    for table in sorted((ws / "eval" / "outcomes").glob("*.parquet")):
-        arm = pd.read_parquet(table)
-        arm = arm[(arm.phase == "zero_shot") & (arm.form == "fillin")].set_index("id")
-        arm = arm.loc[start.id]  # the same probes, in the same order
+    for run, arm in arm_outcomes(ws, args, probes, root, p):
+        arm = arm.set_index("id").loc[start.id]  # the same probes, in the same order
         diff = paired_difference(arm.correct.to_numpy(float), start.correct.to_numpy(float))
-        out["arms"][table.stem] = {
+        out["arms"][run] = {
             "accuracy": round(float(arm.correct.mean()), 3),
             "prior_rate": round(float(arm.picked_prior.mean()), 3),
             "minus_start": {k: round(v, 3) for k, v in diff.items() if k in ("diff", "lo", "hi")},

@@ -1,0 +1,58 @@
+"""More seeds for the study's primary metric (issue 17): a copy of a finished study workspace
+(its data, warmup, scores, masks and primer are DVC outputs there, up to date) with other
+``seeds``, reproduced up to the rl stage only, through the pipeline flow (flows/pipeline.py:
+`dvc repro --single-item` per stage, ``--max-parallel`` at a time, one thread each). Every
+stage upstream of rl is up to date in the copy, so only the new arm runs train; the stage
+code is the workspace's own copy (the code its earlier seeds ran). The copy leaves out the
+source's MLflow store (a fresh one is made in the copy).
+
+The primary metric (prior-conflict colour accuracy, zero-shot) of the new runs is then scored
+from their rl models by docs/experiments/start_point.py --from-models, and
+docs/experiments/seed_level.py pairs the arms over all seeds. SFT and the eval stage are not
+run for these seeds.
+
+    python docs/experiments/more_seeds.py SRC_WORKSPACE DEST_WORKSPACE --seeds 8 9 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("source", type=Path, help="a study workspace whose pipeline finished")
+    ap.add_argument("dest", type=Path, help="the copy (made if missing, reused if present)")
+    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--max-parallel", type=int, default=2)
+    args = ap.parse_args()
+    if not args.dest.exists():
+        if not (args.source / "dvc.lock").exists():
+            raise SystemExit(f"{args.source} is not a DVC workspace that has run (no dvc.lock)")
+        shutil.copytree(
+            args.source, args.dest, symlinks=True, ignore=shutil.ignore_patterns("mlruns")
+        )
+    if args.max_parallel > 1:  # stage processes share the cores: one thread each
+        os.environ["OMP_NUM_THREADS"] = "1"
+    from flows.pipeline import pipeline
+
+    t0 = time.time()
+    pipeline(
+        stages=["rl"],
+        workdir=str(args.dest),
+        max_parallel=args.max_parallel,
+        overrides={"seeds": args.seeds},
+    )
+    print(f"rl for seeds {args.seeds} done in {time.time() - t0:.0f} s: {args.dest}")
+
+
+if __name__ == "__main__":
+    main()
