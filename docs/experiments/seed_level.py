@@ -3,7 +3,10 @@ start_point.json files of docs/experiments/start_point.py (the primary metric's 
 in every run of one bias value), the per-seed paired difference a - b, its mean with a t
 interval over seeds, the sign test, the MDE at this many seeds, and the seeds an MDE of
 ``--target`` would need. With few seeds a cluster bootstrap understates the seed variance;
-this is the conservative view.
+this is the conservative view. Each arm's prior rate per seed (the share of the items where
+it picks the language prior's colour) is listed beside its accuracy. Beside the t interval, a percentile bootstrap over the seeds
+(10,000 resamples of the per-seed differences): the differences are skewed (imitation
+sometimes copies the bias strongly), and the t interval assumes a normal mean.
 
     python docs/experiments/seed_level.py sp1.json sp2.json [--a mmrpt --b masked_sft]
 """
@@ -32,6 +35,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.05)
     args = ap.parse_args()
     acc: dict[str, dict[int, float]] = {args.a: {}, args.b: {}}
+    prior: dict[str, dict[int, float]] = {args.a: {}, args.b: {}}
     for path in args.start_points:
         for run, r in json.loads(path.read_text())["arms"].items():
             arm, seed = run.rsplit("-", 1)
@@ -39,6 +43,7 @@ def main() -> None:
                 if int(seed) in acc[arm]:
                     raise SystemExit(f"{run} appears twice ({path})")
                 acc[arm][int(seed)] = r["accuracy"]
+                prior[arm][int(seed)] = r["prior_rate"]
     seeds = sorted(set(acc[args.a]) & set(acc[args.b]))
     if len(seeds) < 2:
         raise SystemExit(f"need >= 2 seeds with both arms, got {seeds}")
@@ -46,14 +51,20 @@ def main() -> None:
     n, sd = len(d), float(d.std(ddof=1))
     se = sd / np.sqrt(n)
     t = stats.t.ppf(0.975, n - 1)
+    rng = np.random.default_rng(0)
+    boot = d[rng.integers(0, n, size=(10_000, n))].mean(axis=1)
     out = {
         "seeds": seeds,
         args.a: [acc[args.a][s] for s in seeds],
         args.b: [acc[args.b][s] for s in seeds],
+        f"{args.a}_prior_rate": [prior[args.a][s] for s in seeds],
+        f"{args.b}_prior_rate": [prior[args.b][s] for s in seeds],
         "diff_per_seed": [round(float(x), 4) for x in d],
         "diff": float(d.mean()),
         "lo": float(d.mean() - t * se),
         "hi": float(d.mean() + t * se),
+        "seed_boot_lo": float(np.quantile(boot, 0.025)),
+        "seed_boot_hi": float(np.quantile(boot, 0.975)),
         "sign_test_p": float(stats.binomtest(int((d > 0).sum()), int((d != 0).sum())).pvalue),
         "mde": mde(n, sd_diff=sd),
         "seeds_for_target_mde": int(np.ceil((mde(1, sd_diff=sd) / args.target) ** 2)),
