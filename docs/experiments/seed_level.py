@@ -4,9 +4,10 @@ in every run of one bias value), the per-seed paired difference a - b, its mean 
 interval over seeds, the sign test, the MDE at this many seeds, and the seeds an MDE of
 ``--target`` would need. With few seeds a cluster bootstrap understates the seed variance;
 this is the conservative view. Each arm's prior rate per seed (the share of the items where
-it picks the language prior's colour) is listed beside its accuracy. Beside the t interval, a percentile bootstrap over the seeds
-(10,000 resamples of the per-seed differences): the differences are skewed (imitation
-sometimes copies the bias strongly), and the t interval assumes a normal mean.
+it picks the language prior's colour) is listed beside its accuracy. Beside the t interval, a
+percentile bootstrap over the seeds (10,000 resamples of the per-seed differences): the
+differences are skewed (imitation sometimes copies the bias strongly), and the t interval
+assumes a normal mean.
 
     python docs/experiments/seed_level.py sp1.json sp2.json [--a mmrpt --b masked_sft]
 """
