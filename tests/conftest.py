@@ -1,4 +1,5 @@
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,26 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mmrpt-prefect-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_prefect_temporary_servers():
+    """A flow called without a server (PREFECT_API_URL unset) starts Prefect's temporary
+    server, which Prefect stops at interpreter exit (atexit): by then pytest has closed the
+    stream Prefect's log handler writes to, and its "Stopping temporary server" line ends the
+    run as a "--- Logging error ---" traceback (and unsent logs as "Error logging to API").
+    Here the logs are flushed and such servers stopped at the end of the session instead."""
+    yield
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None or not server.SubprocessASGIServer._instances:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
+    for running in list(server.SubprocessASGIServer._instances.values()):
+        running.stop()
 
 
 @pytest.fixture
