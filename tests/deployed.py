@@ -21,9 +21,10 @@ from pathlib import Path
 from tests.conftest import ROOT, copy_repo
 
 BIN = Path(sys.executable).parent
-# what the deployment run is given: warmup shortened (the overrides param), the arms two at a
-# time with one thread each on two cores
-PARAMS = {"overrides": {"warmup.max_steps": 10}, "max_parallel": 2}
+# what the deployment run is given: warmup shortened (the overrides param), scoring split over
+# two workers (score@0, score@1, run side by side) and the arms two at a time, one thread each
+# on two cores
+PARAMS = {"overrides": {"warmup.max_steps": 10}, "score_workers": 2, "max_parallel": 2}
 # a hang guard, not a speed check: the run takes ~6 minutes on a quiet 2-core machine and
 # over 15 beside another test process and a study
 TIMEOUT = 2400

@@ -110,9 +110,10 @@ def check_mlflow(repo: Path) -> None:
         if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
     ]
     expected = [
-        f"{s.name}/{a}-0" if s.per_run else f"{s.name}/0" if s.workers else s.name
+        f"{s.name}/{a}-0" if s.per_run else f"{s.name}/{w}" if s.workers else s.name
         for s in STAGES
         for a in (DEFAULT_ARMS if s.per_run else [None])
+        for w in ((0, 1) if s.workers else [None])  # the deployment's two score workers
     ]
     assert sorted(children) == sorted(expected)
     exp = mlflow.get_experiment(parents[0].info.experiment_id)

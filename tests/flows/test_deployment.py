@@ -27,8 +27,9 @@ def test_prefect_deployment_run(deployed):
     for name in NAMES:
         if name in PER_RUN:  # one metrics file per run: every arm ran
             assert len(list((work / "metrics" / name).glob("*-0.json"))) == 4, name
-        elif name in PER_WORKER:
-            assert (work / "metrics" / name / "0.json").exists(), name
+        elif name in PER_WORKER:  # the two score workers (the score_workers param)
+            for w in range(PARAMS["score_workers"]):
+                assert (work / "metrics" / name / f"{w}.json").exists(), (name, w)
         elif stage(name).metrics:
             assert (work / stage(name).metrics["metrics"]).exists(), name
         else:  # score_heads: no metrics of its own (score_merge reports them)
@@ -50,15 +51,20 @@ def test_prefect_deployment_run(deployed):
         for r in runs
         if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id
     }
-    # the arms ran two at a time, each with its share of the cores (flows.pipeline)
+    # the arms and the score workers ran two at a time, each with its share of the cores
+    # (flows.pipeline); stages that always run alone kept them all
     threads = os.environ.get("OMP_NUM_THREADS") or str(
         stage_threads(PARAMS["max_parallel"], shares_cores=True)
     )
-    arm_runs = [r for r in runs if r.data.tags.get("stage") in PER_RUN]
-    assert len(arm_runs) == 3 * len(DEFAULT_ARMS)
-    assert {r.data.tags["threads"] for r in arm_runs} == {threads}
+    shared = [r for r in runs if r.data.tags.get("stage") in PER_RUN + PER_WORKER]
+    assert len(shared) == 3 * len(DEFAULT_ARMS) + PARAMS["score_workers"]
+    assert {r.data.tags["threads"] for r in shared} == {threads}
     assert children == (
         {s for s in NAMES if s not in PER_RUN + PER_WORKER}
-        | {f"{s}/0" for s in PER_WORKER}
+        | {f"{s}/{w}" for s in PER_WORKER for w in range(PARAMS["score_workers"])}
         | {f"{s}/{a}-0" for s in PER_RUN for a in DEFAULT_ARMS}
     )
+    merged = json.loads((work / "metrics/score.json").read_text())
+    scored = [json.loads((work / f"metrics/score/{w}.json").read_text()) for w in (0, 1)]
+    assert all(m["records_scored"] > 0 for m in scored)  # each worker scored its half
+    assert sum(m["records"] for m in scored) == merged["n_samples"]  # once each
