@@ -49,7 +49,8 @@ def main() -> None:
     ap.add_argument("--max-parallel", type=int, default=2)
     ap.add_argument("--build", type=float, metavar="BIAS", help="no source: make it here")
     args = ap.parse_args()
-    if args.build is not None and not args.dest.exists():
+    # an existing dest is reused: its upstream stages are up to date, only new arms run
+    if not args.dest.exists() and args.build is not None:
         from flows.study import workspace_params
         from mmrpt.workspace import checkout_copy
 
@@ -57,11 +58,9 @@ def main() -> None:
             ROOT, ROOT / "profiles/study.yaml", args.build, [ARMS, "sft.budgets=[]"]
         )
         checkout_copy(ROOT, args.dest, params)
-    elif args.source is None:
-        raise SystemExit("give a source workspace or --build BIAS")
     elif not args.dest.exists():
-        if not (args.source / "dvc.lock").exists():
-            raise SystemExit(f"{args.source} is not a DVC workspace that has run (no dvc.lock)")
+        if args.source is None or not (args.source / "dvc.lock").exists():
+            raise SystemExit(f"{args.source}: not a DVC workspace that has run (or --build BIAS)")
         shutil.copytree(
             args.source, args.dest, symlinks=True, ignore=shutil.ignore_patterns("mlruns")
         )
