@@ -52,7 +52,7 @@ def test_prefect_deployment_run(deployed):
         if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id
     }
     # the arms and the score workers ran two at a time, each with its share of the cores
-    # (flows.pipeline); stages that always run alone kept them all
+    # (flows.pipeline)
     threads = os.environ.get("OMP_NUM_THREADS") or str(
         stage_threads(PARAMS["max_parallel"], shares_cores=True)
     )
