@@ -6,7 +6,7 @@
 # --from-models) into $OUTDIR/sp_<first seed of the batch>.json. Then:
 #   python docs/experiments/seed_level.py <earlier start_point.json files> $OUTDIR/sp_*.json
 # The defaults are the run of 2026-12-03 (session 9). On a machine without $SRC, BUILD=0.6 makes
-# $WS from this checkout first (more_seeds.py --build: data to primer, ~20 min).
+# $WS from this checkout first (more_seeds.py --build: data to primer, ~11 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p "${OUTDIR:-/work/seeds_b06}"
