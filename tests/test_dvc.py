@@ -16,6 +16,7 @@ import pytest
 
 from mmrpt.config import DEFAULT_ARMS, Params
 from mmrpt.pipeline import STAGES
+from tests.deployed import PARAMS
 
 BIN = Path(sys.executable).parent
 # Declared keys the embedded run cannot read: they only matter for real sources (data.inputs
@@ -113,7 +114,7 @@ def check_mlflow(repo: Path) -> None:
         f"{s.name}/{a}-0" if s.per_run else f"{s.name}/{w}" if s.workers else s.name
         for s in STAGES
         for a in (DEFAULT_ARMS if s.per_run else [None])
-        for w in ((0, 1) if s.workers else [None])  # the deployment's two score workers
+        for w in (range(PARAMS["score_workers"]) if s.workers else [None])
     ]
     assert sorted(children) == sorted(expected)
     exp = mlflow.get_experiment(parents[0].info.experiment_id)

@@ -65,6 +65,9 @@ def test_prefect_deployment_run(deployed):
         | {f"{s}/{a}-0" for s in PER_RUN for a in DEFAULT_ARMS}
     )
     merged = json.loads((work / "metrics/score.json").read_text())
-    scored = [json.loads((work / f"metrics/score/{w}.json").read_text()) for w in (0, 1)]
+    scored = [
+        json.loads((work / f"metrics/score/{w}.json").read_text())
+        for w in range(PARAMS["score_workers"])
+    ]
     assert all(m["records_scored"] > 0 for m in scored)  # each worker scored its half
     assert sum(m["records"] for m in scored) == merged["n_samples"]  # once each
