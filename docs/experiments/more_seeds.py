@@ -17,7 +17,7 @@ the two arms of the seeds-0-19 runs, no SFT budgets, this caption bias) and the 
 reproduces data, warmup, scores, masks and primer first, one thread per stage process as in
 the study (``--max-parallel`` > 1). The upstream stage code is unchanged since ed00c57, so on
 the same kind of CPU it gives the same primer: check with start_point.py (primer 0.433, prior
-rate 0.265 on 2,841 items for bias 0.6, docs/LOG.md).
+rate 0.265 on 2,841 items for bias 0.6; an AVX-512 CPU gave 0.419 / 0.269, docs/LOG.md).
 
     python docs/experiments/more_seeds.py SRC_WORKSPACE DEST_WORKSPACE --seeds 8 9 10
     python docs/experiments/more_seeds.py --build 0.6 DEST_WORKSPACE --seeds 20 21 22 23

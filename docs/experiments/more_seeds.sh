@@ -9,7 +9,6 @@
 # $WS from this checkout first (more_seeds.py --build: data to primer, ~11 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mkdir -p "${OUTDIR:-/work/seeds_b06}"
 export PATH=${VENV:-$PWD/.venv}/bin:$PATH HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
   TRANSFORMERS_NO_ADVISORY_WARNINGS=1 DVC_NO_ANALYTICS=1 PREFECT_SERVER_ANALYTICS_ENABLED=false \
   MLFLOW_ENABLE_TELEMETRY=false DO_NOT_TRACK=1
@@ -18,6 +17,7 @@ WS=${WS:-/work/seeds_b06/bias-0.6}
 OUTDIR=${OUTDIR:-/work/seeds_b06}
 FIRST=${FIRST:-8}
 BATCHES=${BATCHES:-4}
+mkdir -p "$OUTDIR"
 for ((b = 0; b < BATCHES; b++)); do
   s=$((FIRST + 4 * b))
   seeds="$s $((s + 1)) $((s + 2)) $((s + 3))"
