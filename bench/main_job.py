@@ -1,5 +1,8 @@
-"""Main-job benchmark: wall time and peak memory of `dvc repro` (the embedded main job, all
-stages and arms, one seed) in a fresh temporary copy of the repository.
+"""Main-job benchmark: wall time and peak memory of the embedded main job (all stages and arms,
+one seed) as `make main` runs it, in a fresh temporary copy of the repository: the Prefect
+pipeline flow over the DVC stages, ``--flow N`` (default 2, the Makefile's) stages at a time,
+so the arms run side by side with one torch thread each on two cores (Prefect's temporary
+server, its home in the copy). ``--flow 0``: plain `dvc repro`, one stage after another.
 
 The copy is `git archive <ref>` (committed code, no outputs, no dvc.lock or metrics), made a
 git repository of its own; it runs with this .venv's bin first on PATH and the copy first on
@@ -10,7 +13,7 @@ or a YAML file of params sections merged key by key) shrink the job for a quick 
 code path; the real figure takes none (~15 minutes).
 
     python bench/main_job.py [--params-file small.yaml] [-S rl.steps=2 ...] [--ref HEAD] [--keep]
-        [--json out.json] [--reference-times mmrpt/reference_times.json]
+        [--flow 0] [--json out.json] [--reference-times mmrpt/reference_times.json]
 
 ``--reference-times`` (the real main job only) writes the per-stage seconds the CLI shows as
 "about N s in the reference main job": per stage, and per rl objective (rl/grpo, rl/sft, ...).
@@ -89,7 +92,7 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dict:
+def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False, flow: int = 2) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="mmrpt-mainjob-"))
     repo = tmp / "repo"
     fresh_copy(repo, ref, list(overrides))
@@ -103,10 +106,16 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dic
         "MLFLOW_ENABLE_TELEMETRY": "false",
         "DO_NOT_TRACK": "1",
         "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "PREFECT_HOME": str(tmp / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     }
+    command = ["dvc", "repro"]
+    if flow:
+        command = [sys.executable, "-m", "flows.pipeline", "--max-parallel", str(flow)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        ["dvc", "repro"],
+        command,
         cwd=repo,
         env=env,
         stdout=subprocess.PIPE,
@@ -115,7 +124,7 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dic
         bufsize=1,
     )
     watched = psutil.Process(proc.pid)
-    peak, stages, lines = 0, {}, []
+    peak, stages, ran, lines = 0, {}, {}, []
     os.set_blocking(proc.stdout.fileno(), False)
     while True:
         peak = max(peak, tree_rss(watched))
@@ -123,15 +132,18 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dic
             lines.append(line)
             if m := re.search(r"Running stage '([^']+)'", line):
                 stages[m[1]] = time.perf_counter() - t0
+            elif m := re.search(r" - (\S+): ran in (\d+) s", line):  # the flow's
+                ran[m[1]] = float(m[2])
         if proc.poll() is not None:
             break
         time.sleep(0.5)
     lines.extend(proc.stdout.read().splitlines(keepends=True))
     wall = time.perf_counter() - t0
+    (tmp / "main_job.log").write_text("".join(lines))  # kept with --keep
     if proc.returncode != 0:
-        raise RuntimeError(f"dvc repro failed in {repo}:\n{''.join(lines[-40:])}")
+        raise RuntimeError(f"{command[0]} failed in {repo}:\n{''.join(lines[-40:])}")
     starts = sorted(stages.items(), key=lambda kv: kv[1])
-    durations = {
+    durations = ran or {  # dvc repro: one stage after another
         name: (starts[i + 1][1] if i + 1 < len(starts) else wall) - t
         for i, (name, t) in enumerate(starts)
     }
@@ -142,6 +154,7 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dic
         "stages_s": durations,
         "overrides": list(overrides),
         "ref": ref,
+        "flow": flow,
         "copy": str(repo) if keep else None,
     }
     if not keep:
@@ -151,8 +164,9 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False) -> dic
 
 def report(res: dict) -> str:
     over = " ".join(f"-S {o}" for o in res["overrides"]) or "none (the real main job)"
+    how = f"pipeline flow, {res['flow']} stages at a time" if res.get("flow") else "dvc repro"
     lines = [
-        f"main job (dvc repro, fresh copy of {res['ref']}; overrides: {over})",
+        f"main job ({how}, fresh copy of {res['ref']}; overrides: {over})",
         f"wall {res['wall_s']:.0f} s (bar 900 s), peak RSS of the process tree "
         f"{res['peak_tree_mb']:.0f} MB, largest process {res['peak_process_mb']:.0f} MB",
         "  " + ", ".join(f"{k} {v:.0f} s" for k, v in res["stages_s"].items()),
@@ -173,11 +187,14 @@ def main() -> None:
     ap.add_argument("--params-file", help="YAML of params sections merged into the copy's")
     ap.add_argument("--ref", default="HEAD", help="the commit to copy")
     ap.add_argument("--keep", action="store_true", help="keep the copy")
+    ap.add_argument(
+        "--flow", type=int, default=2, help="the flow, N stages at a time (0: dvc repro)"
+    )
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("--reference-times", help="write per-stage reference seconds here")
     args = ap.parse_args()
     overrides = (file_overrides(args.params_file) if args.params_file else []) + args.overrides
-    res = run(overrides, args.ref, args.keep)
+    res = run(overrides, args.ref, args.keep, args.flow)
     print(report(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -8,7 +8,7 @@ interleaves baseline and ours (ABAB) so that load from other jobs hits both alik
     python bench/run_all.py --json results.json
 
 Components: score_bench.run (D_vis path vs naive eager attention), rl_bench.run (our rl
-trainer vs bare TRL GRPOTrainer), main_job.run (dvc repro in a fresh copy).
+trainer vs bare TRL GRPOTrainer), main_job.run (the main job as `make main` runs it, in a fresh copy).
 """
 
 from __future__ import annotations

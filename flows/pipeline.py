@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -163,20 +164,27 @@ def repro_stage(
     env = os.environ.copy()
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
+    tail: deque[str] = deque(maxlen=60)  # for the error message
+    ran = False
     with slot:
         t0 = time.time()
-        proc = subprocess.run(
+        with subprocess.Popen(
             [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage],
             cwd=workdir,
             text=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env=env,
-        )
-    out = (proc.stdout + proc.stderr).strip()
+        ) as proc:
+            for line in proc.stdout:  # the stage's own progress, live, as task-run logs
+                if line := line.rstrip():
+                    logger.info("%s | %s", stage, line)
+                    tail.append(line)
+                    ran = ran or line.startswith("Running stage")
+    out = "\n".join(tail)
     if proc.returncode:
         code = BAD_INPUT_EXIT if f"exited with {BAD_INPUT_EXIT}" in out else proc.returncode
         raise StageFailed(stage, code, out[-3000:])
-    ran = "Running stage" in out
     logger.info(
         "%s: %s in %.0f s%s",
         stage,
@@ -286,5 +294,18 @@ def pipeline(
         os.chdir(cwd)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flows.pipeline [--max-parallel N] [STAGE ...]`` (`make main`: 2 at a
+    time): the flow without a deployment, on Prefect's temporary server unless
+    PREFECT_API_URL names one."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description=main.__doc__)
+    ap.add_argument("stages", nargs="*", help="DVC stages (default: all)")
+    ap.add_argument("--max-parallel", type=int, default=1, help="stages at a time")
+    args = ap.parse_args(argv)
+    pipeline(stages=args.stages or None, max_parallel=args.max_parallel)
+
+
 if __name__ == "__main__":
-    pipeline()
+    main()

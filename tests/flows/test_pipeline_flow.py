@@ -7,6 +7,8 @@ import mlflow
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch
+from prefect.logging.handlers import APILogWorker
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import (
@@ -78,9 +80,14 @@ def test_flow_runs_the_dvc_stages(harness, tmp_path: Path):
     assert params["seed"] == 1 and params["warmup"]["max_steps"] == 10
     assert params["eval"]["limit"] == 10 and params["score"]["workers"] == [0, 1]
     assert json.loads((repo / "metrics/warmup.json").read_text())["steps"] == 10
+    APILogWorker.drain_all()  # the task runs' logs reach the server
     with get_client(sync_client=True) as client:
         names = {t.name.rsplit("-", 1)[0] for t in client.read_task_runs()}
+        text = LogFilter(text=LogFilterTextSearch(query="warmup | "))
+        logs = [log.message for log in client.read_logs(text, limit=200)]
     assert set(chain) <= names
+    # each stage's own output reaches the task run's logs as it runs (its progress lines)
+    assert any("stage warmup (" in m for m in logs), logs[:20]
     parents, children = nested_stage_runs(f"sqlite:///{repo}/mlruns/mlflow.db")
     assert len(parents) == 1
     names = sorted(r.info.run_name for r in children)
