@@ -1,7 +1,15 @@
 import gc
+import os
 import sys
 
-from mmrpt.progress import quiet_third_party
+if "PYTHONHASHSEED" not in os.environ:
+    # Set iteration order fixed across runs: outputs are versioned by hash (dvc.lock), and
+    # some are written in a set's order (TRL's model-card tags in every checkpoint folder).
+    # Restart the interpreter once with it; the user's own value is kept.
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+from mmrpt.progress import quiet_third_party  # noqa: E402
 
 quiet_third_party()  # before any library that draws progress bars is imported
 

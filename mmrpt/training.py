@@ -219,9 +219,38 @@ class CountsRows:
         }
 
 
-class ResumableTrainer(LoadsCheckpointsByFromPretrained, CountsRows, Trainer):
-    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin) and a count
-    of the rows per step (CountsRows)."""
+CLOCK = (
+    "step_time",
+    "tokens/s",
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+)
+
+
+def clock(key: str) -> bool:
+    """A wall-clock entry of a trainer's logs (TRL's step_time, the rl trainer's timing/* and
+    tokens/s, the HF Trainer's end-of-run rates)."""
+    return key.startswith("timing/") or key in CLOCK
+
+
+class ClockFreeState:
+    """Trainer mixin: wall-clock entries (clock()) reach the callbacks (MLflow, the step log)
+    as logged, but not ``state.log_history``, which the checkpoints' trainer_state.json
+    saves: checkpoints are versioned outputs (dvc.lock hashes them), the same bytes on every
+    run of the same code and seed (`make main` leaves `git status` clean, issue 19)."""
+
+    def log(self, logs, *args, **kwargs):
+        super().log(logs, *args, **kwargs)  # appends to log_history, then the callbacks
+        if self.state.log_history:
+            entry = self.state.log_history[-1]
+            for key in [k for k in entry if clock(k)]:
+                del entry[key]
+
+
+class ResumableTrainer(LoadsCheckpointsByFromPretrained, CountsRows, ClockFreeState, Trainer):
+    """HF Trainer with a resume that restores Qwen2-VL weights (see the mixin), a count of
+    the rows per step (CountsRows) and checkpoints without the clock (ClockFreeState)."""
 
 
 def make_trainer(

@@ -1,6 +1,8 @@
 """The one launcher (mmrpt/launch.py): which command line a stage re-runs itself under, when,
 and what it refuses."""
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -58,3 +60,30 @@ def test_a_stage_without_torch_never_imports_it(primed_project):
         [sys.executable, "-c", code], cwd=primed_project, capture_output=True, text=True
     )
     assert out.stdout.split()[-2:] == ["0", "False"], out.stdout + out.stderr
+
+
+def test_a_stage_process_iterates_sets_in_the_same_order_every_run():
+    """`python -m mmrpt` restarts itself once with PYTHONHASHSEED=0 unless the user set one:
+    outputs written in a set's order (TRL's model-card tags) hash the same in dvc.lock."""
+    code = (
+        "import os, runpy, sys; sys.argv = ['mmrpt', '--help'];"
+        "print('seed', os.environ.get('PYTHONHASHSEED'), list({'trl', 'sft', 'a', 'b'}));"
+        "runpy.run_module('mmrpt', run_name='__main__')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        for _ in range(2)
+    ]
+    seeded = [[line for line in r if line.startswith("seed 0 ")] for r in runs]
+    assert seeded[0] and seeded[0] == seeded[1], runs
+    kept = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "PYTHONHASHSEED": "7"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert kept.count("seed ") == 1 and "seed 7 " in kept  # the user's value, no restart

@@ -38,6 +38,7 @@ from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.safety import text_problem, utf8_safe
 from mmrpt.training import (
     ONE_PROCESS,
+    ClockFreeState,
     CountsRows,
     TrainOptions,
     per_device,
@@ -230,9 +231,10 @@ def llava_dataset(rows: Sequence[dict]) -> Dataset:
     return Dataset.from_list(list(rows)).with_transform(_decode)
 
 
-class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, CountsRows, SFTTrainer):
-    """TRL's SFTTrainer with a resume that restores Qwen2-VL weights (see the mixin) and a
-    count of the rows per step (CountsRows)."""
+class ResumableSFTTrainer(LoadsCheckpointsByFromPretrained, CountsRows, ClockFreeState, SFTTrainer):
+    """TRL's SFTTrainer with a resume that restores Qwen2-VL weights (see the mixin), a
+    count of the rows per step (CountsRows) and checkpoints without the clock
+    (ClockFreeState)."""
 
 
 def make_sft_trainer(

@@ -40,6 +40,7 @@ from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained
 from mmrpt.rl.rewards import REWARDS, completion_text, minilm
 from mmrpt.training import (
     ONE_PROCESS,
+    ClockFreeState,
     CountsRows,
     TrainOptions,
     per_device,
@@ -225,6 +226,7 @@ class SkipsZeroAdvantageRows:
 class ResumableGRPOTrainer(
     LoadsCheckpointsByFromPretrained,
     CountsRows,
+    ClockFreeState,
     SkipsZeroAdvantageRows,
     RolloutTiming,
     GRPOTrainer,

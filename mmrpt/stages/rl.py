@@ -59,23 +59,6 @@ def preflight(ctx: StageContext) -> None:
             raise ParamsError(str(e)) from None
 
 
-CLOCK = (
-    "step_time",
-    "tokens/s",
-    "train_runtime",
-    "train_samples_per_second",
-    "train_steps_per_second",
-)
-
-
-def clock(key: str) -> bool:
-    """A wall-clock column (TRL's step_time, the trainer's timing/* and tokens/s, the HF
-    Trainer's end-of-run rates): logged to MLflow, kept out of the versioned curve, which must
-    be the same file on every run of the same code and seed (`make main` leaves `git status`
-    clean, issue 19)."""
-    return key.startswith("timing/") or key in CLOCK
-
-
 def run(ctx: StageContext) -> dict:
     p, rp = ctx.params, ctx.params.rl
     arm = p.arms[ctx.arm]
@@ -172,7 +155,7 @@ def run(ctx: StageContext) -> dict:
                 **{
                     k: v
                     for k, v in h.items()
-                    if isinstance(v, int | float) and k not in ("step", "epoch") and not clock(k)
+                    if isinstance(v, int | float) and k not in ("step", "epoch")
                 },
             }
             for h in trainer.state.log_history

@@ -47,6 +47,10 @@ def test_grpo_logs_timing_split_and_completion_table(tiny_rl, tmp_path: Path):
     split = metrics["train/timing/generation_s"] + metrics["train/timing/update_s"]
     assert split == pytest.approx(metrics["train/timing/step_s"], rel=1e-6)
     assert metrics["train/timing/reward_s"] < metrics["train/timing/generation_s"]
+    # ... but not into the state the checkpoints save (trainer_state.json: dvc.lock hashes
+    # the checkpoint folders, the same bytes on every run of the same code and seed)
+    keys = {k for h in trainer.state.log_history for k in h}
+    assert "reward" in keys and not [k for k in keys if "time" in k or k.endswith("/s")], keys
 
     local = Path(client.download_artifacts(run_id, "", str(tmp_path / "art")))
     table = json.loads((local / tracking.COMPLETIONS_TABLE).read_text())  # orient="split"
