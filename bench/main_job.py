@@ -96,6 +96,11 @@ def run(overrides: list[str] = (), ref: str = "HEAD", keep: bool = False, flow: 
     tmp = Path(tempfile.mkdtemp(prefix="mmrpt-mainjob-"))
     repo = tmp / "repo"
     fresh_copy(repo, ref, list(overrides))
+    if flow and "--max-parallel" not in (repo / "flows/pipeline.py").read_text():
+        # before df26ab0 `python -m flows.pipeline` took no arguments: it would run one stage
+        # at a time and the comparison would be of another job
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"{ref}: its flow has no --max-parallel; measure it with --flow 0")
     env = {
         **git_env(),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",

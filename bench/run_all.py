@@ -131,7 +131,11 @@ def table(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--main-job", action="store_true", help="also time dvc repro (~15 min)")
+    ap.add_argument(
+        "--main-job",
+        action="store_true",
+        help="also time the main job as make main runs it (~16 min)",
+    )
     ap.add_argument(
         "-S",
         dest="overrides",
