@@ -7,7 +7,8 @@ date, runs the stage's command and records it in dvc.lock: after a flow run ``dv
 says the pipeline is up to date, exactly as after ``dvc repro``. A task waits for the tasks of
 the stages it depends on; stages that do not depend on each other (the arms x seeds) run
 concurrently, up to ``max_parallel`` at a time (DVC releases its lock while a stage command
-runs). Stages that may run beside another get the cores split between them as torch/OpenMP
+runs); a free slot goes to the waiting stage with the longest expected chain still ahead of
+it (the main job's measured stage times), so the two long GRPO arms start first. Stages that may run beside another get the cores split between them as torch/OpenMP
 threads (unless OMP_NUM_THREADS is set); a stage that always runs alone keeps them all.
 Overrides are written into the workdir's params.yaml first (as ``dvc exp run -S``
 does), after validation by the same schema, so DVC sees them as params changes; a
@@ -25,6 +26,8 @@ is one MLflow parent run; the stage runs nest under it ($MMRPT_PARENT_RUN_ID).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import os
 import subprocess
@@ -32,6 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +125,66 @@ def write_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
         rt.dump(doc, f)
 
 
-_slots: dict[int, threading.BoundedSemaphore] = {}
+def expected_seconds(stage: str, params) -> float:
+    """A stage's time in the measured embedded main job (mmrpt/reference_times.json), used
+    only to order the stages that wait for a slot (other params or models scale every stage
+    alike often enough for that); 1 s where nothing was measured."""
+    from mmrpt.cli import REFERENCE_TIMES
+
+    times = json.loads(REFERENCE_TIMES.read_text())["stages_s"] if REFERENCE_TIMES.exists() else {}
+    name, _, run = stage.partition("@")
+    arm = run.rsplit("-", 1)[0] if name != "score" else ""
+    objective = params.arms[arm].objective if arm in params.arms else None
+    return float(times.get(f"{name}/{objective}") or times.get(name) or 1.0)
+
+
+def critical_path(
+    chosen: list[str], upstream: dict[str, list[str]], cost: dict[str, float]
+) -> dict[str, float]:
+    """Each stage's expected time to the end of the run: its own cost plus the longest chain
+    of stages downstream of it. A free slot goes to the waiting stage with the most: with two
+    slots and the main job's arms that is 472 s of arms where a random order takes 504 s on
+    average and up to 625 s (the f97f5a8 stage times; docs/LOG.md)."""
+    downstream: dict[str, list[str]] = {s: [] for s in chosen}
+    for s in chosen:
+        for d in upstream[s]:
+            if d in downstream:
+                downstream[d].append(s)
+    rest: dict[str, float] = {}
+    for s in reversed(chosen):  # chosen is in topological order
+        rest[s] = cost[s] + max((rest[d] for d in downstream[s]), default=0.0)
+    return rest
+
+
+class Slots:
+    """At most ``n`` stages at a time; a freed slot goes to the waiting stage with the
+    highest priority (its critical path), not to whichever thread wakes first as with a
+    semaphore."""
+
+    def __init__(self, n: int):
+        self.free = n
+        self.waiting: list[tuple[float, int]] = []  # heap of (-priority, arrival)
+        self._cond = threading.Condition()
+        self._arrivals = itertools.count()
+
+    @contextmanager
+    def take(self, priority: float = 0.0):
+        with self._cond:
+            ticket = (-priority, next(self._arrivals))
+            heapq.heappush(self.waiting, ticket)
+            self._cond.wait_for(lambda: self.free > 0 and self.waiting[0] == ticket)
+            heapq.heappop(self.waiting)
+            self.free -= 1
+            self._cond.notify_all()  # the next in line may take another free slot
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.free += 1
+                self._cond.notify_all()
+
+
+_slots: dict[int, Slots] = {}
 
 
 def concurrent(chosen: list[str], upstream: dict[str, list[str]]) -> set[str]:
@@ -155,12 +218,17 @@ def stage_threads(max_parallel: int, shares_cores: bool) -> int | None:
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=may_pass_on_retry)
 def repro_stage(
-    stage: str, workdir: str, max_parallel: int = 1, threads: int | None = None
+    stage: str,
+    workdir: str,
+    max_parallel: int = 1,
+    threads: int | None = None,
+    priority: float = 0.0,
 ) -> dict:
     """``dvc repro --single-item <stage>`` in ``workdir`` (with ``threads`` torch/OpenMP
-    threads, if given); returns the stage's metrics."""
+    threads, if given) once one of ``max_parallel`` slots is free and no waiting stage has a
+    higher ``priority``; returns the stage's metrics."""
     logger = get_run_logger()
-    slot = _slots.setdefault(max_parallel, threading.BoundedSemaphore(max_parallel))
+    slot = _slots.setdefault(max_parallel, Slots(max_parallel)).take(priority)
     env = os.environ.copy()
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -279,6 +347,8 @@ def pipeline(
         with tracking.pipeline_run(params):
             futures: dict[str, Any] = {}
             shared = concurrent(chosen, upstream)
+            cost = {s: expected_seconds(s, params) for s in chosen}
+            priority = critical_path(chosen, upstream, cost)
             for s in chosen:
                 task_ = repro_stage.with_options(name=s.partition("@")[0])
                 futures[s] = task_.submit(
@@ -286,6 +356,7 @@ def pipeline(
                     str(work),
                     max_parallel,
                     stage_threads(max_parallel, s in shared),
+                    priority[s],
                     wait_for=[futures[d] for d in upstream[s] if d in futures],
                 )
             wait(list(futures.values()))

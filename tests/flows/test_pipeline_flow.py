@@ -1,6 +1,8 @@
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -12,8 +14,11 @@ from prefect.logging.handlers import APILogWorker
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import (
+    Slots,
     StageFailed,
     concurrent,
+    critical_path,
+    expected_seconds,
     may_pass_on_retry,
     pipeline,
     select,
@@ -141,6 +146,45 @@ def test_only_stages_that_may_run_together_share_the_cores(monkeypatch):
     assert stage_threads(2, False) is None and stage_threads(1, True) is None
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
     assert stage_threads(2, True) is None
+
+
+def test_a_free_slot_goes_to_the_longest_remaining_chain():
+    from mmrpt.config import load_params
+
+    params = load_params(Path("params.yaml"))
+    arms = ["masked_sft", "mmrpt", "ntp", "random_mask"]
+    order = ["primer"] + [f"{s}@{a}-0" for s in ("rl", "sft", "eval") for a in arms] + ["report"]
+    upstream = {"primer": [], "report": [f"eval@{a}-0" for a in arms]}
+    for a in arms:
+        upstream |= {f"rl@{a}-0": ["primer"], f"sft@{a}-0": [f"rl@{a}-0"]}
+        upstream[f"eval@{a}-0"] = [f"sft@{a}-0"]
+    cost = {s: expected_seconds(s, params) for s in order}
+    assert cost["rl@mmrpt-0"] > 2 * cost["rl@ntp-0"] > 2  # GRPO rollouts: the measured times
+    rest = critical_path(order, upstream, cost)
+    assert rest["primer"] == cost["primer"] + rest["rl@mmrpt-0"]
+    assert rest["rl@mmrpt-0"] == sum(cost[f"{s}@mmrpt-0"] for s in ("rl", "sft", "eval")) + 5
+    first = sorted((f"rl@{a}-0" for a in arms), key=rest.get, reverse=True)[:2]
+    assert set(first) == {"rl@mmrpt-0", "rl@random_mask-0"}  # the two GRPO arms start first
+
+
+def test_slots_serve_the_highest_priority_waiting_first():
+    slots, got = Slots(1), []
+
+    def stage(priority):
+        with slots.take(priority):
+            got.append(priority)
+
+    hold = slots.take(99.0)
+    hold.__enter__()
+    threads = [threading.Thread(target=stage, args=(p,)) for p in (1.0, 3.0, 2.0)]
+    for t in threads:
+        t.start()
+        while len(slots.waiting) < threads.index(t) + 1:  # arrival order: 1, 3, 2
+            time.sleep(0.01)
+    hold.__exit__(None, None, None)
+    for t in threads:
+        t.join(timeout=10)
+    assert got == [3.0, 2.0, 1.0] and slots.free == 1
 
 
 class State:
