@@ -26,8 +26,6 @@ is one MLflow parent run; the stage runs nest under it ($MMRPT_PARENT_RUN_ID).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import os
 import subprocess
@@ -42,6 +40,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import wait
+from prefect.runtime import flow_run
 
 from mmrpt import tracking
 from mmrpt.config import ParamsError, load_params
@@ -157,34 +156,76 @@ def critical_path(
 
 
 class Slots:
-    """At most ``n`` stages at a time; a freed slot goes to the waiting stage with the
-    highest priority (its critical path), not to whichever thread wakes first as with a
-    semaphore."""
+    """At most ``n`` stages of one flow run at a time, and a free slot for the ready stage with
+    the highest ``priority`` (its critical path; ties: the earlier in ``upstream``'s order).
+    "Ready" is counted here, from the stages this object saw finish, not from which task
+    threads have arrived: when the primer ends, its four rl stages become ready at once, and
+    the thread that Prefect starts first must not take a slot that a longer chain should have
+    (a semaphore, or a queue of the threads that arrived, does exactly that). A ready stage
+    whose thread has not arrived within ``patience`` seconds stops holding the others back."""
 
-    def __init__(self, n: int):
-        self.free = n
-        self.waiting: list[tuple[float, int]] = []  # heap of (-priority, arrival)
+    def __init__(
+        self,
+        n: int,
+        upstream: dict[str, list[str]] | None = None,
+        priority: dict[str, float] | None = None,
+        patience: float = 30.0,
+    ):
+        self.free, self.patience = n, patience
+        self.upstream = {s: [d for d in ds if d in upstream] for s, ds in (upstream or {}).items()}
+        self.priority = dict(priority or {})
+        self.position = {s: i for i, s in enumerate(self.upstream)}
+        self.finished: set[str] = set()
+        self.holding: set[str] = set()
+        self.waiting: set[str] = set()
+        now = time.monotonic()
+        self.ready_since = {s: now for s, ds in self.upstream.items() if not ds}
         self._cond = threading.Condition()
-        self._arrivals = itertools.count()
+
+    def _rank(self, stage: str) -> tuple[float, int]:
+        return self.priority.get(stage, 0.0), -self.position.get(stage, len(self.position))
+
+    def _ahead(self, stage: str) -> int:
+        """How many stages that may still take a slot outrank ``stage``: those waiting, and
+        those ready whose threads are on their way."""
+        now = time.monotonic()
+        rivals = self.waiting | {
+            s
+            for s, t in self.ready_since.items()
+            if now - t < self.patience and s not in self.finished | self.holding
+        }
+        return sum(self._rank(r) > self._rank(stage) for r in rivals - {stage})
 
     @contextmanager
-    def take(self, priority: float = 0.0):
+    def take(self, stage: str):
+        """Hold a slot while ``stage`` runs; the stage counts as finished (its downstream
+        stages as ready) if the block exits without an exception."""
         with self._cond:
-            ticket = (-priority, next(self._arrivals))
-            heapq.heappush(self.waiting, ticket)
-            self._cond.wait_for(lambda: self.free > 0 and self.waiting[0] == ticket)
-            heapq.heappop(self.waiting)
+            self.waiting.add(stage)
+            while not (self.free > 0 and self._ahead(stage) < self.free):
+                self._cond.wait(timeout=1.0)  # patience runs out without a notify
+            self.waiting.discard(stage)
+            self.holding.add(stage)
             self.free -= 1
             self._cond.notify_all()  # the next in line may take another free slot
+        ok = False
         try:
             yield
+            ok = True
         finally:
             with self._cond:
+                self.holding.discard(stage)
                 self.free += 1
+                if ok:
+                    self.finished.add(stage)
+                    now = time.monotonic()
+                    for s, ds in self.upstream.items():
+                        if s not in self.ready_since and all(d in self.finished for d in ds):
+                            self.ready_since[s] = now
                 self._cond.notify_all()
 
 
-_slots: dict[int, Slots] = {}
+_slots: dict[str, Slots] = {}  # one per flow run, by its id
 
 
 def concurrent(chosen: list[str], upstream: dict[str, list[str]]) -> set[str]:
@@ -222,20 +263,25 @@ def repro_stage(
     workdir: str,
     max_parallel: int = 1,
     threads: int | None = None,
-    priority: float = 0.0,
 ) -> dict:
     """``dvc repro --single-item <stage>`` in ``workdir`` (with ``threads`` torch/OpenMP
-    threads, if given) once one of ``max_parallel`` slots is free and no waiting stage has a
-    higher ``priority``; returns the stage's metrics."""
+    threads, if given) once the flow run's slots (``max_parallel``) let it; returns the
+    stage's metrics."""
     logger = get_run_logger()
-    slot = _slots.setdefault(max_parallel, Slots(max_parallel)).take(priority)
+    slots = _slots.get(flow_run.get_id() or "") or _slots.setdefault(
+        f"bare-{max_parallel}", Slots(max_parallel)
+    )
     env = os.environ.copy()
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     tail: deque[str] = deque(maxlen=60)  # for the error message
     ran = False
-    with slot:
+    with slots.take(stage):  # a failure raises inside: the stage does not count as done
         t0 = time.time()
+        if stage in slots.priority:
+            logger.info(
+                "%s: started; ~%.0f s of stages ahead on its chain", stage, slots.priority[stage]
+            )
         with subprocess.Popen(
             [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage],
             cwd=workdir,
@@ -249,10 +295,10 @@ def repro_stage(
                     logger.info("%s | %s", stage, line)
                     tail.append(line)
                     ran = ran or line.startswith("Running stage")
-    out = "\n".join(tail)
-    if proc.returncode:
-        code = BAD_INPUT_EXIT if f"exited with {BAD_INPUT_EXIT}" in out else proc.returncode
-        raise StageFailed(stage, code, out[-3000:])
+        out = "\n".join(tail)
+        if proc.returncode:
+            code = BAD_INPUT_EXIT if f"exited with {BAD_INPUT_EXIT}" in out else proc.returncode
+            raise StageFailed(stage, code, out[-3000:])
     logger.info(
         "%s: %s in %.0f s%s",
         stage,
@@ -348,7 +394,9 @@ def pipeline(
             futures: dict[str, Any] = {}
             shared = concurrent(chosen, upstream)
             cost = {s: expected_seconds(s, params) for s in chosen}
-            priority = critical_path(chosen, upstream, cost)
+            key = flow_run.get_id() or ""
+            order = {s: upstream[s] for s in chosen}
+            _slots[key] = Slots(max_parallel, order, critical_path(chosen, upstream, cost))
             for s in chosen:
                 task_ = repro_stage.with_options(name=s.partition("@")[0])
                 futures[s] = task_.submit(
@@ -356,12 +404,12 @@ def pipeline(
                     str(work),
                     max_parallel,
                     stage_threads(max_parallel, s in shared),
-                    priority[s],
                     wait_for=[futures[d] for d in upstream[s] if d in futures],
                 )
             wait(list(futures.values()))
             return {s: f.result() for s, f in futures.items()}
     finally:
+        _slots.pop(flow_run.get_id() or "", None)
         os.chdir(cwd)
 
 

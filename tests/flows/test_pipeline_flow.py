@@ -93,6 +93,8 @@ def test_flow_runs_the_dvc_stages(harness, tmp_path: Path):
     assert set(chain) <= names
     # each stage's own output reaches the task run's logs as it runs (its progress lines)
     assert any("stage warmup (" in m for m in logs), logs[:20]
+    # the stage took its slot from this flow run's Slots, which know its critical path
+    assert any(m.startswith("warmup: started; ~") for m in logs), logs[:20]
     parents, children = nested_stage_runs(f"sqlite:///{repo}/mlruns/mlflow.db")
     assert len(parents) == 1
     names = sorted(r.info.run_name for r in children)
@@ -167,24 +169,53 @@ def test_a_free_slot_goes_to_the_longest_remaining_chain():
     assert set(first) == {"rl@mmrpt-0", "rl@random_mask-0"}  # the two GRPO arms start first
 
 
-def test_slots_serve_the_highest_priority_waiting_first():
-    slots, got = Slots(1), []
+def test_a_slot_waits_for_the_longer_chain_whose_thread_comes_later():
+    arms = {"ntp": 149.0, "masked_sft": 151.0, "mmrpt": 327.0, "random_mask": 323.0}
+    upstream = {"primer": []} | {f"rl@{a}": ["primer"] for a in arms}
+    slots = Slots(2, upstream, {"primer": 900.0} | {f"rl@{a}": v for a, v in arms.items()})
+    got, go = [], {a: threading.Event() for a in arms}
 
-    def stage(priority):
-        with slots.take(priority):
-            got.append(priority)
+    def stage(arm):
+        with slots.take(f"rl@{arm}"):
+            got.append(arm)
+            go[arm].wait(timeout=30)
 
-    hold = slots.take(99.0)
-    hold.__enter__()
-    threads = [threading.Thread(target=stage, args=(p,)) for p in (1.0, 3.0, 2.0)]
-    for t in threads:
-        t.start()
-        while len(slots.waiting) < threads.index(t) + 1:  # arrival order: 1, 3, 2
+    def arrive(arm):
+        threading.Thread(target=stage, args=(arm,), daemon=True).start()
+        while f"rl@{arm}" not in slots.waiting | slots.holding:
             time.sleep(0.01)
-    hold.__exit__(None, None, None)
-    for t in threads:
-        t.join(timeout=10)
-    assert got == [3.0, 2.0, 1.0] and slots.free == 1
+
+    with slots.take("primer"):
+        pass  # done: the four rl stages are ready at once
+    arrive("ntp")  # the short chains' threads come first, with both slots free
+    arrive("masked_sft")
+    time.sleep(0.3)
+    assert got == []  # they wait: two ready stages outrank them
+    arrive("mmrpt")
+    arrive("random_mask")
+    until(lambda: len(got) == 2)
+    assert got == ["mmrpt", "random_mask"]
+    go["mmrpt"].set()
+    until(lambda: len(got) == 3)
+    assert got[2] == "masked_sft"  # the longer of the two that waited
+    for e in go.values():
+        e.set()
+    until(lambda: len(got) == 4 and slots.free == 2)
+
+
+def test_a_ready_stage_that_never_comes_stops_holding_others_back():
+    slots = Slots(1, {"a": [], "b": []}, {"a": 2.0, "b": 1.0}, patience=0.2)
+    t0 = time.monotonic()
+    with slots.take("b"):  # "a" outranks it but never asks
+        waited = time.monotonic() - t0
+    assert 0.2 <= waited < 5
+
+
+def until(condition, timeout=10.0):
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.01)
 
 
 class State:
