@@ -8,6 +8,7 @@ Works for any Qwen2-VL-style processor (the tiny one or a real Qwen2/2.5-VL).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,12 +36,41 @@ def chat_prompt(processor, prompt: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+# processor -> {(prompt, image grid): (prompt ids, mm token types)}, or None where the image
+# processor alone does not give the processor's pixels (then every call takes the processor)
+_prompt_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _encode_prompt(processor, image: Image.Image, prompt: str) -> dict:
+    """``processor(text=[chat prompt], images=[image])``, with the prompt's text part cached:
+    a Qwen2-VL-style processor's text depends on the image only through its grid (the number
+    of placeholder tokens), and rendering the template, expanding the placeholders and
+    tokenising cost 0.65 of the 0.83 ms per call (the image part 0.18 ms) on the embedded
+    model, every sample of every training step. The first call per (prompt, grid) runs the
+    processor and checks that its pixels equal the image processor's alone; if they do not,
+    this processor is never cached."""
+    cache = _prompt_ids.get(processor, {})
+    if cache is None:
+        return processor(text=[chat_prompt(processor, prompt)], images=[image], return_tensors="pt")
+    pixels = processor.image_processor(images=[image], return_tensors="pt")
+    key = (prompt, tuple(pixels["image_grid_thw"][0].tolist()))
+    if key not in cache:
+        enc = processor(text=[chat_prompt(processor, prompt)], images=[image], return_tensors="pt")
+        same = set(pixels) <= set(enc) and all(torch.equal(v, enc[k]) for k, v in pixels.items())
+        _prompt_ids[processor] = cache if same else None
+        if same:
+            cache[key] = (enc["input_ids"], enc.get("mm_token_type_ids"))
+        return enc
+    ids, mm = cache[key]
+    return {"input_ids": ids, "mm_token_type_ids": mm, **pixels}
+
+
 def encode(
     processor, image: Image.Image, prompt: str, target: str, end_of_turn: bool = True
 ) -> Encoded:
     """Encode one example; ``labels`` cover the target (and the end-of-turn token) only. The
     target never yields a special token (``split_special_tokens``)."""
-    enc = processor(text=[chat_prompt(processor, prompt)], images=[image], return_tensors="pt")
+    enc = _encode_prompt(processor, image, prompt)
     tok = processor.tokenizer
     # text is text: a special token written in a caption stays characters (defence in depth;
     # the readers reject such captions, mmrpt.safety.text_problem)

@@ -99,3 +99,49 @@ def test_target_losses_equal_full_logits_losses_in_any_chunking():
             got = target_losses(model, batch, labels, chunk)
             torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     assert (want[labels == IGNORE] == 0).all() and (want[labels != IGNORE] > 0).all()
+
+
+def test_the_cached_prompt_part_gives_what_the_processor_gives():
+    import numpy as np
+
+    from mmrpt.modeling import encode as module
+    from tests.real_data import SIZES
+
+    p = processor()
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in SIZES * 2
+    ]
+    prompts = ("Describe the image.", "What colour?")
+    for prompt in prompts:
+        for img in images:  # the first of each grid runs the processor, the others reuse it
+            got = module._encode_prompt(p, img, prompt)
+            want = p(text=[module.chat_prompt(p, prompt)], images=[img], return_tensors="pt")
+            for k in ("input_ids", "mm_token_type_ids", "pixel_values", "image_grid_thw"):
+                assert torch.equal(got[k], want[k]), k
+    grids = {
+        tuple(p.image_processor(images=[i], return_tensors="pt")["image_grid_thw"][0].tolist())
+        for i in images
+    }
+    assert len(grids) > 1 and set(module._prompt_ids[p]) == {(q, g) for q in prompts for g in grids}
+
+
+def test_a_processor_whose_image_part_differs_is_not_cached():
+    from mmrpt.modeling import encode as module
+
+    p = processor()
+
+    class Odd(type(p)):  # the processor's pixels are not the image processor's alone
+        def __call__(self, *args, **kwargs):
+            out = super().__call__(*args, **kwargs)
+            out["pixel_values"] = out["pixel_values"] + 1
+            return out
+
+    p.__class__ = Odd
+    img = Image.new("RGB", (56, 56), "red")
+    e = encode(p, img, "Hi.", "A red circle.")
+    assert module._prompt_ids[p] is None  # so every later call takes the processor
+    again = module._encode_prompt(p, img, "Hi.")
+    want = p(text=[module.chat_prompt(p, "Hi.")], images=[img], return_tensors="pt")
+    assert torch.equal(again["pixel_values"], want["pixel_values"])
+    assert e.input_ids[: e.target_start] == want["input_ids"][0].tolist()
