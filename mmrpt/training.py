@@ -31,7 +31,7 @@ from transformers.trainer_callback import ExportableState
 
 from mmrpt import checkpoints, distributed, guards, signals
 from mmrpt.modeling.encode import collate
-from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained, load_vlm
+from mmrpt.modeling.loader import LoadsCheckpointsByFromPretrained, load_vlm, settle_tokenizer
 from mmrpt.progress import interactive
 from mmrpt.safety import fresh_dir, replace_dir
 
@@ -349,6 +349,7 @@ def save_model_atomic(model, processor, out: str | Path) -> Path:
     out = Path(out)
     tmp = fresh_dir(out.with_name(out.name + ".tmp"))
     model.save_pretrained(tmp)
+    settle_tokenizer(processor)  # the same files whether or not this process generated
     processor.save_pretrained(tmp)
     return replace_dir(tmp, out)
 
@@ -373,6 +374,7 @@ def save_trained(
         if base is None:
             raise ValueError("save_trained: LoRA adapters need the base model to merge into")
         merge_lora(base, tmp, tmp)
+    settle_tokenizer(processor)  # the same files whether or not this process generated
     processor.save_pretrained(tmp)
     return replace_dir(tmp, out)
 

@@ -131,7 +131,20 @@ def load_vlm(
     except Exception as e:
         raise CheckpointError(f"cannot load processor from {path}: {e}") from e
     set_pixels(processor, min_pixels, max_pixels)
+    settle_tokenizer(processor)
     return model.to(device), processor
+
+
+def settle_tokenizer(processor) -> None:
+    """Clear the padding and truncation that a batched tokenizer call leaves set on a fast
+    tokenizer's backend: save_pretrained writes that state into tokenizer.json, so a model
+    saved after generating (left padding) differed byte for byte from the same model saved by
+    a resumed run that had not generated yet (docs/LOG.md). Every call passes its own padding
+    and truncation, so nothing else depends on it."""
+    backend = getattr(getattr(processor, "tokenizer", processor), "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_padding()
+        backend.no_truncation()
 
 
 def nonfinite_parameters(model) -> list[str]:

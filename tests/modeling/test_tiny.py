@@ -6,7 +6,7 @@ from PIL import Image
 
 from mmrpt.data import world
 from mmrpt.modeling.encode import chat_prompt
-from mmrpt.modeling.loader import CheckpointError, image_token_id, load_vlm
+from mmrpt.modeling.loader import CheckpointError, image_token_id, load_vlm, settle_tokenizer
 from mmrpt.modeling.tiny import TinySpec, build_tiny_vlm
 
 SPEC = TinySpec(
@@ -54,6 +54,22 @@ def test_tokenizer_round_trips_text(tiny_dir: Path):
     text = "A large yellow triangle is at the bottom right. Ünïcode ok."
     ids = processor.tokenizer(text, add_special_tokens=False).input_ids
     assert processor.tokenizer.decode(ids) == text
+
+
+def test_a_processor_saves_the_same_files_after_a_padded_batch(tmp_path: Path, tiny_dir: Path):
+    """TRL's GRPO tokenises its prompts with left padding, which stays set on the tokenizer's
+    backend and went into tokenizer.json: a resumed run (no batch yet) saved another file."""
+    _, fresh = load_vlm(tiny_dir)
+    _, used = load_vlm(tiny_dir)
+    used.tokenizer(["a", "a red circle"], padding=True, padding_side="left", truncation=True)
+    assert used.tokenizer.backend_tokenizer.padding is not None  # what the call leaves
+    settle_tokenizer(used)
+    fresh.save_pretrained(tmp_path / "fresh")
+    used.save_pretrained(tmp_path / "used")
+    files = sorted(f.name for f in (tmp_path / "fresh").iterdir())
+    assert "tokenizer.json" in files
+    for name in files:
+        assert (tmp_path / "fresh" / name).read_bytes() == (tmp_path / "used" / name).read_bytes()
 
 
 def test_unreadable_checkpoints_fail_clearly(tmp_path: Path, tiny_dir: Path):
