@@ -102,6 +102,27 @@ def select(
     return [s for s in order if s in chosen]
 
 
+def settle_lock(workdir: Path, order: list[str]) -> None:
+    """Write dvc.lock's stages in the graph's order. DVC adds a stage's entry when it first
+    finishes, so stages run side by side leave them in the order they happened to finish
+    (rl@mmrpt-0 and rl@random_mask-0 are seconds apart): the same run could leave another
+    dvc.lock byte for byte and `git status` would show it. DVC's own YAML writer, so only the
+    order changes."""
+    from dvc.utils.serialize import modify_yaml
+
+    lock = workdir / "dvc.lock"
+    if not lock.exists():
+        return
+    rank = {s: i for i, s in enumerate(order)}
+    with modify_yaml(lock) as data:
+        stages = data.get("stages") or {}
+        items = sorted(stages.items(), key=lambda kv: rank.get(kv[0], len(rank)))
+        for name, _ in items:
+            del stages[name]
+        for name, entry in items:
+            stages[name] = entry
+
+
 def use_params_file(work: Path, source: Path) -> None:
     """Make ``source`` the params.yaml of the DVC project in ``work``."""
     if source.resolve() != (work / "params.yaml").resolve():
@@ -407,6 +428,7 @@ def pipeline(
                     wait_for=[futures[d] for d in upstream[s] if d in futures],
                 )
             wait(list(futures.values()))
+            settle_lock(work, order)
             return {s: f.result() for s, f in futures.items()}
     finally:
         _slots.pop(flow_run.get_id() or "", None)

@@ -22,6 +22,7 @@ from flows.pipeline import (
     may_pass_on_retry,
     pipeline,
     select,
+    settle_lock,
     stage_threads,
 )
 from mmrpt.cli import main
@@ -216,6 +217,40 @@ def until(condition, timeout=10.0):
     while not condition():
         assert time.monotonic() - t0 < timeout, "timed out"
         time.sleep(0.01)
+
+
+LOCK = """schema: '2.0'
+stages:
+  data:
+    cmd: python -m mmrpt data
+    outs:
+    - path: data/world
+      hash: md5
+      md5: 0f0e0d0c0b0a09080706050403020100.dir
+      size: 12
+      nfiles: 3
+  rl@a-0:
+    cmd: python -m mmrpt rl --arm a --seed 0
+    params:
+      params.yaml:
+        seed: 0
+  rl@b-0:
+    cmd: python -m mmrpt rl --arm b --seed 0
+"""
+
+
+def test_the_lock_lists_stages_in_the_graphs_order_whichever_finished_first(tmp_path):
+    from dvc.utils.serialize import modify_yaml
+
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(LOCK)
+    with modify_yaml(lock) as data:  # rl@b-0 finished first: DVC appended it first
+        stages = data["stages"]
+        entry = stages.pop("rl@a-0")
+        stages["rl@a-0"] = entry
+    assert lock.read_text() != LOCK
+    settle_lock(tmp_path, ["data", "rl@a-0", "rl@b-0", "report"])
+    assert lock.read_text() == LOCK  # DVC's writer: only the order changed
 
 
 class State:
