@@ -165,7 +165,8 @@ def test_a_free_slot_goes_to_the_longest_remaining_chain():
     assert cost["rl@mmrpt-0"] > 2 * cost["rl@ntp-0"] > 2  # GRPO rollouts: the measured times
     rest = critical_path(order, upstream, cost)
     assert rest["primer"] == cost["primer"] + rest["rl@mmrpt-0"]
-    assert rest["rl@mmrpt-0"] == sum(cost[f"{s}@mmrpt-0"] for s in ("rl", "sft", "eval")) + 5
+    chain = ("rl", "sft", "eval")
+    assert rest["rl@mmrpt-0"] == sum(cost[f"{s}@mmrpt-0"] for s in chain) + cost["report"]
     first = sorted((f"rl@{a}-0" for a in arms), key=rest.get, reverse=True)[:2]
     assert set(first) == {"rl@mmrpt-0", "rl@random_mask-0"}  # the two GRPO arms start first
 
