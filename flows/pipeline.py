@@ -7,9 +7,10 @@ date, runs the stage's command and records it in dvc.lock: after a flow run ``dv
 says the pipeline is up to date, exactly as after ``dvc repro``. A task waits for the tasks of
 the stages it depends on; stages that do not depend on each other (the arms x seeds) run
 concurrently, up to ``max_parallel`` at a time (DVC releases its lock while a stage command
-runs); a free slot goes to the waiting stage with the longest expected chain still ahead of
-it (the main job's measured stage times), so the two long GRPO arms start first. Stages that may run beside another get the cores split between them as torch/OpenMP
-threads (unless OMP_NUM_THREADS is set); a stage that always runs alone keeps them all.
+runs); a free slot goes to the ready stage with the longest expected chain still ahead of
+it (the main job's measured stage times), so the two long GRPO arms start first; each flow
+run has its own slots. Stages that may run beside another get the cores split between them
+as torch/OpenMP threads (unless OMP_NUM_THREADS is set); a stage that always runs alone keeps them all.
 Overrides are written into the workdir's params.yaml first (as ``dvc exp run -S``
 does), after validation by the same schema, so DVC sees them as params changes; a
 ``params_file`` (e.g. a real-data profile) replaces params.yaml before that. How many
@@ -153,7 +154,7 @@ def expected_seconds(stage: str, params) -> float:
 
     times = json.loads(REFERENCE_TIMES.read_text())["stages_s"] if REFERENCE_TIMES.exists() else {}
     name, _, run = stage.partition("@")
-    arm = run.rsplit("-", 1)[0] if name != "score" else ""
+    arm = run.rsplit("-", 1)[0]  # rl@mmrpt-0 -> mmrpt; score@0 -> "0", not an arm
     objective = params.arms[arm].objective if arm in params.arms else None
     return float(times.get(f"{name}/{objective}") or times.get(name) or 1.0)
 
@@ -163,8 +164,8 @@ def critical_path(
 ) -> dict[str, float]:
     """Each stage's expected time to the end of the run: its own cost plus the longest chain
     of stages downstream of it. A free slot goes to the waiting stage with the most: with two
-    slots and the main job's arms that is 472 s of arms where a random order takes 504 s on
-    average and up to 625 s (the f97f5a8 stage times; docs/LOG.md)."""
+    slots and the main job's arms that is 472 s of arms where a random order takes 505 s on
+    average and up to 623 s (the f97f5a8 stage times, bench/schedule_sim.py)."""
     downstream: dict[str, list[str]] = {s: [] for s in chosen}
     for s in chosen:
         for d in upstream[s]:
@@ -199,6 +200,7 @@ class Slots:
         self.finished: set[str] = set()
         self.holding: set[str] = set()
         self.waiting: set[str] = set()
+        self.started: list[str] = []  # the order stages took their slots in
         now = time.monotonic()
         self.ready_since = {s: now for s, ds in self.upstream.items() if not ds}
         self._cond = threading.Condition()
@@ -223,10 +225,14 @@ class Slots:
         stages as ready) if the block exits without an exception."""
         with self._cond:
             self.waiting.add(stage)
-            while not (self.free > 0 and self._ahead(stage) < self.free):
-                self._cond.wait(timeout=1.0)  # patience runs out without a notify
-            self.waiting.discard(stage)
+            try:
+                while not (self.free > 0 and self._ahead(stage) < self.free):
+                    # patience runs out without a notify
+                    self._cond.wait(timeout=min(1.0, self.patience))
+            finally:  # also if the wait is interrupted: a stale entry would outrank others
+                self.waiting.discard(stage)
             self.holding.add(stage)
+            self.started.append(stage)
             self.free -= 1
             self._cond.notify_all()  # the next in line may take another free slot
         ok = False
@@ -416,8 +422,8 @@ def pipeline(
             shared = concurrent(chosen, upstream)
             cost = {s: expected_seconds(s, params) for s in chosen}
             key = flow_run.get_id() or ""
-            order = {s: upstream[s] for s in chosen}
-            _slots[key] = Slots(max_parallel, order, critical_path(chosen, upstream, cost))
+            deps = {s: upstream[s] for s in chosen}
+            _slots[key] = Slots(max_parallel, deps, critical_path(chosen, upstream, cost))
             for s in chosen:
                 task_ = repro_stage.with_options(name=s.partition("@")[0])
                 futures[s] = task_.submit(
@@ -428,7 +434,7 @@ def pipeline(
                     wait_for=[futures[d] for d in upstream[s] if d in futures],
                 )
             wait(list(futures.values()))
-            settle_lock(work, order)
+            settle_lock(work, order)  # the whole graph's order: other stages' entries too
             return {s: f.result() for s, f in futures.items()}
     finally:
         _slots.pop(flow_run.get_id() or "", None)

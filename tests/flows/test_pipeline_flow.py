@@ -196,10 +196,10 @@ def test_a_slot_waits_for_the_longer_chain_whose_thread_comes_later():
     arrive("mmrpt")
     arrive("random_mask")
     until(lambda: len(got) == 2)
-    assert got == ["mmrpt", "random_mask"]
+    assert slots.started[1:] == ["rl@mmrpt", "rl@random_mask"]
     go["mmrpt"].set()
     until(lambda: len(got) == 3)
-    assert got[2] == "masked_sft"  # the longer of the two that waited
+    assert slots.started[3] == "rl@masked_sft"  # the longer of the two that waited
     for e in go.values():
         e.set()
     until(lambda: len(got) == 4 and slots.free == 2)
@@ -210,7 +210,7 @@ def test_a_ready_stage_that_never_comes_stops_holding_others_back():
     t0 = time.monotonic()
     with slots.take("b"):  # "a" outranks it but never asks
         waited = time.monotonic() - t0
-    assert 0.2 <= waited < 5
+    assert 0.2 <= waited < 1.0
 
 
 def until(condition, timeout=10.0):
