@@ -9,6 +9,7 @@ Works for any Qwen2-VL-style processor (the tiny one or a real Qwen2/2.5-VL).
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,20 +37,23 @@ def chat_prompt(processor, prompt: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-# processor -> {(prompt, image grid): (prompt ids, mm token types)}, or None where the image
-# processor alone does not give the processor's pixels (then every call takes the processor)
+# processor -> {(prompt, image grid): (prompt ids, mm token types)}, the most recently used
+# PROMPT_CACHE keys; None where the image processor alone does not give the processor's
+# pixels (then every call takes the processor)
 _prompt_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+PROMPT_CACHE = 256  # training repeats one prompt; the scorer asks a new question per probe
 
 
 def _encode_prompt(processor, image: Image.Image, prompt: str) -> dict:
-    """``processor(text=[chat prompt], images=[image])``, with the prompt's text part cached:
-    a Qwen2-VL-style processor's text depends on the image only through its grid (the number
-    of placeholder tokens), and rendering the template, expanding the placeholders and
-    tokenising cost 0.65 of the 0.83 ms per call (the image part 0.18 ms) on the embedded
-    model, every sample of every training step. The first call per (prompt, grid) runs the
-    processor and checks that its pixels equal the image processor's alone; if they do not,
-    this processor is never cached."""
-    cache = _prompt_ids.get(processor, {})
+    """The input_ids, mm_token_type_ids, pixel_values and image_grid_thw of
+    ``processor(text=[chat prompt], images=[image])`` (tensors: read them, do not change
+    them), with the prompt's text part cached: a Qwen2-VL-style processor's text depends on
+    the image only through its grid (the number of placeholder tokens), and rendering the
+    template, expanding the placeholders and tokenising cost 0.65 of the 0.83 ms per call
+    (the image part 0.18 ms) on the embedded model, every sample of every training step. The
+    first call per (prompt, grid) runs the processor and checks that its pixels equal the
+    image processor's alone; if they do not, this processor is never cached."""
+    cache = _prompt_ids.get(processor, OrderedDict())
     if cache is None:
         return processor(text=[chat_prompt(processor, prompt)], images=[image], return_tensors="pt")
     pixels = processor.image_processor(images=[image], return_tensors="pt")
@@ -60,7 +64,10 @@ def _encode_prompt(processor, image: Image.Image, prompt: str) -> dict:
         _prompt_ids[processor] = cache if same else None
         if same:
             cache[key] = (enc["input_ids"], enc.get("mm_token_type_ids"))
+            if len(cache) > PROMPT_CACHE:
+                cache.popitem(last=False)
         return enc
+    cache.move_to_end(key)
     ids, mm = cache[key]
     return {"input_ids": ids, "mm_token_type_ids": mm, **pixels}
 

@@ -124,6 +124,9 @@ def test_the_cached_prompt_part_gives_what_the_processor_gives():
         for i in images
     }
     assert len(grids) > 1 and set(module._prompt_ids[p]) == {(q, g) for q in prompts for g in grids}
+    for k in range(module.PROMPT_CACHE + 5):  # a new question per probe: the cache stays bounded
+        module._encode_prompt(p, images[0], f"Question {k}?")
+    assert len(module._prompt_ids[p]) == module.PROMPT_CACHE
 
 
 def test_a_processor_whose_image_part_differs_is_not_cached():
