@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The Prefect flow over dvc.yaml's stages (each `dvc repro --single-item`, recorded in
 # dvc.lock as by `dvc repro`), two at a time: the arms run side by side, one torch thread
-# each, the longest chain first (813-832 s vs 1,132 s for `dvc repro`, docs/PERF.md). Its
+# each, the longest chain first (760-832 s vs 1,132 s for `dvc repro`, docs/PERF.md). Its
 # runs stay in .prefect/ for the UI.
 main: setup
 	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect} PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90 \
