@@ -201,6 +201,7 @@ class Slots:
         self.holding: set[str] = set()
         self.waiting: set[str] = set()
         self.started: list[str] = []  # the order stages took their slots in
+        self.arrived: set[str] = set()  # stages whose threads have asked for a slot
         now = time.monotonic()
         self.ready_since = {s: now for s, ds in self.upstream.items() if not ds}
         self._cond = threading.Condition()
@@ -210,12 +211,13 @@ class Slots:
 
     def _ahead(self, stage: str) -> int:
         """How many stages that may still take a slot outrank ``stage``: those waiting, and
-        those ready whose threads are on their way."""
+        those ready whose threads are on their way (not yet come, within ``patience``; one
+        that came and failed counts again only when its retry asks)."""
         now = time.monotonic()
         rivals = self.waiting | {
             s
             for s, t in self.ready_since.items()
-            if now - t < self.patience and s not in self.finished | self.holding
+            if now - t < self.patience and s not in self.finished | self.arrived
         }
         return sum(self._rank(r) > self._rank(stage) for r in rivals - {stage})
 
@@ -225,6 +227,7 @@ class Slots:
         stages as ready) if the block exits without an exception."""
         with self._cond:
             self.waiting.add(stage)
+            self.arrived.add(stage)
             try:
                 while not (self.free > 0 and self._ahead(stage) < self.free):
                     # patience runs out without a notify

@@ -213,6 +213,16 @@ def test_a_ready_stage_that_never_comes_stops_holding_others_back():
     assert 0.2 <= waited < 1.0
 
 
+def test_a_stage_that_came_and_failed_does_not_hold_others_back():
+    slots = Slots(1, {"a": [], "b": []}, {"a": 2.0, "b": 1.0}, patience=60.0)
+    with pytest.raises(RuntimeError), slots.take("a"):
+        raise RuntimeError("stage a failed; its retry comes in 10 s")
+    t0 = time.monotonic()
+    with slots.take("b"):  # "a" is ready and not finished, but it came: no waiting for it
+        assert time.monotonic() - t0 < 0.5
+    assert "a" not in slots.finished and slots.started == ["a", "b"]
+
+
 def until(condition, timeout=10.0):
     t0 = time.monotonic()
     while not condition():
