@@ -150,13 +150,12 @@ def expected_seconds(stage: str, params) -> float:
     """A stage's time in the measured embedded main job (mmrpt/reference_times.json), used
     only to order the stages that wait for a slot (other params or models scale every stage
     alike often enough for that); 1 s where nothing was measured."""
-    from mmrpt.cli import REFERENCE_TIMES
+    from mmrpt.cli import reference_seconds
 
-    times = json.loads(REFERENCE_TIMES.read_text())["stages_s"] if REFERENCE_TIMES.exists() else {}
     name, _, run = stage.partition("@")
     arm = run.rsplit("-", 1)[0]  # rl@mmrpt-0 -> mmrpt; score@0 -> "0", not an arm
-    objective = params.arms[arm].objective if arm in params.arms else None
-    return float(times.get(f"{name}/{objective}") or times.get(name) or 1.0)
+    arm = arm if arm in params.arms else None
+    return float(reference_seconds(name, params, arm, same_params=False) or 1.0)
 
 
 def critical_path(
@@ -417,14 +416,13 @@ def pipeline(
     chosen = select(order, upstream, stages)
     logger = get_run_logger()
     logger.info("%d DVC stages in %s: %s", len(chosen), work, ", ".join(chosen))
-    cwd = os.getcwd()
+    cwd, key = os.getcwd(), flow_run.get_id() or ""  # key: this flow run's slots
     os.chdir(work)  # the MLflow store of this project (tracking_uri is relative)
     try:
         with tracking.pipeline_run(params):
             futures: dict[str, Any] = {}
             shared = concurrent(chosen, upstream)
             cost = {s: expected_seconds(s, params) for s in chosen}
-            key = flow_run.get_id() or ""
             deps = {s: upstream[s] for s in chosen}
             _slots[key] = Slots(max_parallel, deps, critical_path(chosen, upstream, cost))
             for s in chosen:
@@ -440,7 +438,7 @@ def pipeline(
             settle_lock(work, order)  # the whole graph's order: other stages' entries too
             return {s: f.result() for s, f in futures.items()}
     finally:
-        _slots.pop(flow_run.get_id() or "", None)
+        _slots.pop(key, None)
         os.chdir(cwd)
 
 

@@ -218,16 +218,18 @@ def pipeline_position(name: str, params, arm: str | None, seed: int | None) -> t
     return runs.index((name, arm, seed)) + 1 if (name, arm, seed) in runs else 0, len(runs)
 
 
-def reference_seconds(name: str, params, arm: str | None) -> float | None:
+def reference_seconds(name: str, params, arm: str | None, same_params: bool = True) -> float | None:
     """How long this stage took in the measured embedded main job (bench/main_job.py): only
     where the params are the main job's (a study workspace, another profile or an override
-    computes something else, and real models and data take what they take)."""
+    computes something else, and real models and data take what they take), unless
+    ``same_params`` is False (the flow orders its stages by these times, whatever the
+    params)."""
     from mmrpt.tracking import params_hash
 
     if not REFERENCE_TIMES.exists():
         return None
     reference = json.loads(REFERENCE_TIMES.read_text())
-    if reference.get("params_hash") != params_hash(params):
+    if same_params and reference.get("params_hash") != params_hash(params):
         return None
     times = reference["stages_s"]
     objective = params.arms[arm].objective if arm else None
