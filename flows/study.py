@@ -4,16 +4,16 @@ DVC workspace (mmrpt.workspace), then the paired comparison of the arms.
 Each workspace is a copy of this checkout whose params.yaml is params.yaml with the study's
 overlay (profiles/study.yaml: arms, seeds, attribute masks, short completions, per-probe
 outcomes, SFT budgets) and ``data.caption_bias`` set; the pipeline flow (flows/pipeline.py)
-reproduces it with DVC, so a rerun reruns only what changed. The workspaces run concurrently
-and share ``max_parallel`` stage slots (each stage process then uses one thread:
-OMP_NUM_THREADS=1). Then mmrpt.report.study summarises each bias value: metrics/study.json,
+reproduces it with DVC, so a rerun reruns only what changed. The workspaces run one after
+the other, each with ``max_parallel`` stage slots; the pipeline flow gives a stage that may run
+beside another cores/max_parallel threads and one that always runs alone (data to primer) all
+cores (flows.pipeline.stage_threads). Then mmrpt.report.study summarises each bias value: metrics/study.json,
 reports/study/ (report.md, curves.png, forest.png); every stage run is in MLflow as usual.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -109,8 +109,6 @@ def study(
     for b in biases:  # every workspace's params are checked before any work
         params = workspace_params(base, base / profile, b, overrides)
         spaces[b] = checkout_copy(base, base / root / f"bias-{b}", params)
-    if max_parallel > 1:  # stage processes share the cores: one thread each
-        os.environ["OMP_NUM_THREADS"] = "1"
     t0 = time.time()
     # one bias value after the other: a pipeline flow changes the process's working directory
     # and MLflow parent ($MMRPT_PARENT_RUN_ID) while it runs; its stages run max_parallel at
