@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from mmrpt.report.stats import mde  # noqa: E402
+from mmrpt.report.stats import seed_level  # noqa: E402
 
 
 def main() -> None:
@@ -49,11 +48,7 @@ def main() -> None:
     if len(seeds) < 2:
         raise SystemExit(f"need >= 2 seeds with both arms, got {seeds}")
     d = np.array([acc[args.a][s] - acc[args.b][s] for s in seeds])
-    n, sd = len(d), float(d.std(ddof=1))
-    se = sd / np.sqrt(n)
-    t = stats.t.ppf(0.975, n - 1)
-    rng = np.random.default_rng(0)
-    boot = d[rng.integers(0, n, size=(10_000, n))].mean(axis=1)
+    lvl = seed_level(d, target=args.target)  # what the study's report computes, per comparison
     out = {
         "seeds": seeds,
         args.a: [acc[args.a][s] for s in seeds],
@@ -61,14 +56,14 @@ def main() -> None:
         f"{args.a}_prior_rate": [prior[args.a][s] for s in seeds],
         f"{args.b}_prior_rate": [prior[args.b][s] for s in seeds],
         "diff_per_seed": [round(float(x), 4) for x in d],
-        "diff": float(d.mean()),
-        "lo": float(d.mean() - t * se),
-        "hi": float(d.mean() + t * se),
-        "seed_boot_lo": float(np.quantile(boot, 0.025)),
-        "seed_boot_hi": float(np.quantile(boot, 0.975)),
-        "sign_test_p": float(stats.binomtest(int((d > 0).sum()), int((d != 0).sum())).pvalue),
-        "mde": mde(n, sd_diff=sd),
-        "seeds_for_target_mde": int(np.ceil((mde(1, sd_diff=sd) / args.target) ** 2)),
+        "diff": lvl["diff"],
+        "lo": lvl["lo"],
+        "hi": lvl["hi"],
+        "seed_boot_lo": lvl["boot_lo"],
+        "seed_boot_hi": lvl["boot_hi"],
+        "sign_test_p": lvl["sign_test_p"],
+        "mde": lvl["mde"],
+        "seeds_for_target_mde": lvl["seeds_for_target"],
     }
     print(json.dumps(out, indent=1))
 

@@ -14,7 +14,9 @@ Metrics (each an item set in one phase and scoring form):
 Comparisons: for each pair of arms, the paired difference over the same (seed, probe) items
 with a 95% cluster-bootstrap interval (clusters = seeds, mmrpt.report.stats), the minimum
 detectable effect from the bootstrap standard error, and the verdict ("effect detected" /
-"no effect detected (MDE)", never "the claim fails"). Reference answerers in every table:
+"no effect detected (MDE)", never "the claim fails"); with two seeds or more also the
+seed-level view (``seed_level``: a t interval over the per-seed differences, its MDE at this
+many seeds and the seeds a 5-point MDE would need), which is the one to read with few seeds. Reference answerers in every table:
 oracle (1.0), prior-only (the prior's option where there is one, else the first), constant
 (always the first option), computed on the same items.
 Across bias values (``bias_effect``): does a comparison's difference need the bias? Each
@@ -32,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mmrpt.report.stats import LEVEL, mde, paired_difference, verdict
+from mmrpt.report.stats import LEVEL, mde, paired_difference, seed_level, verdict
 
 PAIRS = (
     ("mmrpt", "masked_sft"),  # the primary comparison: RL with the verifier vs imitation
@@ -101,6 +103,13 @@ def compare(
     diff["mde"] = mde(1, sd_diff=diff["se"])
     diff["verdict"] = verdict(diff, diff["mde"])
     diff["a"], diff["b"] = float(x.mean()), float(y.mean())
+    seeds = np.unique(clusters)
+    if seeds.size >= 2:  # the conservative view: one difference per seed, t over seeds
+        per_seed = [x[clusters == s].mean() - y[clusters == s].mean() for s in seeds]
+        level = seed_level(per_seed)
+        level["verdict"] = verdict(level, level["mde"])
+        level["seeds"] = [int(s) for s in seeds]
+        diff["seed_level"] = level
     return diff
 
 
@@ -236,17 +245,22 @@ def markdown(
             lines.append("")
         lines += [
             "### Paired comparisons (difference a - b, 95% cluster-bootstrap CI over seeds "
-            "and probes)",
+            "and probes; seed level: 95% t interval over the per-seed differences)",
             "",
-            "| comparison | metric | a | b | difference | verdict |",
-            "|---|---|---|---|---|---|",
+            "| comparison | metric | a | b | difference | verdict | seed level | "
+            "seeds for MDE 0.05 |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for pair, per_metric in s["comparisons"].items():
             for metric, c in per_metric.items():
+                lvl = c.get("seed_level")
+                seed_cols = (
+                    f"{lvl['verdict']} | {lvl['seeds_for_target']}" if lvl else "(one seed) | "
+                )
                 lines.append(
                     f"| {pair} | {metric} | {c['a']:.3f} | {c['b']:.3f} | "
                     f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] | "
-                    f"{c['verdict']} |"
+                    f"{c['verdict']} | {seed_cols} |"
                 )
         lines.append("")
         if "tokens" in s:

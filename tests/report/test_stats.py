@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmrpt.report.stats import mcnemar, mde, paired_difference, verdict
+from mmrpt.report.stats import mcnemar, mde, paired_difference, seed_level, verdict
 
 Z = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.8}: alpha 0.05, power 0.8
 
@@ -164,3 +164,33 @@ def test_one_seed_says_its_interval_leaves_out_seed_variance():
     )
     d = paired_difference(a, b, clusters=np.arange(800) % 4, n_boot=300)
     assert verdict(d, 0.03).endswith("])")  # four seeds: no caveat
+
+
+def test_seed_level_hand_case():
+    # differences 0.1..0.4: mean 0.25, sd 0.1291, t_{0.975, 3} = 3.1824
+    s = seed_level([0.1, 0.2, 0.3, 0.4])
+    sd = np.std([0.1, 0.2, 0.3, 0.4], ddof=1)
+    assert s["diff"] == pytest.approx(0.25) and s["sd"] == pytest.approx(sd)
+    assert (s["lo"], s["hi"]) == pytest.approx(
+        (0.25 - 3.1824 * sd / 2, 0.25 + 3.1824 * sd / 2), abs=1e-4
+    )
+    assert s["sign_test_p"] == pytest.approx(0.125)  # 4 of 4 positive
+    assert s["mde"] == pytest.approx(Z * sd / 2)
+    assert s["seeds_for_target"] == int(np.ceil((Z * sd / 0.05) ** 2)) == 53
+    assert s["boot_lo"] >= 0.1 and s["boot_hi"] <= 0.4  # a mean of these four stays inside
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        seed_level([0.1])
+
+
+def test_seed_level_detects_a_simulated_effect_and_not_a_null():
+    # per-seed differences with sd 0.05: a true +0.05 over 30 seeds (MDE 2.8 * 0.05 / sqrt(30)
+    # = 0.026) is detected in most draws; a null is detected in about 5% of them
+    rng = np.random.default_rng(4)
+    hits = [seed_level(rng.normal(0.05, 0.05, 30), n_boot=200)["lo"] > 0 for _ in range(200)]
+    nulls = [seed_level(rng.normal(0.0, 0.05, 30), n_boot=200) for _ in range(200)]
+    assert sum(hits) >= 190  # power at 1.9 MDE: ~0.999
+    false = sum(n["lo"] > 0 or n["hi"] < 0 for n in nulls)
+    assert false <= 20  # nominal 10 of 200; the bound leaves the binomial spread
+    assert all(
+        verdict(n, n["mde"]).startswith("no effect") for n in nulls if n["lo"] <= 0 <= n["hi"]
+    )

@@ -123,6 +123,28 @@ def test_an_effect_is_detected_and_its_interval_covers_it(tmp_path):
         assert png.stat().st_size > 5000
 
 
+def test_seeds_that_disagree_widen_the_seed_level_interval():
+    """Imitation copies the bias at two of four seeds (mmrpt +0.3 there, 0 elsewhere): the
+    seed-level t interval is far wider than the cluster bootstrap's, reaches 0, and says how
+    many seeds a 5-point MDE would need; the report shows both."""
+    rng = np.random.default_rng(5)
+    runs_ = {}
+    for seed, effect in enumerate((0.3, 0.0, 0.3, 0.0)):
+        runs_["mmrpt", seed] = outcome_table(rng, 0.5, 0.8)
+        runs_["masked_sft", seed] = outcome_table(rng, 0.5 - effect, 0.8)
+    s = summarise(runs_, budgets=[100], n_boot=500)
+    c = s["comparisons"]["mmrpt vs masked_sft"]["conflict"]
+    lvl = c["seed_level"]
+    assert lvl["n_seeds"] == 4 and lvl["seeds"] == [0, 1, 2, 3]
+    assert lvl["diff"] == pytest.approx(c["diff"])  # equal probes per seed: the same mean
+    assert [round(d, 1) for d in lvl["per_seed"]] == [0.3, 0.0, 0.3, 0.0]
+    assert lvl["hi"] - lvl["lo"] > 1.5 * (c["hi"] - c["lo"])
+    assert lvl["lo"] < 0 and lvl["verdict"].startswith("no effect detected (MDE")
+    assert lvl["seeds_for_target"] > 50  # sd ~0.17: (2.8 * 0.17 / 0.05)^2 ~ 92
+    md = markdown({"0.6": s})
+    assert "seed level" in md and f"| {lvl['seeds_for_target']} |" in md
+
+
 def test_a_difference_that_does_not_need_the_bias_is_not_called_a_change():
     """The same effect at both bias values: the change is not detected; no bias-0 run, no
     change table."""
