@@ -15,12 +15,17 @@ PROFILE = ROOT / "profiles/study.yaml"
 def test_profile_then_overrides_then_bias():
     raw = workspace_params(ROOT, PROFILE, 0.6)
     p = Params.model_validate(raw)
-    assert p.seeds == [0, 1, 2, 3] and "rft" in p.arms and p.data.caption_bias == 0.6
+    assert p.seeds == [0, 1, 2, 3] and list(p.arms) == ["masked_sft", "mmrpt"]
+    assert p.data.caption_bias == 0.6 and p.sft.budgets == []
     assert p.mask.granularity == "attribute"  # the profile's overlay
-    arms = "{masked_sft: {objective: sft}, mmrpt: {objective: grpo}}"
+    # the profile's commented arms, added as its comment says
+    lines = [x for x in PROFILE.read_text().splitlines() if x.startswith("#   ")]
+    extra = ", ".join(x[4:].split("  #")[0] for x in lines)
+    arms = f"{{masked_sft: {{objective: sft}}, mmrpt: {{objective: grpo}}, {extra}}}"
     raw = workspace_params(ROOT, PROFILE, 0.0, ["seeds=[0, 1]", f"arms={arms}"])
     p = Params.model_validate(raw)
-    assert p.seeds == [0, 1] and list(p.arms) == ["masked_sft", "mmrpt"]
+    assert p.seeds == [0, 1] and list(p.arms) == ["masked_sft", "mmrpt", "mmrpt_no_visual", "rft"]
+    assert p.arms["rft"].objective == "rft" and p.arms["mmrpt_no_visual"].reward_weights["exact"]
     assert p.data.caption_bias == 0.0 and p.mask.granularity == "attribute"
 
 
