@@ -7,8 +7,9 @@ outcomes, SFT budgets) and ``data.caption_bias`` set; the pipeline flow (flows/p
 reproduces it with DVC, so a rerun reruns only what changed. The workspaces run one after
 the other, each with ``max_parallel`` stage slots; the pipeline flow gives a stage that may run
 beside another cores/max_parallel threads and one that always runs alone (data to primer) all
-cores (flows.pipeline.stage_threads). Then mmrpt.report.study summarises each bias value: metrics/study.json,
-reports/study/ (report.md, curves.png, forest.png); every stage run is in MLflow as usual.
+cores (flows.pipeline.stage_threads). Then mmrpt.report.study summarises each bias value:
+metrics/study.json, reports/study/ (report.md, curves.png, forest.png); every stage run is in
+MLflow as usual.
 """
 
 from __future__ import annotations

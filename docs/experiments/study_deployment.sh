@@ -21,8 +21,12 @@ git archive HEAD | tar -x -C "$WORK"
 (cd "$WORK" && git init -q && git add -A && git commit -qm "study copy of $(git -C "$ROOT" rev-parse --short HEAD)")
 
 SERVER= WORKER=
-stop() {
-  for pid in $WORKER $SERVER; do kill -- -"$pid" 2>/dev/null || true; done
+stop() {  # the worker before the server; SIGKILL after 15 s (a worker may ignore SIGTERM)
+  for pid in $WORKER $SERVER; do
+    kill -- -"$pid" 2>/dev/null || continue
+    for _ in $(seq 15); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- -"$pid" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
 }
 trap stop EXIT

@@ -16,9 +16,9 @@ with a 95% cluster-bootstrap interval (clusters = seeds, mmrpt.report.stats), th
 detectable effect from the bootstrap standard error, and the verdict ("effect detected" /
 "no effect detected (MDE)", never "the claim fails"); with two seeds or more also the
 seed-level view (``seed_level``: a t interval over the per-seed differences, its MDE at this
-many seeds and the seeds a 5-point MDE would need), which is the one to read with few seeds. Reference answerers in every table:
-oracle (1.0), prior-only (the prior's option where there is one, else the first), constant
-(always the first option), computed on the same items.
+many seeds and the seeds a 5-point MDE would need), the one to read with few seeds.
+Reference answerers in every table: oracle (1.0), prior-only (the prior's option where there
+is one, else the first), constant (always the first option), computed on the same items.
 Across bias values (``bias_effect``): does a comparison's difference need the bias? Each
 value's difference minus the unbiased control's (bias 0), with a normal interval from the two
 bootstrap standard errors. The two values are separate trainings, so their errors are taken as
