@@ -6,10 +6,10 @@
 # copy's metrics/study.json in brief. The server and worker are stopped at exit.
 #   bash docs/experiments/study_deployment.sh [WORK]
 set -euo pipefail
+TMP=$(mktemp -d)
+WORK=$(realpath -m "${1:-$TMP/work}")  # absolute, from the caller's folder
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-TMP=$(mktemp -d)
-WORK=${1:-$TMP/work}
 PORT=${PORT:-4317}
 export PATH=${VENV:-$ROOT/.venv}/bin:$PATH PYTHONPATH=$ROOT MMRPT_HOME=$ROOT \
   PREFECT_HOME=$TMP/prefect PREFECT_API_URL=http://127.0.0.1:$PORT/api \
@@ -18,7 +18,8 @@ export PATH=${VENV:-$ROOT/.venv}/bin:$PATH PYTHONPATH=$ROOT MMRPT_HOME=$ROOT \
 
 mkdir -p "$WORK"
 git archive HEAD | tar -x -C "$WORK"
-(cd "$WORK" && git init -q && git add -A && git commit -qm "study copy of $(git -C "$ROOT" rev-parse --short HEAD)")
+(cd "$WORK" && git init -q && git add -A &&
+  git -c user.name=mmrpt -c user.email=mmrpt@localhost commit -qm "study copy of $(git -C "$ROOT" rev-parse --short HEAD)")
 
 SERVER= WORKER=
 stop() {  # the worker before the server; SIGKILL after 15 s (a worker may ignore SIGTERM)
@@ -32,7 +33,8 @@ stop() {  # the worker before the server; SIGKILL after 15 s (a worker may ignor
 trap stop EXIT
 setsid prefect server start --host 127.0.0.1 --port "$PORT" >"$TMP/server.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 120); do
+for _ in $(seq 120); do  # our server, healthy (not another one left on the port)
+  kill -0 "$SERVER" 2>/dev/null || { cat "$TMP/server.log"; exit 1; }
   curl -sf "http://127.0.0.1:$PORT/api/health" >/dev/null && break
   sleep 1
 done
@@ -41,12 +43,15 @@ prefect work-pool create mmrpt-cpu --type process >/dev/null
 prefect --no-prompt deploy --name study
 setsid prefect worker start --pool mmrpt-cpu >"$TMP/worker.log" 2>&1 &
 WORKER=$!
-params=$(printf '{"workdir": "%s", "profile": "profiles/study_smoke.yaml", "root": "studies/smoke", "out": "reports/study_smoke"}' "$WORK")
+params=$(python -c 'import json, sys; print(json.dumps({"workdir": sys.argv[1],
+  "profile": "profiles/study_smoke.yaml", "root": "studies/smoke", "out": "reports/study_smoke"}))' "$WORK")
 start=$(date +%s)
+rc=0
 prefect deployment run 'mmrpt-study/study' --params "$params" --watch --watch-timeout 3600 \
-  | tee "$TMP/run.log" | grep -v "^\s*$" | tail -5
-echo "deployment run: $(( $(date +%s) - start )) s (worker log: $TMP/worker.log)"
-grep -q Completed "$TMP/run.log" || { tail -40 "$TMP/worker.log"; exit 1; }
+  >"$TMP/run.log" 2>&1 || rc=$?
+grep -v "^\s*$" "$TMP/run.log" | tail -5
+echo "deployment run: $(( $(date +%s) - start )) s, exit $rc (worker log: $TMP/worker.log)"
+[ "$rc" = 0 ] && grep -q Completed "$TMP/run.log" || { tail -40 "$TMP/worker.log"; exit 1; }
 python - "$WORK" <<'EOF'
 import json, sys
 from pathlib import Path

@@ -3,7 +3,10 @@ docs/experiments/run_study_cpu.sh): per caption-bias value the wall time of the 
 (data to primer, alone on the machine) and of the arms (rl, sft, eval per run, max_parallel at a
 time), the stage-seconds per kind, how full the slots were, and what one more seed or one more
 arm would add at the same per-run times (the arms' stage-seconds / slots, the slots taken as
-full). Reads the flow's "<stage>: ran in N s" and "caption bias B: pipeline done (N s)" lines.
+full). Reads the flow's "<stage>: ran in N s" and "caption bias B: pipeline done (N s)" lines:
+stages found up to date (a resumed study) are not counted, so there the upstream reads 0 s and
+the arms' wall includes the up-to-date checks; the first bias value's wall starts at the log's
+first line (workspace set-up included).
 
     python docs/experiments/study_times.py study.log [--slots 2] [--out times.json]
 """

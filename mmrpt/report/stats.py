@@ -21,7 +21,8 @@ Departures from the textbook:
   the discordance rate as the variance of the differences (exact at a null difference of 0).
 - ``seed_level`` is the conservative view over training seeds: one paired difference per
   seed, a t interval over them (and a percentile bootstrap over seeds, since the per-seed
-  differences can be skewed), the sign test, and the seeds a target MDE would need. With few
+  differences can be skewed), the sign test, and the seeds a target MDE would need; its MDE
+  uses t quantiles with k - 1 degrees of freedom (with 4 seeds 1.5x the normal one). With few
   seeds the cluster bootstrap above rests on few values and comes out narrower (at bias 0.6,
   4 seeds: bootstrap [+0.033, +0.149] on 2 of them, t over the 4 [-0.052, +0.247];
   docs/LOG.md, 2026-12-02).
@@ -126,6 +127,13 @@ def mde(
     return float(z * sd / np.sqrt(n))
 
 
+def mde_seeds(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """MDE of a one-sample t test over ``n`` per-seed differences of spread ``sd``:
+    (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)."""
+    t = stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)
+    return float(t * sd / np.sqrt(n))
+
+
 def seed_level(per_seed, target: float = 0.05, n_boot: int = 10_000, seed: int = 0) -> dict:
     """The paired difference at the level of training seeds: ``per_seed`` (k,) one difference
     per seed (arm A's accuracy minus arm B's on the same probes), k >= 2. Returns {"diff" (the
@@ -150,9 +158,11 @@ def seed_level(per_seed, target: float = 0.05, n_boot: int = 10_000, seed: int =
         "n_seeds": n,
         "sd": sd,
         "se": sd / np.sqrt(n),
-        "mde": mde(n, sd_diff=sd),
+        "mde": mde_seeds(n, sd),
         "target": target,
-        "seeds_for_target": max(2, int(np.ceil((mde(1, sd_diff=sd) / target) ** 2))),
+        "seeds_for_target": next(k for k in range(2, 100_001) if mde_seeds(k, sd) <= target)
+        if mde_seeds(100_000, sd) <= target
+        else None,
         "per_seed": [float(x) for x in d],
     }
 

@@ -254,9 +254,14 @@ def markdown(
         for pair, per_metric in s["comparisons"].items():
             for metric, c in per_metric.items():
                 lvl = c.get("seed_level")
-                seed_cols = (
-                    f"{lvl['verdict']} | {lvl['seeds_for_target']}" if lvl else "(one seed) | "
-                )
+                seed_cols = "(one seed) | "
+                if lvl:
+                    found = lvl["lo"] > 0 or lvl["hi"] < 0
+                    seed_cols = (
+                        f"{lvl['diff']:+.3f} [{lvl['lo']:+.3f}, {lvl['hi']:+.3f}], MDE "
+                        f"{lvl['mde']:.3f}: {'effect' if found else 'no effect'} detected | "
+                        f"{lvl['seeds_for_target'] or '> 100,000'}"
+                    )
                 lines.append(
                     f"| {pair} | {metric} | {c['a']:.3f} | {c['b']:.3f} | "
                     f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] | "

@@ -21,7 +21,8 @@ def test_profile_then_overrides_then_bias():
     # the profile's commented arms, added as its comment says
     lines = [x for x in PROFILE.read_text().splitlines() if x.startswith("#   ")]
     extra = ", ".join(x[4:].split("  #")[0] for x in lines)
-    arms = f"{{masked_sft: {{objective: sft}}, mmrpt: {{objective: grpo}}, {extra}}}"
+    mmrpt = "{objective: grpo, reward_weights: {format: 0.2, visual: 1.0}}"  # the profile's
+    arms = f"{{masked_sft: {{objective: sft}}, mmrpt: {mmrpt}, {extra}}}"
     raw = workspace_params(ROOT, PROFILE, 0.0, ["seeds=[0, 1]", f"arms={arms}"])
     p = Params.model_validate(raw)
     assert p.seeds == [0, 1] and list(p.arms) == ["masked_sft", "mmrpt", "mmrpt_no_visual", "rft"]
