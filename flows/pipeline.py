@@ -283,7 +283,16 @@ def stage_threads(max_parallel: int, shares_cores: bool) -> int | None:
     OMP_NUM_THREADS."""
     if max_parallel == 1 or not shares_cores or "OMP_NUM_THREADS" in os.environ:
         return None
-    return max(1, (os.cpu_count() or 1) // max_parallel)
+    return max(1, usable_cores() // max_parallel)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. `taskset` or a container's
+    cpuset), which os.cpu_count() (the machine's) ignores."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=may_pass_on_retry)

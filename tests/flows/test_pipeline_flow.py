@@ -144,8 +144,10 @@ def test_only_stages_that_may_run_together_share_the_cores(monkeypatch):
     assert concurrent(order, upstream) == shared
     assert concurrent(["data", "rl@a-0", "sft@a-0"], upstream) == set()  # one chain: alone
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert stage_threads(2, True) == 4 and stage_threads(16, True) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 64)  # the machine's: not what this process gets
+    assert stage_threads(2, True) == 4
     assert stage_threads(2, False) is None and stage_threads(1, True) is None
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
     assert stage_threads(2, True) is None
