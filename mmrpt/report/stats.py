@@ -134,6 +134,15 @@ def mde_seeds(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> flo
     return float(t * sd / np.sqrt(n))
 
 
+def seeds_for(sd: float, target: float) -> int:
+    """The fewest seeds (>= 2) whose ``mde_seeds`` at spread ``sd`` is at most ``target``:
+    counted up from the normal approximation's number (t quantiles only add seeds)."""
+    k = max(2, int(np.ceil((mde(1, sd_diff=sd) / target) ** 2)))
+    while mde_seeds(k, sd) > target:
+        k += 1
+    return k
+
+
 def seed_level(per_seed, target: float = 0.05, n_boot: int = 10_000, seed: int = 0) -> dict:
     """The paired difference at the level of training seeds: ``per_seed`` (k,) one difference
     per seed (arm A's accuracy minus arm B's on the same probes), k >= 2. Returns {"diff" (the
@@ -160,9 +169,7 @@ def seed_level(per_seed, target: float = 0.05, n_boot: int = 10_000, seed: int =
         "se": sd / np.sqrt(n),
         "mde": mde_seeds(n, sd),
         "target": target,
-        "seeds_for_target": next(k for k in range(2, 100_001) if mde_seeds(k, sd) <= target)
-        if mde_seeds(100_000, sd) <= target
-        else None,
+        "seeds_for_target": seeds_for(sd, target),
         "per_seed": [float(x) for x in d],
     }
 

@@ -260,7 +260,7 @@ def markdown(
                     seed_cols = (
                         f"{lvl['diff']:+.3f} [{lvl['lo']:+.3f}, {lvl['hi']:+.3f}], MDE "
                         f"{lvl['mde']:.3f}: {'effect' if found else 'no effect'} detected | "
-                        f"{lvl['seeds_for_target'] or '> 100,000'}"
+                        f"{lvl['seeds_for_target']}"
                     )
                 lines.append(
                     f"| {pair} | {metric} | {c['a']:.3f} | {c['b']:.3f} | "
