@@ -26,6 +26,9 @@ Departures from the textbook:
   seeds the cluster bootstrap above rests on few values and comes out narrower (at bias 0.6,
   4 seeds: bootstrap [+0.033, +0.149] on 2 of them, t over the 4 [-0.052, +0.247];
   docs/LOG.md, 2026-12-02).
+- ``seed_change`` is the seed-level view of a change between two separate trainings (a
+  comparison's difference at a caption bias minus at bias 0): Welch's t over the two sets of
+  per-seed differences, since the two sets come from different runs and may spread differently.
 """
 
 from __future__ import annotations
@@ -174,6 +177,43 @@ def seed_level(per_seed, target: float = 0.05, n_boot: int = 10_000, seed: int =
     }
 
 
+def seed_change(at_bias, at_control, alpha: float = 0.05, power: float = 0.8) -> dict:
+    """The change of a seed-level difference between two separate trainings (a bias value and
+    its control): Welch's t over the two sets of per-seed differences (scipy.stats.ttest_ind,
+    unequal variances), each >= 2 seeds. Returns {"diff" (mean at the bias minus mean at the
+    control), "lo", "hi" (95% Welch interval), "se", "df" (Welch-Satterthwaite), "p", "mde"
+    ((t_{1-alpha/2, df} + t_{power, df}) * se), "n_seeds" (the smaller count)}."""
+    a, b = np.asarray(at_bias, dtype=float), np.asarray(at_control, dtype=float)
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"need >= 2 seeds on each side, got {a.size} and {b.size}")
+    se = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
+    if se == 0.0:  # no spread on either side: the change is exact, no test or power figure
+        d = float(a.mean() - b.mean())
+        return {
+            "diff": d,
+            "lo": d,
+            "hi": d,
+            "se": 0.0,
+            "df": None,
+            "p": None,
+            "mde": None,
+            "n_seeds": int(min(a.size, b.size)),
+        }
+    t = stats.ttest_ind(a, b, equal_var=False)
+    ci = t.confidence_interval(LEVEL)
+    q = stats.t.ppf(1 - alpha / 2, t.df) + stats.t.ppf(power, t.df)
+    return {
+        "diff": float(a.mean() - b.mean()),
+        "lo": float(ci.low),
+        "hi": float(ci.high),
+        "se": se,
+        "df": float(t.df),
+        "p": float(t.pvalue),
+        "mde": float(q * se),
+        "n_seeds": int(min(a.size, b.size)),
+    }
+
+
 def verdict(diff: dict, mde: float) -> str:
     """One line for a table: the effect and its interval when the interval excludes 0, else
     that no effect was detected and how large an effect could have been (never that the
@@ -194,5 +234,5 @@ def verdict(diff: dict, mde: float) -> str:
             f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}]{one_seed})"
         )
     if diff.get("se", 1.0) == 0.0:  # every paired outcome equal: no spread, no power figure
-        return "no difference in any item (no variance: MDE undefined)"
+        return "no difference at all (zero spread: MDE undefined)"
     return f"no effect detected (MDE {mde:.3f}{one_seed})"

@@ -23,6 +23,8 @@ Across bias values (``bias_effect``): does a comparison's difference need the bi
 value's difference minus the unbiased control's (bias 0), with a normal interval from the two
 bootstrap standard errors. The two values are separate trainings, so their errors are taken as
 independent; a positive covariance through shared probes would only narrow the true interval.
+With two seeds or more on both sides also its seed-level view (``seed_change``: Welch's t over
+the two sets of per-seed differences).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mmrpt.report.stats import LEVEL, mde, paired_difference, seed_level, verdict
+from mmrpt.report.stats import LEVEL, mde, paired_difference, seed_change, seed_level, verdict
 
 PAIRS = (
     ("mmrpt", "masked_sft"),  # the primary comparison: RL with the verifier vs imitation
@@ -205,6 +207,10 @@ def bias_effect(study: Mapping) -> dict[str, dict]:
                 d["n_clusters"] = min(c["n_clusters"], c0["n_clusters"])
                 d["verdict"] = verdict(d, d["mde"])
                 d["at_bias"], d["at_0"] = c["diff"], c0["diff"]
+                if "seed_level" in c and "seed_level" in c0:  # Welch over per-seed differences
+                    lvl = seed_change(c["seed_level"]["per_seed"], c0["seed_level"]["per_seed"])
+                    lvl["verdict"] = verdict(lvl, lvl["mde"])
+                    d["seed_level"] = lvl
                 out[key][pair][metric] = d
     return out
 
@@ -286,18 +292,28 @@ def markdown(
         lines += [
             "## Does the difference need the bias? (difference at the bias minus at bias 0)",
             "",
-            "Normal 95% interval from the two bootstrap standard errors (separate trainings).",
+            "Normal 95% interval from the two bootstrap standard errors (separate trainings); "
+            "seed level: Welch's 95% t interval over the two sets of per-seed differences.",
             "",
-            "| biases | comparison | metric | at the bias | at 0 | change | verdict |",
-            "|---|---|---|---|---|---|---|",
+            "| biases | comparison | metric | at the bias | at 0 | change | verdict | seed level |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for key, per_pair in effects.items():
             for pair, per_metric in per_pair.items():
                 for metric, d in per_metric.items():
+                    lvl = d.get("seed_level")
+                    seed_col = "(one seed)"
+                    if lvl:
+                        found = lvl["lo"] > 0 or lvl["hi"] < 0
+                        power = "" if lvl["mde"] is None else f", MDE {lvl['mde']:.3f}"
+                        seed_col = (
+                            f"[{lvl['lo']:+.3f}, {lvl['hi']:+.3f}]{power}: "
+                            f"{'effect' if found else 'no effect'} detected"
+                        )
                     lines.append(
                         f"| {key} | {pair} | {metric} | {d['at_bias']:+.3f} | "
                         f"{d['at_0']:+.3f} | {d['diff']:+.3f} [{d['lo']:+.3f}, "
-                        f"{d['hi']:+.3f}] | {d['verdict']} |"
+                        f"{d['hi']:+.3f}] | {d['verdict']} | {seed_col} |"
                     )
         lines.append("")
     return "\n".join(lines) + "\n"

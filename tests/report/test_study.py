@@ -119,6 +119,10 @@ def test_an_effect_is_detected_and_its_interval_covers_it(tmp_path):
     assert change["verdict"].startswith("effect detected")
     assert change["lo"] < 0.15 < change["hi"] and change["at_0"] == pytest.approx(0, abs=0.04)
     assert "Does the difference need the bias?" in md
+    lvl = change["seed_level"]  # Welch over the two sets of four per-seed differences
+    assert lvl["n_seeds"] == 4 and lvl["lo"] < 0.15 < lvl["hi"]
+    assert lvl["verdict"].startswith("effect detected") and lvl["hi"] - lvl["lo"] > 0
+    assert f"[{lvl['lo']:+.3f}, {lvl['hi']:+.3f}], MDE {lvl['mde']:.3f}: effect detected" in md
     for png in plots(study, tmp_path):
         assert png.stat().st_size > 5000
 
@@ -153,6 +157,7 @@ def test_a_difference_that_does_not_need_the_bias_is_not_called_a_change():
     change = bias_effect(study)["0.6 - 0"]["mmrpt vs masked_sft"]["conflict"]
     assert change["verdict"].startswith("no effect detected")
     assert change["at_bias"] > 0.1 and change["at_0"] > 0.1
+    assert change["seed_level"]["verdict"].startswith("no effect detected")
     assert bias_effect({"0.6": study["0.6"]}) == {}
     assert "need the bias" not in markdown({"0.6": study["0.6"]})
 
