@@ -33,6 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     if len(args.bias) != len(args.workspace):
         ap.error(f"{len(args.workspace)} workspaces but {len(args.bias)} --bias values")
+    if len(set(args.bias)) != len(args.bias):
+        ap.error(f"each --bias once: {args.bias}")
     spaces = dict(zip(args.bias, args.workspace, strict=True))
     summary = {}
     for bias, ws in spaces.items():

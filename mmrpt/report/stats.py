@@ -8,7 +8,7 @@ item by item, and return plain dicts and floats for the report.
 Why our own: no maintained library does a cluster bootstrap of paired differences over
 seeds x probes together with a minimum detectable effect in one call (scipy.stats.bootstrap
 resamples items only, statsmodels' McNemar has no clusters). scipy.stats supplies the exact
-binomial (McNemar) and the normal quantiles (MDE).
+binomial (McNemar, the sign test), the normal and t quantiles (MDE) and Welch's t test.
 
 Departures from the textbook:
 - ``paired_difference`` with ``clusters`` is a two-level bootstrap (resample clusters with
@@ -33,11 +33,14 @@ Departures from the textbook:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import stats
 
 LEVEL = 0.95  # the confidence level of every interval here
 FEW_SEEDS = 4  # below this many clusters (seeds) a verdict says its interval is too narrow
+FLAT = 1e-12  # a seed-level spread at most this is zero (equal differences differ in float)
 
 
 def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:
@@ -151,11 +154,15 @@ def seed_level(per_seed, target: float = 0.05, n_boot: int = 10_000, seed: int =
     per seed (arm A's accuracy minus arm B's on the same probes), k >= 2. Returns {"diff" (the
     mean), "lo", "hi" (the 95% t interval over seeds), "boot_lo", "boot_hi" (a percentile
     bootstrap over seeds), "sign_test_p", "n_seeds", "sd", "mde" (at k seeds), "target",
-    "seeds_for_target" (seeds for an MDE of ``target`` at this spread), "per_seed"}."""
+    "seeds_for_target" (seeds for an MDE of ``target`` at this spread), "per_seed",
+    "zero_spread"}. Every seed the same difference (``zero_spread``): no test; the verdict says
+    so instead of reading the zero-width interval as an effect."""
     d = np.asarray(per_seed, dtype=float)
     if d.ndim != 1 or d.size < 2:
         raise ValueError(f"need one difference per seed for >= 2 seeds, got shape {d.shape}")
     n, sd = d.size, float(d.std(ddof=1))
+    flat = sd <= FLAT * max(1.0, abs(float(d.mean())))
+    sd = 0.0 if flat else sd
     half = stats.t.ppf(1 - (1 - LEVEL) / 2, n - 1) * sd / np.sqrt(n)
     boot = d[np.random.default_rng(seed).integers(0, n, size=(n_boot, n))].mean(axis=1)
     tail = (1 - LEVEL) / 2
@@ -174,52 +181,55 @@ def seed_level(per_seed, target: float = 0.05, n_boot: int = 10_000, seed: int =
         "target": target,
         "seeds_for_target": seeds_for(sd, target),
         "per_seed": [float(x) for x in d],
+        "zero_spread": flat,
     }
 
 
 def seed_change(at_bias, at_control, alpha: float = 0.05, power: float = 0.8) -> dict:
     """The change of a seed-level difference between two separate trainings (a bias value and
     its control): Welch's t over the two sets of per-seed differences (scipy.stats.ttest_ind,
-    unequal variances), each >= 2 seeds. Returns {"diff" (mean at the bias minus mean at the
-    control), "lo", "hi" (95% Welch interval), "se", "df" (Welch-Satterthwaite), "p", "mde"
-    ((t_{1-alpha/2, df} + t_{power, df}) * se), "n_seeds" (the smaller count)}."""
+    unequal variances), each >= 2 seeds (1-D). Returns {"diff" (mean at the bias minus mean
+    at the control), "lo", "hi" (95% Welch interval, whatever ``alpha``), "se", "df"
+    (Welch-Satterthwaite), "p" (two-sided), "mde" ((t_{1-alpha/2, df} + t_{power, df}) * se),
+    "n_bias", "n_control", "n_seeds" (the smaller count), "zero_spread"}. With no spread on
+    either side (``zero_spread``) there is no test: df, p and mde are None, lo = hi = diff,
+    and the verdict says so (the seeds' sample spread is 0, not the true one)."""
     a, b = np.asarray(at_bias, dtype=float), np.asarray(at_control, dtype=float)
-    if a.size < 2 or b.size < 2:
-        raise ValueError(f"need >= 2 seeds on each side, got {a.size} and {b.size}")
+    if a.ndim != 1 or b.ndim != 1 or a.size < 2 or b.size < 2:
+        raise ValueError(f"need >= 2 seeds on each side (1-D), got {a.shape} and {b.shape}")
+    d = float(a.mean() - b.mean())
     se = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
-    if se == 0.0:  # no spread on either side: the change is exact, no test or power figure
-        d = float(a.mean() - b.mean())
-        return {
-            "diff": d,
-            "lo": d,
-            "hi": d,
-            "se": 0.0,
-            "df": None,
-            "p": None,
-            "mde": None,
-            "n_seeds": int(min(a.size, b.size)),
-        }
-    t = stats.ttest_ind(a, b, equal_var=False)
+    counts = {"n_bias": a.size, "n_control": b.size, "n_seeds": int(min(a.size, b.size))}
+    if se <= FLAT * max(1.0, abs(d)):
+        none = {"df": None, "p": None, "mde": None}
+        return {"diff": d, "lo": d, "hi": d, "se": 0.0, **none, **counts, "zero_spread": True}
+    with warnings.catch_warnings():  # one side flat is fine here (its variance is exactly 0)
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        t = stats.ttest_ind(a, b, equal_var=False)
     ci = t.confidence_interval(LEVEL)
     q = stats.t.ppf(1 - alpha / 2, t.df) + stats.t.ppf(power, t.df)
     return {
-        "diff": float(a.mean() - b.mean()),
+        "diff": d,
         "lo": float(ci.low),
         "hi": float(ci.high),
         "se": se,
         "df": float(t.df),
         "p": float(t.pvalue),
         "mde": float(q * se),
-        "n_seeds": int(min(a.size, b.size)),
+        **counts,
+        "zero_spread": False,
     }
 
 
-def verdict(diff: dict, mde: float) -> str:
+def verdict(diff: dict, mde: float | None) -> str:
     """One line for a table: the effect and its interval when the interval excludes 0, else
     that no effect was detected and how large an effect could have been (never that the
     claim fails: absence of evidence is stated with its power). With one cluster (one training
     seed) the interval covers probe sampling only, and with two or three a cluster bootstrap
-    sees little of the seed variance: the line says so."""
+    sees little of the seed variance: the line says so. A seed-level view with zero spread
+    (``zero_spread``) gets no test."""
+    if diff.get("zero_spread"):
+        return f"zero spread over seeds (difference {diff['diff']:+.3f}): no test, MDE undefined"
     n_seeds = diff.get("n_clusters", FEW_SEEDS)
     if n_seeds < 2:
         one_seed = "; one seed: the interval leaves out seed-to-seed variance"
@@ -233,6 +243,6 @@ def verdict(diff: dict, mde: float) -> str:
             f"effect detected ({diff['diff']:+.3f}, {LEVEL:.0%} CI "
             f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}]{one_seed})"
         )
-    if diff.get("se", 1.0) == 0.0:  # every paired outcome equal: no spread, no power figure
+    if diff.get("se", 1.0) == 0.0:  # every paired difference 0: no spread, no power figure
         return "no difference at all (zero spread: MDE undefined)"
     return f"no effect detected (MDE {mde:.3f}{one_seed})"

@@ -183,7 +183,8 @@ def summarise(
 def bias_effect(study: Mapping) -> dict[str, dict]:
     """Per bias value > 0 (when the study has bias 0), per comparison and metric: the
     difference at that value minus the difference at bias 0, its interval and MDE (see the
-    module docstring). Keys "<bias> - <control>"; empty without a bias-0 run."""
+    module docstring), and with >= 2 seeds on both sides its seed-level view ("seed_level":
+    stats.seed_change). Keys "<bias> - <control>"; empty without a bias-0 run."""
     by_value = {float(b): s for b, s in study.items()}
     if 0.0 not in by_value:
         return {}
@@ -213,6 +214,18 @@ def bias_effect(study: Mapping) -> dict[str, dict]:
                     d["seed_level"] = lvl
                 out[key][pair][metric] = d
     return out
+
+
+def seed_cell(lvl: Mapping) -> str:
+    """A seed-level view in one table cell: mean difference, interval, MDE and the verdict's
+    word (or the verdict itself where the seeds have no spread)."""
+    if lvl.get("zero_spread"):
+        return lvl["verdict"]
+    found = "effect" if lvl["verdict"].startswith("effect detected") else "no effect"
+    return (
+        f"{lvl['diff']:+.3f} [{lvl['lo']:+.3f}, {lvl['hi']:+.3f}], MDE {lvl['mde']:.3f}: "
+        f"{found} detected"
+    )
 
 
 def markdown(
@@ -262,12 +275,7 @@ def markdown(
                 lvl = c.get("seed_level")
                 seed_cols = "(one seed) | "
                 if lvl:
-                    found = lvl["lo"] > 0 or lvl["hi"] < 0
-                    seed_cols = (
-                        f"{lvl['diff']:+.3f} [{lvl['lo']:+.3f}, {lvl['hi']:+.3f}], MDE "
-                        f"{lvl['mde']:.3f}: {'effect' if found else 'no effect'} detected | "
-                        f"{lvl['seeds_for_target']}"
-                    )
+                    seed_cols = f"{seed_cell(lvl)} | {lvl['seeds_for_target']}"
                 lines.append(
                     f"| {pair} | {metric} | {c['a']:.3f} | {c['b']:.3f} | "
                     f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] | "
@@ -302,14 +310,7 @@ def markdown(
             for pair, per_metric in per_pair.items():
                 for metric, d in per_metric.items():
                     lvl = d.get("seed_level")
-                    seed_col = "(one seed)"
-                    if lvl:
-                        found = lvl["lo"] > 0 or lvl["hi"] < 0
-                        power = "" if lvl["mde"] is None else f", MDE {lvl['mde']:.3f}"
-                        seed_col = (
-                            f"[{lvl['lo']:+.3f}, {lvl['hi']:+.3f}]{power}: "
-                            f"{'effect' if found else 'no effect'} detected"
-                        )
+                    seed_col = seed_cell(lvl) if lvl else "(< 2 seeds on a side)"
                     lines.append(
                         f"| {key} | {pair} | {metric} | {d['at_bias']:+.3f} | "
                         f"{d['at_0']:+.3f} | {d['diff']:+.3f} [{d['lo']:+.3f}, "

@@ -218,11 +218,30 @@ def test_seed_change_is_welch_over_the_per_seed_differences():
     assert c["mde"] == pytest.approx(
         (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * np.sqrt(va + vb)
     )
+    t = c["diff"] / np.sqrt(va + vb)
+    assert c["p"] == pytest.approx(2 * stats.t.sf(abs(t), df))  # two-sided
     assert verdict(c, c["mde"]).startswith("effect detected (+0.245")
-    flat = seed_change([0.1, 0.1], [0.1, 0.1])
-    assert flat["mde"] is None and verdict(flat, flat["mde"]).startswith("no difference at all")
+    assert (c["n_bias"], c["n_control"]) == (5, 4)
+    # one side flat: Welch's df is the other side's n - 1, the interval finite
+    one = seed_change([0.25, 0.25, 0.25], b)
+    assert one["df"] == pytest.approx(3.0) and one["lo"] < one["hi"] and not one["zero_spread"]
+    # both flat (equal in exact arithmetic, not in float): no test, whatever the difference
+    k = np.arange(20, 24)
+    flat = seed_change(k / 200 - (k - 20) / 200, [0.0, 0.0])
+    assert flat["zero_spread"] and flat["mde"] is None and flat["p"] is None
+    assert verdict(flat, flat["mde"]) == (
+        "zero spread over seeds (difference +0.100): no test, MDE undefined"
+    )
     with pytest.raises(ValueError, match=">= 2 seeds on each side"):
         seed_change([0.1], [0.0, 0.1])
+
+
+def test_seed_level_with_no_spread_runs_no_test():
+    k = np.arange(20, 24)  # 0.1 at every seed, up to float rounding
+    s = seed_level(k / 200 - (k - 20) / 200)
+    assert s["zero_spread"] and s["sd"] == 0.0 and s["mde"] == 0.0
+    assert verdict(s, s["mde"]).startswith("zero spread over seeds (difference +0.100)")
+    assert not seed_level([0.1, 0.2])["zero_spread"]
 
 
 def test_seed_change_detects_a_simulated_change_and_not_a_null():

@@ -121,8 +121,9 @@ def test_an_effect_is_detected_and_its_interval_covers_it(tmp_path):
     assert "Does the difference need the bias?" in md
     lvl = change["seed_level"]  # Welch over the two sets of four per-seed differences
     assert lvl["n_seeds"] == 4 and lvl["lo"] < 0.15 < lvl["hi"]
-    assert lvl["verdict"].startswith("effect detected") and lvl["hi"] - lvl["lo"] > 0
-    assert f"[{lvl['lo']:+.3f}, {lvl['hi']:+.3f}], MDE {lvl['mde']:.3f}: effect detected" in md
+    assert lvl["verdict"].startswith("effect detected") and lvl["n_control"] == 4
+    cell = f"{lvl['diff']:+.3f} [{lvl['lo']:+.3f}, {lvl['hi']:+.3f}], MDE {lvl['mde']:.3f}"
+    assert f"{cell}: effect detected |" in md
     for png in plots(study, tmp_path):
         assert png.stat().st_size > 5000
 
@@ -147,6 +148,24 @@ def test_seeds_that_disagree_widen_the_seed_level_interval():
     assert lvl["seeds_for_target"] > 50  # sd ~0.17: (2.8 * 0.17 / 0.05)^2 ~ 92
     md = markdown({"0.6": s})
     assert "seed level" in md and f"| {lvl['seeds_for_target']} |" in md
+
+
+def test_arms_with_identical_outcomes_get_no_test_at_any_level():
+    """Both arms answer every probe alike at every seed, at both bias values: the bootstrap
+    says no difference at all, the seed level and the change from bias 0 say there was no
+    spread to test (not a zero-width interval read as a detected effect)."""
+    rng = np.random.default_rng(7)
+    same = {}
+    for s in range(3):
+        same["mmrpt", s] = same["masked_sft", s] = outcome_table(rng, 0.5, 0.8)
+    study = {b: summarise(same, budgets=[50, 100], n_boot=200) for b in ("0.0", "0.6")}
+    c = study["0.6"]["comparisons"]["mmrpt vs masked_sft"]["conflict"]
+    assert c["verdict"] == "no difference at all (zero spread: MDE undefined)"
+    assert c["seed_level"]["zero_spread"]
+    change = bias_effect(study)["0.6 - 0"]["mmrpt vs masked_sft"]["conflict"]
+    assert change["seed_level"]["zero_spread"] and change["seed_level"]["mde"] is None
+    md = markdown(study)
+    assert md.count("zero spread over seeds (difference +0.000): no test, MDE undefined |") >= 3
 
 
 def test_a_difference_that_does_not_need_the_bias_is_not_called_a_change():
