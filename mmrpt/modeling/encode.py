@@ -49,8 +49,9 @@ def _encode_prompt(processor, image: Image.Image, prompt: str) -> dict:
     ``processor(text=[chat prompt], images=[image])`` (tensors: read them, do not change
     them), with the prompt's text part cached: a Qwen2-VL-style processor's text depends on
     the image only through its grid (the number of placeholder tokens), and rendering the
-    template, expanding the placeholders and tokenising cost 0.65 of the 0.83 ms per call
-    (the image part 0.18 ms) on the embedded model, every sample of every training step. The
+    template, expanding the placeholders and tokenising cost 0.47 of the 0.70 ms per call
+    (the image part 0.23 ms; bench/encode_prompt.py) on the embedded model, every sample of
+    every training step. The
     first call per (prompt, grid) runs the processor and checks that its pixels equal the
     image processor's alone; if they do not, this processor is never cached."""
     cache = _prompt_ids.get(processor, OrderedDict())
