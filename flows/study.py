@@ -9,7 +9,9 @@ the other, each with ``max_parallel`` stage slots; the pipeline flow gives a sta
 beside another cores/max_parallel threads and one that always runs alone (data to primer) all
 cores (flows.pipeline.stage_threads). Then mmrpt.report.study summarises each bias value:
 metrics/study.json, reports/study/ (report.md, curves.png, forest.png); every stage run is in
-MLflow as usual.
+MLflow as usual. Finished workspaces of other bias values under the same root (an earlier
+run's) are summarised beside the ones run, so `--biases 0.6 -S 'seeds=[...]'` after the
+default study still reports the change from bias 0 (``summarised_only`` in study.json).
 """
 
 from __future__ import annotations
@@ -62,6 +64,29 @@ def load_runs(ws: Path) -> tuple[dict, list[int], dict]:
             k.removeprefix("tokens/"): v for k, v in rl.items() if k.startswith("tokens/")
         }
     return runs, [*p.sft.budgets, p.sft.steps], tokens
+
+
+def finished_workspaces(root: Path, skip) -> dict[float, Path]:
+    """The workspaces ``root``/bias-<b> (b not in ``skip``) whose every run has its outcome
+    table and rl metrics: {b: workspace}. A workspace with a run missing is left out."""
+    found = {}
+    for ws in sorted(root.glob("bias-*")):
+        try:
+            b = float(ws.name.removeprefix("bias-"))
+            p = Params.model_validate(yaml.safe_load((ws / "params.yaml").read_text()))
+        except (ValueError, OSError, yaml.YAMLError):
+            continue
+        if b in skip:
+            continue
+        runs = [f"{arm}-{seed}" for arm in p.arms for seed in p.seeds]
+        outcomes = ws / p.eval.out_dir / "outcomes"
+        if all(
+            (outcomes / f"{r}.parquet").is_file()
+            and (ws / "metrics" / "rl" / f"{r}.json").is_file()
+            for r in runs
+        ):
+            found[b] = ws
+    return found
 
 
 def write_study(
@@ -117,8 +142,13 @@ def study(
     for b, ws in spaces.items():
         pipeline(workdir=str(ws), max_parallel=max_parallel)
         logger.info("caption bias %s: pipeline done (%.0f s)", b, time.time() - t0)
+    others = finished_workspaces(base / root, set(spaces))
+    if others:
+        logger.info("also summarised (finished, not run now): caption bias %s", sorted(others))
+    spaces = dict(sorted({**spaces, **others}.items()))
     meta = {
         "biases": biases,
+        "summarised_only": sorted(others),
         "profile": profile,
         "overrides": list(overrides or []),
         "wall_s": time.time() - t0,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.study import workspace_params, write_study
+from flows.study import finished_workspaces, workspace_params, write_study
 from mmrpt.config import Params
 from mmrpt.report.study import bias_effect, items, markdown, plots, references, summarise
 
@@ -204,6 +204,15 @@ def test_the_study_flow_writes_each_bias_and_the_change_from_bias_0(tmp_path):
             table.to_parquet(ws / p.eval.out_dir / "outcomes" / f"{arm}-{seed}.parquet")
             rl = {"tokens/forward": 10.0 * (1 + (arm == "mmrpt")), "loss": 1.0}
             (ws / "metrics" / "rl" / f"{arm}-{seed}.json").write_text(json.dumps(rl))
+    # a finished workspace of another bias value is found (the study command summarises it
+    # beside the ones it ran); one with a run's outcomes missing, or no params, is not
+    assert finished_workspaces(tmp_path / "studies", {0.6}) == {0.0: spaces[0.0]}
+    assert finished_workspaces(tmp_path / "studies", set()) == spaces
+    p0 = Params.model_validate(yaml.safe_load((spaces[0.0] / "params.yaml").read_text()))
+    (spaces[0.0] / p0.eval.out_dir / "outcomes" / "mmrpt-3.parquet").rename(tmp_path / "x")
+    (tmp_path / "studies" / "bias-0.3").mkdir()
+    assert finished_workspaces(tmp_path / "studies", {0.6}) == {}
+    (tmp_path / "x").rename(spaces[0.0] / p0.eval.out_dir / "outcomes" / "mmrpt-3.parquet")
     write_study(tmp_path, spaces, tmp_path / "reports", {"biases": [0.0, 0.6]}, n_boot=300)
     study = json.loads((tmp_path / "metrics" / "study.json").read_text())
     assert set(study["study"]) == {"0.0", "0.6"}
