@@ -49,17 +49,28 @@ def workspace_params(
     return raw
 
 
+def run_files(ws: Path, p: Params) -> dict[tuple[str, int], tuple[Path, Path]]:
+    """Per run (arm, seed) of a workspace with params ``p``: its per-probe outcome table and
+    its rl metrics file."""
+    return {
+        (arm, seed): (
+            ws / p.eval.out_dir / "outcomes" / f"{arm}-{seed}.parquet",
+            ws / "metrics" / "rl" / f"{arm}-{seed}.json",
+        )
+        for arm in p.arms
+        for seed in p.seeds
+    }
+
+
 def load_runs(ws: Path) -> tuple[dict, list[int], dict]:
     """The per-probe outcome tables of a workspace's runs {(arm, seed): table}, the SFT
     budgets (with the final step count) and the tokens per arm (first seed's rl run)."""
     p = Params.model_validate(yaml.safe_load((ws / "params.yaml").read_text()))
-    runs, tokens = {}, {}
+    files = run_files(ws, p)
+    runs = {run: pd.read_parquet(outcomes) for run, (outcomes, _) in files.items()}
+    tokens = {}
     for arm in p.arms:
-        for seed in p.seeds:
-            runs[arm, seed] = pd.read_parquet(
-                ws / p.eval.out_dir / "outcomes" / f"{arm}-{seed}.parquet"
-            )
-        rl = json.loads((ws / "metrics" / "rl" / f"{arm}-{p.seeds[0]}.json").read_text())
+        rl = json.loads(files[arm, p.seeds[0]][1].read_text())
         tokens[arm] = {
             k.removeprefix("tokens/"): v for k, v in rl.items() if k.startswith("tokens/")
         }
@@ -73,28 +84,27 @@ def finished_workspaces(root: Path, skip) -> dict[float, Path]:
     for ws in sorted(root.glob("bias-*")):
         try:
             b = float(ws.name.removeprefix("bias-"))
+            if b in skip:
+                continue
             p = Params.model_validate(yaml.safe_load((ws / "params.yaml").read_text()))
         except (ValueError, OSError, yaml.YAMLError):
             continue
-        if b in skip:
-            continue
-        runs = [f"{arm}-{seed}" for arm in p.arms for seed in p.seeds]
-        outcomes = ws / p.eval.out_dir / "outcomes"
-        if all(
-            (outcomes / f"{r}.parquet").is_file()
-            and (ws / "metrics" / "rl" / f"{r}.json").is_file()
-            for r in runs
-        ):
+        if all(f.is_file() for pair in run_files(ws, p).values() for f in pair):
             found[b] = ws
     return found
 
 
 def write_study(
-    base: Path, spaces: dict[float, Path], report: Path, meta: dict, n_boot: int = 2000
+    base: Path,
+    spaces: dict[float, Path],
+    report: Path,
+    meta: dict,
+    n_boot: int = 2000,
+    study_json: Path | None = None,
 ) -> dict:
-    """Summarise each bias value's workspace (``spaces``: bias -> workspace under ``base``):
-    base/metrics/study.json (per bias, and the change of each comparison from bias 0) and
-    ``report`` (report.md and the plots)."""
+    """Summarise each bias value's workspace (``spaces``: bias -> workspace): ``study_json``
+    (default base/metrics/study.json; per bias, and the change of each comparison from bias
+    0; workspaces under ``base`` named relative to it) and ``report`` (report.md, plots)."""
     from mmrpt.report.study import bias_effect, markdown, plots, summarise
 
     summary: dict = {}
@@ -102,14 +112,13 @@ def write_study(
         runs, budgets, tokens = load_runs(ws)
         summary[str(b)] = summarise(runs, budgets, tokens, n_boot=n_boot)
     effects = bias_effect(summary)
+    where = {
+        str(b): str(ws.relative_to(base) if ws.is_relative_to(base) else ws)
+        for b, ws in spaces.items()
+    }
     write_json_atomic(
-        base / "metrics" / "study.json",
-        {
-            "study": summary,
-            "bias_effect": effects,
-            **meta,
-            "workspaces": {str(b): str(ws.relative_to(base)) for b, ws in spaces.items()},
-        },
+        study_json or base / "metrics" / "study.json",
+        {"study": summary, "bias_effect": effects, **meta, "workspaces": where},
     )
     write_text_atomic(report / "report.md", markdown(summary, effects=effects))
     plots(summary, report)
